@@ -1,0 +1,107 @@
+// The four kinds of failure pvshift distinguishes, and the one function that maps
+// Kubernetes API status codes onto them. Callers decide by kind, never by code.
+
+/** Worth retrying with backoff: conflicts, timeouts, throttling, a server hiccup. */
+export class TransientError extends Error {
+  override name = 'TransientError';
+  constructor(message: string, options?: { cause?: unknown; retryAfterSeconds?: number }) {
+    super(message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
+  }
+  readonly retryAfterSeconds: number | undefined;
+}
+
+/** Will not get better by retrying: reported as an event and a condition, then left. */
+export class TerminalError extends Error {
+  override name = 'TerminalError';
+  constructor(
+    message: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** pvshift was started wrong: fail at start with the flag or variable to fix. */
+export class ConfigurationError extends Error {
+  override name = 'ConfigurationError';
+}
+
+/** An admission request pvshift refuses; the message is shown to the user by kubectl. */
+export class AdmissionDenial extends Error {
+  override name = 'AdmissionDenial';
+  constructor(
+    message: string,
+    readonly code = 403,
+  ) {
+    super(message);
+  }
+}
+
+/** The HTTP status of a Kubernetes API error, from either client shape, or undefined. */
+export function apiStatusCode(e: unknown): number | undefined {
+  if (typeof e !== 'object' || e === null) return undefined;
+  const record = e as Record<string, unknown>;
+  for (const key of ['code', 'statusCode']) {
+    const value = record[key];
+    if (typeof value === 'number') return value;
+  }
+  const response = record.response;
+  if (typeof response === 'object' && response !== null) {
+    const status = (response as Record<string, unknown>).statusCode;
+    if (typeof status === 'number') return status;
+  }
+  const body = record.body;
+  if (typeof body === 'object' && body !== null) {
+    const code = (body as Record<string, unknown>).code;
+    if (typeof code === 'number') return code;
+  }
+  return undefined;
+}
+
+/** The API server's own message for an error, where it sent one. */
+export function apiMessage(e: unknown): string {
+  if (typeof e === 'object' && e !== null) {
+    const body = (e as Record<string, unknown>).body;
+    let parsed: unknown = body;
+    if (typeof body === 'string') {
+      try {
+        parsed = JSON.parse(body);
+      } catch {
+        parsed = undefined;
+      }
+    }
+    if (typeof parsed === 'object' && parsed !== null) {
+      const message = (parsed as Record<string, unknown>).message;
+      if (typeof message === 'string') return message;
+    }
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
+export const isNotFound = (e: unknown): boolean => apiStatusCode(e) === 404;
+export const isAlreadyExists = (e: unknown): boolean => apiStatusCode(e) === 409 && /already exists/i.test(apiMessage(e));
+export const isConflict = (e: unknown): boolean => apiStatusCode(e) === 409 && !isAlreadyExists(e);
+
+/**
+ * Classifies an API failure. 409 (conflict), 422 from a failed `test` patch op,
+ * 429, 5xx and network errors are transient: the next reconcile reads the world
+ * again. 400/403/422 otherwise are terminal: the request itself is wrong.
+ */
+export function classifyApiError(e: unknown, what: string): TransientError | TerminalError {
+  if (e instanceof TransientError || e instanceof TerminalError) return e;
+  const code = apiStatusCode(e);
+  const message = `${what}: ${apiMessage(e)}`;
+  if (code === undefined || code === 409 || code === 429 || code >= 500) {
+    return new TransientError(message, { cause: e });
+  }
+  if (code === 422 && /test operation failed|testing value/i.test(apiMessage(e))) {
+    return new TransientError(message, { cause: e });
+  }
+  return new TerminalError(message, code === 403 ? 'Forbidden' : 'APIRejected', { cause: e });
+}
+
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

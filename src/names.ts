@@ -1,0 +1,70 @@
+// Every name pvshift puts on the cluster, derived from one prefix so that a grep
+// for `pvshift.io/` finds them all and nothing drifts between webhook,
+// controller and chart.
+
+export const PREFIX = 'pvshift.io';
+
+export const API_GROUP = PREFIX;
+export const API_VERSION = 'v1alpha1';
+export const API_GROUP_VERSION = `${API_GROUP}/${API_VERSION}`;
+export const MIGRATION_KIND = 'VolumeMigration';
+export const MIGRATION_PLURAL = 'volumemigrations';
+export const MIGRATION_CRD_NAME = `${MIGRATION_PLURAL}.${API_GROUP}`;
+
+/** Annotations a user sets on a claim: the shortcut that creates a VolumeMigration. */
+export const ANNOTATION_TARGET_CLASS = `${PREFIX}/target-storage-class`;
+export const ANNOTATION_TARGET_SIZE = `${PREFIX}/target-size`;
+
+/**
+ * On a replacement claim and a gated pod: the migration(s) responsible (a pod may
+ * mount several claims under migration; the value is then comma-separated).
+ * On a retained source PV: `namespace/name` of the migration that left it there.
+ */
+export const ANNOTATION_MIGRATION = `${PREFIX}/migration`;
+/** On a PV whose reclaim policy pvshift changed: the policy to restore. */
+export const ANNOTATION_ORIGINAL_RECLAIM_POLICY = `${PREFIX}/original-reclaim-policy`;
+/** On a gated pod: when the gate was added (RFC 3339), the start of downtime. */
+export const ANNOTATION_GATED_AT = `${PREFIX}/gated-at`;
+
+/** The scheduling gate that holds a consumer pod until its data is in place. */
+export const SCHEDULING_GATE = `${PREFIX}/migration`;
+
+/**
+ * Namespace label that scopes the webhooks: set by the controller while a
+ * namespace holds an unfinished migration, removed when none is left. The PVC
+ * webhook has `failurePolicy: Fail`, so this label is what keeps a pvshift
+ * outage from blocking claims in namespaces that have nothing to do with it.
+ */
+export const LABEL_NAMESPACE_ACTIVE = `${PREFIX}/migration-active`;
+
+export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
+export const MANAGED_BY_VALUE = 'pvshift';
+export const LABEL_COMPONENT = 'app.kubernetes.io/component';
+/** Values of LABEL_COMPONENT on the objects pvshift creates. */
+export const COMPONENT_COPY = 'copy';
+export const COMPONENT_STAGING = 'staging';
+export const COMPONENT_SOURCE_HELPER = 'source-helper';
+export const LABEL_MIGRATION_UID = `${PREFIX}/migration-uid`;
+
+/** Finalizer that lets the controller clean up (or roll back) before a VolumeMigration goes. */
+export const FINALIZER = `${PREFIX}/cleanup`;
+
+/** Field manager for server-side apply and the managedFields of our writes. */
+export const FIELD_MANAGER = 'pvshift';
+
+// Children are named from the migration's UID, so a rerun of any step finds the
+// object it made before instead of making a second one. A UID is 36 characters;
+// every name below stays within the 63 of a DNS label.
+export function stagingClaimName(uid: string): string {
+  return `pvshift-${uid}-target`;
+}
+export function sourceHelperClaimName(uid: string): string {
+  return `pvshift-${uid}-source`;
+}
+export function copyPodName(uid: string, pass: 'presync' | 'final'): string {
+  return `pvshift-${uid}-${pass}`;
+}
+/** The VolumeMigration made from a claim's annotation carries the claim's name. */
+export function migrationNameForClaim(claimName: string): string {
+  return claimName;
+}

@@ -1,0 +1,132 @@
+// The VolumeMigration resource (pvshift.io/v1alpha1) as TypeScript types, and the
+// pure predicates that webhook and controller share about its phases.
+import type { V1ObjectMeta, V1PersistentVolumeClaimSpec } from '@kubernetes/client-node';
+
+export type CutoverMode = 'OnPodRecreate' | 'Evict';
+export type VerifyMode = 'none' | 'metadata' | 'checksum';
+export type SourceRetention = 'Keep' | 'DeleteAfterVerify';
+
+export interface VolumeMigrationSpec {
+  /** The claim to move, in the migration's own namespace. */
+  claimName: string;
+  targetStorageClassName: string;
+  /** Quantity; defaults to the claim's current request. */
+  targetSize?: string;
+  targetAccessModes?: string[];
+  /** Copy while the app still runs; defaults to on where a second mount is allowed. */
+  preSync?: boolean;
+  cutover?: CutoverMode;
+  verify?: VerifyMode;
+  sourceRetention?: SourceRetention;
+  /** Set to true to stop: before cutover it cleans up, after it rolls back. */
+  abort?: boolean;
+}
+
+/**
+ * The life of a migration. Everything before CuttingOver leaves the user's
+ * objects as they were (only the source PV's reclaim policy is made Retain).
+ */
+export const PHASES = [
+  'Pending', // accepted, not yet validated
+  'PreSyncing', // copying while the app runs
+  'WaitingForCutover', // ready; waiting for the consumer pod to be recreated (or evicted)
+  'CuttingOver', // original claim deleted; helper and replacement claims being made
+  'Populating', // final copy from the retained source PV into the target
+  'Binding', // target PV being handed to the replacement claim
+  'Succeeded',
+  'RollingBack', // putting the original claim back on the source PV
+  'RolledBack',
+  'Aborted', // stopped before cutover; nothing of the user's was changed
+  'Failed', // rejected before cutover; nothing of the user's was changed
+] as const;
+export type Phase = (typeof PHASES)[number];
+
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+export interface ClaimSnapshot {
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  spec: V1PersistentVolumeClaimSpec;
+}
+
+export interface CopyProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  filesDone: number;
+  filesTotal: number;
+  bytesPerSecond: number;
+  etaSeconds?: number;
+  updatedAt: string;
+}
+
+export interface CopyResult {
+  pass: 'presync' | 'final';
+  bytes: number;
+  bytesTransferred: number;
+  files: number;
+  seconds: number;
+  verified: VerifyMode;
+  dropped?: string[];
+}
+
+export interface VolumeMigrationStatus {
+  phase?: Phase;
+  observedGeneration?: number;
+  message?: string;
+  conditions?: Condition[];
+  originalClaim?: ClaimSnapshot;
+  sourceVolumeName?: string;
+  sourceStorageClassName?: string;
+  targetVolumeName?: string;
+  /** The node the copies ran on, where topology pinned them. */
+  nodeName?: string;
+  progress?: CopyProgress;
+  copies?: CopyResult[];
+  startTime?: string;
+  cutoverStartTime?: string;
+  completionTime?: string;
+  /** Gate added (first gated pod) to gate lifted. */
+  downtimeSeconds?: number;
+}
+
+export interface VolumeMigration {
+  apiVersion: 'pvshift.io/v1alpha1';
+  kind: 'VolumeMigration';
+  metadata: V1ObjectMeta & { name: string; namespace: string };
+  spec: VolumeMigrationSpec;
+  status?: VolumeMigrationStatus;
+}
+
+const TERMINAL: ReadonlySet<Phase> = new Set(['Succeeded', 'RolledBack', 'Aborted', 'Failed']);
+/** Phases in which the original claim is gone and a claim of its name must be the replacement. */
+const REWRITING: ReadonlySet<Phase> = new Set(['CuttingOver', 'Populating', 'Binding']);
+
+export function phaseOf(m: VolumeMigration): Phase {
+  return m.status?.phase ?? 'Pending';
+}
+
+export function isTerminal(phase: Phase): boolean {
+  return TERMINAL.has(phase);
+}
+
+/** A new pod mounting the claim must wait (scheduling gate) in every unfinished phase. */
+export function isGatingPods(phase: Phase): boolean {
+  return !TERMINAL.has(phase);
+}
+
+/** A claim created with the migration's claim name must come back as the replacement. */
+export function isRewritingClaims(phase: Phase): boolean {
+  return REWRITING.has(phase);
+}
+
+/** During rollback a claim created with the name must come back as the original, on the source PV. */
+export function isRestoringClaims(phase: Phase): boolean {
+  return phase === 'RollingBack';
+}
