@@ -76,6 +76,7 @@ export function apiMessage(e: unknown): string {
       const message = (parsed as Record<string, unknown>).message;
       if (typeof message === 'string') return message;
     }
+    if (typeof body === 'string' && body.trim()) return body.trim().slice(0, 500);
   }
   return e instanceof Error ? e.message : String(e);
 }

@@ -88,6 +88,8 @@ export interface VolumeMigrationStatus {
   /** The node the copies ran on, where topology pinned them. */
   nodeName?: string;
   progress?: CopyProgress;
+  /** "1.2 GiB / 4.0 GiB (30%)": what the printer column shows. */
+  progressText?: string;
   copies?: CopyResult[];
   startTime?: string;
   cutoverStartTime?: string;

@@ -1,0 +1,6 @@
+export { startLocalCluster, PVSHIFT_DEV_IMAGE, pvshiftEntrypoint, type LocalCluster, type LocalClusterOptions } from './local-cluster.js';
+export { installVolumeMigrationCrd } from './crds.js';
+export { findBinaries, REPO_ROOT, type Binaries } from './binaries.js';
+export { isCopyPod } from './fake-kubelet.js';
+export { PROVISIONER_NAME, localStorageClasses } from './hostpath-provisioner.js';
+export { waitFor, sleep, freePort } from './processes.js';

@@ -1,0 +1,88 @@
+// Certificates for the local control plane: one CA, the API server's serving
+// certificate, an admin client certificate (group system:masters), the fake
+// kubelets' serving certificate, and the service-account signing key pair.
+// Keys come from node:crypto (native, fast); node-forge only signs.
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import forge from 'node-forge';
+
+export interface KeyPair {
+  certPem: string;
+  keyPem: string;
+}
+
+export interface ClusterPki {
+  ca: KeyPair;
+  apiserver: KeyPair;
+  admin: KeyPair;
+  kubelet: KeyPair;
+  serviceAccount: { publicKeyPem: string; privateKeyPem: string };
+}
+
+function rsaKeys(): { publicKeyPem: string; privateKeyPem: string } {
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  return { publicKeyPem: publicKey, privateKeyPem: privateKey };
+}
+
+interface CertRequest {
+  commonName: string;
+  organization?: string;
+  isCa?: boolean;
+  dnsNames?: string[];
+  ips?: string[];
+  usage: 'ca' | 'server' | 'client';
+}
+
+function sign(request: CertRequest, issuer?: KeyPair): KeyPair {
+  const keys = rsaKeys();
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.publicKeyFromPem(keys.publicKeyPem);
+  // A positive serial: clear the top bit so the DER integer is not negative.
+  const serial = randomBytes(16);
+  serial[0] = (serial[0] ?? 0) & 0x7f;
+  cert.serialNumber = serial.toString('hex');
+  const now = Date.now();
+  cert.validity.notBefore = new Date(now - 60_000);
+  cert.validity.notAfter = new Date(now + 7 * 24 * 3600_000);
+  const subject: forge.pki.CertificateField[] = [{ name: 'commonName', value: request.commonName }];
+  if (request.organization) subject.push({ name: 'organizationName', value: request.organization });
+  cert.setSubject(subject);
+  const issuerCert = issuer ? forge.pki.certificateFromPem(issuer.certPem) : undefined;
+  cert.setIssuer(issuerCert ? issuerCert.subject.attributes : subject);
+  const extensions: object[] = [{ name: 'basicConstraints', cA: request.usage === 'ca', critical: true }];
+  if (request.usage === 'ca') {
+    extensions.push({ name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true });
+  } else {
+    extensions.push({ name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true });
+    extensions.push({ name: 'extKeyUsage', serverAuth: request.usage === 'server', clientAuth: request.usage === 'client' });
+  }
+  const altNames = [
+    ...(request.dnsNames ?? []).map((value) => ({ type: 2, value })),
+    ...(request.ips ?? []).map((ip) => ({ type: 7, ip })),
+  ];
+  if (altNames.length) extensions.push({ name: 'subjectAltName', altNames });
+  cert.setExtensions(extensions);
+  const signingKey = forge.pki.privateKeyFromPem(issuer ? issuer.keyPem : keys.privateKeyPem);
+  cert.sign(signingKey, forge.md.sha256.create());
+  return { certPem: forge.pki.certificateToPem(cert), keyPem: keys.privateKeyPem };
+}
+
+export function createClusterPki(): ClusterPki {
+  const ca = sign({ commonName: 'pvshift-local-ca', usage: 'ca' });
+  const apiserver = sign(
+    {
+      commonName: 'kube-apiserver',
+      usage: 'server',
+      dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
+      ips: ['127.0.0.1', '10.0.0.1'],
+    },
+    ca,
+  );
+  const admin = sign({ commonName: 'pvshift-admin', organization: 'system:masters', usage: 'client' }, ca);
+  const kubelet = sign({ commonName: 'fake-kubelet', usage: 'server', dnsNames: ['localhost'], ips: ['127.0.0.1'] }, ca);
+  const sa = rsaKeys();
+  return { ca, apiserver, admin, kubelet, serviceAccount: { publicKeyPem: sa.publicKeyPem, privateKeyPem: sa.privateKeyPem } };
+}
