@@ -1,0 +1,251 @@
+// Copy benchmark: the pvshift runner against a tar pipe, cp -a and plain rsync,
+// on three corpora made here, plus an experiment with several rsync processes
+// over disjoint top-level directories. A script that prints figures, not a test.
+//
+//   npx tsx hack/bench-copy.ts [--quick]
+//
+// Page cache cannot be dropped reliably here (no /proc/sys/vm/drop_caches in a
+// container), so every corpus is read once before timing, each tool runs in
+// alternating order (forward, then reverse) and the best of the runs counts.
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { readListing } from '../runner/tree-walk.js';
+import { compareTrees } from '../runner/tree-diff.js';
+
+const exec = promisify(execFile);
+const quick = process.argv.includes('--quick');
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const runnerCli = path.join(repo, 'runner', 'cli.ts');
+const MiB = 1 << 20;
+
+function sh(command: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', ['-c', command], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${command}: exit ${code}: ${err.slice(-500)}`))));
+  });
+}
+const q = (p: string): string => `'${p.replace(/'/g, `'\\''`)}'`;
+
+async function writeRandom(file: string, size: number): Promise<void> {
+  const handle = await fs.open(file, 'w');
+  try {
+    for (let done = 0; done < size; ) {
+      const n = Math.min(8 * MiB, size - done);
+      await handle.write(randomBytes(n));
+      done += n;
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+async function makeBig(dir: string): Promise<void> {
+  await writeRandom(path.join(dir, 'big.bin'), quick ? 64 * MiB : 2048 * MiB);
+}
+
+async function makeSmall(dir: string): Promise<void> {
+  const dirs = quick ? 20 : 100;
+  const perDir = quick ? 100 : 1000;
+  const block = randomBytes(4096 * 64);
+  for (let d = 0; d < dirs; d++) {
+    const sub = path.join(dir, `d${String(d).padStart(3, '0')}`);
+    await fs.mkdir(sub, { recursive: true });
+    const writes: Promise<void>[] = [];
+    for (let f = 0; f < perDir; f++) {
+      const off = (f % 64) * 4096;
+      writes.push(fs.writeFile(path.join(sub, `f${f}`), block.subarray(off, off + 4096)));
+    }
+    await Promise.all(writes);
+  }
+}
+
+async function makeMix(dir: string): Promise<void> {
+  const budget = quick ? 20 * MiB : 200 * MiB;
+  let used = 0;
+  let i = 0;
+  let seed = 7;
+  const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  while (used < budget) {
+    const sub = path.join(dir, `g${i % 8}`, `s${i % 5}`);
+    await fs.mkdir(sub, { recursive: true });
+    // Log-uniform from 1 KiB to 50 MiB: many small files, a few big ones.
+    const size = Math.min(budget - used, Math.round(1024 * Math.exp(rand() * Math.log(50 * 1024))));
+    const file = path.join(sub, `file${i}`);
+    await writeRandom(file, Math.max(1, size));
+    if (i % 10 === 0) await fs.link(file, path.join(dir, `g${(i + 1) % 8}`, `link${i}`)).catch(() => undefined);
+    if (i % 7 === 0) await fs.symlink(`s${i % 5}/file${i}`, path.join(dir, `g${i % 8}`, `sym${i}`));
+    used += size;
+    i++;
+  }
+  for (let e = 0; e < 20; e++) await fs.mkdir(path.join(dir, 'empty', `e${e}`), { recursive: true });
+}
+
+interface Tool {
+  name: string;
+  copy(src: string, dst: string): Promise<void>;
+}
+
+function runnerTool(name: string, verify: string, extra: string[] = []): Tool {
+  return {
+    name,
+    copy: async (src, dst) => {
+      const { stdout } = await exec(
+        process.execPath,
+        ['--import', 'tsx', runnerCli, '--source', src, '--target', dst, '--verify', verify, '--termination-log', '/dev/null', ...extra],
+        { cwd: repo, maxBuffer: 64 * MiB },
+      ).catch((e: unknown) => {
+        throw new Error(`runner failed: ${String((e as { stderr?: unknown }).stderr ?? e)}`);
+      });
+      if (!stdout.includes('"ok":true')) throw new Error(`runner did not succeed: ${stdout.slice(-500)}`);
+    },
+  };
+}
+
+/** N rsync processes, each over a disjoint group of top-level entries (round robin by name). */
+function parallelRsync(n: number): Tool {
+  return {
+    name: `rsync x${n} (split)`,
+    copy: async (src, dst) => {
+      const names = (await fs.readdir(src)).sort();
+      const groups: string[][] = Array.from({ length: n }, () => []);
+      names.forEach((name, i) => groups[i % n]?.push(name));
+      await Promise.all(
+        groups
+          .filter((g) => g.length > 0)
+          .map((g, i) =>
+            (async () => {
+              const list = path.join(os.tmpdir(), `bench-files-${process.pid}-${i}`);
+              await fs.writeFile(list, g.join('\n') + '\n');
+              await exec('rsync', ['-aHAXS', '--numeric-ids', '--whole-file', '-r', `--files-from=${list}`, `${src}/`, `${dst}/`]);
+              await fs.rm(list);
+            })(),
+          ),
+      );
+    },
+  };
+}
+
+const tools: Tool[] = [
+  runnerTool('runner (verify none)', 'none'),
+  runnerTool('runner (verify metadata)', 'metadata'),
+  { name: 'tar pipe', copy: (s, d) => sh(`tar -C ${q(s)} -cf - . | tar -C ${q(d)} -xpf -`) },
+  { name: 'cp -a', copy: (s, d) => sh(`cp -a ${q(s)}/. ${q(d)}/`) },
+  { name: 'rsync -aHAXS', copy: (s, d) => sh(`rsync -aHAXS --numeric-ids ${q(s)}/ ${q(d)}/`) },
+  parallelRsync(2),
+  parallelRsync(4),
+];
+const competitors = new Set(['tar pipe', 'cp -a', 'rsync -aHAXS']);
+
+async function duBytes(dir: string): Promise<number> {
+  const { stdout } = await exec('du', ['-sb', dir]);
+  return Number(stdout.split('\t')[0]);
+}
+
+async function timeCopy(tool: Tool, src: string, work: string): Promise<number> {
+  const dst = path.join(work, 'dst');
+  await fs.rm(dst, { recursive: true, force: true });
+  await fs.mkdir(dst);
+  await sh('sync');
+  const t0 = process.hrtime.bigint();
+  await tool.copy(src, dst);
+  // Data in the page cache is not on disk yet: count the flush, as every tool must do it.
+  await sh('sync');
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  await fs.rm(dst, { recursive: true, force: true });
+  return seconds;
+}
+
+/** What a tool loses, found by copying a tree with every feature and comparing. */
+async function fidelity(work: string): Promise<Map<string, string>> {
+  const src = path.join(work, 'fid');
+  await fs.mkdir(path.join(src, 'd'), { recursive: true });
+  await fs.writeFile(path.join(src, 'd', 'f'), 'data');
+  await fs.link(path.join(src, 'd', 'f'), path.join(src, 'hard'));
+  await fs.symlink('d/f', path.join(src, 'sym'));
+  await sh(
+    [
+      `cd ${q(src)}`,
+      'chown 1234:5678 d/f && chmod 4755 d/f',
+      'setfattr -n user.k -v v d/f && setfattr -n trusted.k -v v d/f',
+      'setfacl -m u:1234:rw d/f && setfacl -d -m u:1234:rx d',
+      'truncate -s 64M sparse && echo x >> sparse',
+      'mkfifo fifo && mknod cdev c 1 3',
+      "touch -h -d '2021-02-03 04:05:06.123456789' sym",
+      "touch -d '2020-01-02 03:04:05.987654321' d/f d",
+    ].join(' && '),
+  );
+  const src0 = await readListing(src, { xattrs: true, acls: true, content: true, warn: () => undefined });
+  const result = new Map<string, string>();
+  for (const tool of tools.filter((t) => competitors.has(t.name) || t.name === 'runner (verify none)')) {
+    const dst = path.join(work, 'fid-dst');
+    await fs.rm(dst, { recursive: true, force: true });
+    await fs.mkdir(dst);
+    await tool.copy(src, dst);
+    const dst0 = await readListing(dst, { xattrs: true, acls: true, content: true, warn: () => undefined });
+    const diff = compareTrees(src0, dst0, { mirror: true, compareXattrs: true, compareAcls: true, compareContent: true, limit: 100 });
+    const lost = new Set<string>();
+    for (const d of diff.differences) for (const part of d.what.split('; ')) lost.add(part.split(' ')[0] ?? part);
+    const srcBlocks = Number(src0.get('sparse')?.blocks ?? 0n);
+    const dstBlocks = Number(dst0.get('sparse')?.blocks ?? 0n);
+    if (dstBlocks > srcBlocks * 4 + 64) lost.add('sparseness');
+    result.set(tool.name, lost.size ? `loses ${[...lost].sort().join(', ')}` : 'full fidelity');
+    await fs.rm(dst, { recursive: true, force: true });
+  }
+  return result;
+}
+
+async function main(): Promise<void> {
+  const base = (await fs.stat('/var/tmp').catch(() => undefined)) ? '/var/tmp' : os.tmpdir();
+  const work = await fs.mkdtemp(path.join(base, 'pvshift-bench-'));
+  const reps = 2;
+  console.log(`bench-copy${quick ? ' (quick)' : ''}: ${os.cpus().length} CPUs, work dir ${work}, best of ${reps} runs (alternating order)`);
+  try {
+    const fid = await fidelity(work);
+    const corpora: [string, (d: string) => Promise<void>][] = [
+      ['big file', makeBig],
+      ['small files', makeSmall],
+      ['mix', makeMix],
+    ];
+    const rows: string[][] = [['corpus', 'tool', 'seconds', 'MB/s', 'vs fastest other']];
+    for (const [name, make] of corpora) {
+      const src = path.join(work, 'src');
+      await fs.rm(src, { recursive: true, force: true });
+      await fs.mkdir(src);
+      await make(src);
+      const bytes = await duBytes(src);
+      await sh(`tar -C ${q(src)} -cf - . | cat > /dev/null`); // warm-up read
+      const best = new Map<string, number>();
+      for (let r = 0; r < reps; r++) {
+        const order = r % 2 === 0 ? tools : [...tools].reverse();
+        for (const tool of order) {
+          const s = await timeCopy(tool, src, work);
+          best.set(tool.name, Math.min(best.get(tool.name) ?? Infinity, s));
+        }
+      }
+      const fastestOther = Math.min(...[...best].filter(([t]) => competitors.has(t)).map(([, s]) => s));
+      for (const tool of tools) {
+        const s = best.get(tool.name) ?? NaN;
+        rows.push([name, tool.name, s.toFixed(2), (bytes / 1e6 / s).toFixed(1), (fastestOther / s).toFixed(2)]);
+      }
+      console.error(`done: ${name} (${(bytes / 1e6).toFixed(0)} MB)`);
+      await fs.rm(src, { recursive: true, force: true });
+    }
+    const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+    for (const row of rows) console.log(row.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  '));
+    console.log('\n"vs fastest other" = time of the fastest of tar/cp/rsync divided by this tool\'s time (>= 1 is as fast or faster).');
+    console.log('fidelity (fidelity tree: owners, setuid, ns mtimes, symlink times, hard links, xattrs user+trusted, ACLs, sparse, fifo, device):');
+    for (const [tool, verdict] of fid) console.log(`  ${tool}: ${verdict}`);
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,383 @@
+// The runner's I/O: check, scan, probe, copy with rsync, verify, report. The
+// decisions it makes along the way live in the pure modules it calls.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseRunnerArgs, HELP, type RunnerOptions, type VerifyMode } from './args.js';
+import { RUNNER_EXIT } from './exit-codes.js';
+import { formatBytes } from './human.js';
+import { classifyRsyncExit } from './rsync-exit.js';
+import {
+  ProgressTracker,
+  parseProgressLine,
+  parseRsyncStats,
+  splitRsyncOutput,
+  sumStats,
+  type RsyncStats,
+} from './rsync-progress.js';
+import { fitSummary, type Summary } from './summary.js';
+import { checkCapacity, probeFeatures, readFsSpace } from './target-probe.js';
+import { compareTrees, type Difference } from './tree-diff.js';
+import { readListing, scanTotals, type TreeTotals } from './tree-walk.js';
+
+/**
+ * rsync's temp files go here (--temp-dir) instead of beside each file as
+ * ".name.XXXXXX": a SIGKILLed run leaves its half-written file in this one
+ * place, which the next run empties, so a stray temp never lands in the copy.
+ * Excluded from the transfer, so --delete leaves it alone too.
+ */
+export const TEMP_DIR_NAME = '.pvshift-runner-tmp';
+
+export interface RunnerIO {
+  /** One line of the stdout protocol, without the newline. */
+  stdout(line: string): void;
+  /** One JSON line for humans and the pod log. */
+  stderr(line: string): void;
+  /** Forward SIGTERM/SIGINT to rsync and stop (the CLI: yes; an embedding test: no). */
+  handleSignals?: boolean;
+  /** Aborting it stops the run as SIGTERM would. */
+  signal?: AbortSignal;
+}
+
+export function processIO(): RunnerIO {
+  return {
+    stdout: (line) => process.stdout.write(`${line}\n`),
+    stderr: (line) => process.stderr.write(`${line}\n`),
+    handleSignals: true,
+  };
+}
+
+class RunFailure extends Error {
+  override name = 'RunFailure';
+  constructor(
+    message: string,
+    readonly exitCode: number,
+    readonly differences?: { count: number; differences: Difference[] },
+  ) {
+    super(message);
+  }
+}
+
+function errnoCode(e: unknown): string | undefined {
+  if (typeof e === 'object' && e !== null && 'code' in e) {
+    const code = e.code;
+    return typeof code === 'string' ? code : undefined;
+  }
+  return undefined;
+}
+
+const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/** Errors of the filesystem that a retry cannot fix; the rest (EIO, ...) are transient. */
+const TERMINAL_ERRNO = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT', 'EROFS']);
+
+function classifyError(e: unknown, aborted: string | undefined): RunFailure {
+  if (e instanceof RunFailure) return e;
+  if (aborted) return new RunFailure(`stopped by ${aborted}`, RUNNER_EXIT.TRANSIENT);
+  const code = errnoCode(e);
+  return new RunFailure(errorText(e), code && TERMINAL_ERRNO.has(code) ? RUNNER_EXIT.TERMINAL : RUNNER_EXIT.TRANSIENT);
+}
+
+async function requireDirectory(dir: string, role: 'source' | 'target'): Promise<void> {
+  try {
+    const st = await fs.stat(dir);
+    if (!st.isDirectory()) throw new RunFailure(`${role} ${dir} is not a directory`, RUNNER_EXIT.TERMINAL);
+    await fs.access(dir, role === 'source' ? fs.constants.R_OK | fs.constants.X_OK : fs.constants.W_OK | fs.constants.X_OK);
+  } catch (e: unknown) {
+    if (e instanceof RunFailure) throw e;
+    const code = errnoCode(e);
+    if (code === 'ENOENT') throw new RunFailure(`${role} directory ${dir} does not exist`, RUNNER_EXIT.TERMINAL);
+    if (code === 'EACCES' || code === 'EPERM') {
+      throw new RunFailure(`${role} directory ${dir}: permission denied`, RUNNER_EXIT.TERMINAL);
+    }
+    throw e;
+  }
+}
+
+export function rsyncArgs(options: RunnerOptions, features: { xattrs: boolean; acls: boolean }, tempDir: string): string[] {
+  const args = [
+    // -a (rlptgoD), -H hard links, -S sparse; numeric ids: the pod's /etc/passwd is not the app's.
+    '-aHS',
+    '--numeric-ids',
+    // Local copy: the delta algorithm only costs CPU when both ends are on this host.
+    '--whole-file',
+    // The whole file list first, so totals and to-chk counts are exact (see rsync-progress.ts).
+    '--no-inc-recursive',
+    '--info=progress2,name0',
+    '--outbuf=L',
+    '--stats',
+    `--temp-dir=${tempDir}`,
+    `--exclude=/${TEMP_DIR_NAME}`,
+  ];
+  if (features.acls) args.push('-A');
+  if (features.xattrs) args.push('-X');
+  if (options.delete) args.push('--delete');
+  if (options.bwlimitKiBps > 0) args.push(`--bwlimit=${options.bwlimitKiBps}`);
+  // Trailing slashes: copy the contents of source into target, root attributes included.
+  args.push(`${options.source}/`, `${options.target}/`);
+  return args;
+}
+
+interface RsyncResult {
+  code: number | null;
+  signal: string | null;
+  stats: RsyncStats | undefined;
+  stderrTail: string;
+}
+
+function runRsync(
+  args: string[],
+  onProgress: (line: ReturnType<typeof parseProgressLine> & object) => void,
+  warn: (message: string) => void,
+  children: Set<ChildProcess>,
+): Promise<RsyncResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('rsync', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let rest = '';
+    let statsText = '';
+    let errRest = '';
+    let stderrTail = '';
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      const split = splitRsyncOutput(rest + chunk);
+      rest = split.rest;
+      for (const line of split.lines) {
+        const progress = parseProgressLine(line);
+        if (progress) onProgress(progress);
+        else statsText += `${line}\n`;
+      }
+    });
+    child.stderr.on('data', (chunk: string) => {
+      const lines = (errRest + chunk).split('\n');
+      errRest = lines.pop() ?? '';
+      for (const line of lines) if (line.trim()) warn(line);
+      stderrTail = (stderrTail + chunk).slice(-65536);
+    });
+    child.on('error', (e: unknown) => {
+      children.delete(child);
+      reject(
+        errnoCode(e) === 'ENOENT'
+          ? new RunFailure('rsync is not installed in this image', RUNNER_EXIT.TERMINAL)
+          : (e as Error),
+      );
+    });
+    child.on('close', (code, signal) => {
+      children.delete(child);
+      if (errRest.trim()) warn(errRest);
+      statsText += rest;
+      resolve({ code, signal, stats: parseRsyncStats(statsText), stderrTail });
+    });
+  });
+}
+
+/** Sets the target root's mtime to the source root's, to the nanosecond (Node's utimes has ~µs). */
+async function copyRootMtime(source: string, target: string): Promise<void> {
+  const st = await fs.lstat(source, { bigint: true });
+  const seconds = st.mtimeNs / 1_000_000_000n;
+  const nanos = (st.mtimeNs % 1_000_000_000n).toString().padStart(9, '0');
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('touch', ['-m', '-d', `@${seconds}.${nanos}`, target], { stdio: 'ignore' });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`touch exited ${code}`))));
+  });
+}
+
+/**
+ * rsync 3.x (seen with 3.5.0) compares a newly made FIFO's, device node's or
+ * (on some filesystems) empty directory's mtime with the source's at whole-
+ * second granularity before setting it: one made in the same second as its
+ * source was last changed keeps its creation time, nanoseconds off. Starting
+ * rsync in a later second than the newest change in the source avoids it; the
+ * wait is at most a second, and only when the source changed within it.
+ */
+async function waitOutSecond(newestNs: bigint, signal: AbortSignal): Promise<void> {
+  if (newestNs === 0n) return;
+  const nextSecondMs = Number(newestNs / 1_000_000_000n + 1n) * 1000;
+  const wait = nextSecondMs - Date.now();
+  if (wait > 0 && wait <= 1000) {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, wait + 5);
+      signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}
+
+export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Summary> {
+  const started = Date.now();
+  const say = (type: 'info' | 'warning' | 'error', message: string): void => io.stderr(JSON.stringify({ type, message }));
+  const children = new Set<ChildProcess>();
+  let aborted: string | undefined;
+  const controller = new AbortController();
+  const stop = (signal: NodeJS.Signals): void => {
+    if (aborted) return;
+    aborted = signal;
+    say('warning', `received ${signal}: stopping rsync`);
+    controller.abort(new Error(`stopped by ${signal}`));
+    for (const child of children) child.kill(signal);
+  };
+  const onAbort = (): void => stop('SIGTERM');
+  io.signal?.addEventListener('abort', onAbort);
+  if (io.handleSignals) {
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  }
+
+  let totals: TreeTotals = { files: 0, bytes: 0, allocatedBytes: 0, inodes: 0, largestFile: 0, newestMtimeNs: 0n };
+  let stats: RsyncStats = { filesTransferred: 0, bytesTransferred: 0, deleted: 0 };
+  let verified: VerifyMode = 'none';
+  const dropped: string[] = [];
+  const tempDir = path.join(options.target, TEMP_DIR_NAME);
+  let timer: NodeJS.Timeout | undefined;
+  let exitCode: number = RUNNER_EXIT.OK;
+  let message: string;
+  let differences: { count: number; differences: Difference[] } | undefined;
+
+  try {
+    await requireDirectory(options.source, 'source');
+    await requireDirectory(options.target, 'target');
+    say('info', `scanning ${options.source}`);
+    totals = await scanTotals(options.source, { signal: controller.signal });
+    say('info', `source: ${totals.files} files, ${totals.bytes} bytes (${formatBytes(totals.bytes)}), ${formatBytes(totals.allocatedBytes)} allocated`);
+
+    // A previous run killed mid-file left its temp file here; it is never part of the copy.
+    await fs.rm(tempDir, { recursive: true, force: true });
+    await fs.mkdir(tempDir, { mode: 0o700 });
+
+    const features = await probeFeatures(tempDir);
+    for (const note of features.notes) say('warning', `target probe: ${note}`);
+    if (!features.xattrs) {
+      dropped.push('xattrs');
+      say('warning', `the target filesystem cannot hold extended attributes: copying without xattrs (rsync -X dropped)`);
+    }
+    if (!features.acls) {
+      dropped.push('acls');
+      say('warning', `the target filesystem cannot hold POSIX ACLs: copying without ACLs (rsync -A dropped)`);
+    }
+
+    const need = { allocatedBytes: totals.allocatedBytes, inodes: totals.inodes, largestFile: totals.largestFile };
+    let verdict = checkCapacity(need, await readFsSpace(options.target));
+    if (!verdict.fits) {
+      // A rerun finds most of the data already there: count it before refusing.
+      const present = await scanTotals(options.target, { skipTopLevel: new Set([TEMP_DIR_NAME]), signal: controller.signal });
+      verdict = checkCapacity(
+        { ...need, targetAllocatedBytes: present.allocatedBytes, targetInodes: present.inodes },
+        await readFsSpace(options.target),
+      );
+    }
+    for (const w of verdict.warnings) say('warning', w);
+    if (!verdict.fits) throw new RunFailure(verdict.message, RUNNER_EXIT.TERMINAL);
+
+    const tracker = new ProgressTracker(totals.bytes, totals.files, Date.now());
+    const emit = (): void => io.stdout(JSON.stringify(tracker.snapshot(Date.now())));
+    emit();
+    timer = setInterval(emit, options.progressIntervalSeconds * 1000);
+    const args = rsyncArgs(options, features, tempDir);
+    say('info', `rsync ${args.join(' ')}`);
+    await waitOutSecond(totals.newestMtimeNs, controller.signal);
+    controller.signal.throwIfAborted();
+    const result = await runRsync(args, (p) => tracker.update(p), (m) => say('warning', m), children);
+    clearInterval(timer);
+    timer = undefined;
+    stats = sumStats(result.stats ? [result.stats] : []);
+    const outcome = classifyRsyncExit(result.code, result.signal, result.stderrTail);
+    if (aborted) throw new RunFailure(`stopped by ${aborted} (${outcome.reason})`, RUNNER_EXIT.TRANSIENT);
+    if (outcome.exitCode !== RUNNER_EXIT.OK) throw new RunFailure(outcome.reason, outcome.exitCode);
+    tracker.complete();
+    emit();
+
+    await fs.rm(tempDir, { recursive: true, force: true });
+    // Making and removing the temp dir touched the root's mtime after rsync set it.
+    await copyRootMtime(options.source, options.target);
+
+    if (options.verify !== 'none') {
+      say('info', `verifying (${options.verify})`);
+      const listingOptions = {
+        xattrs: features.xattrs,
+        acls: features.acls,
+        content: options.verify === 'checksum',
+        warn: (m: string) => say('warning', m),
+        signal: controller.signal,
+      };
+      const [sourceListing, targetListing] = await Promise.all([
+        readListing(options.source, listingOptions),
+        readListing(options.target, { ...listingOptions, skipTopLevel: new Set([TEMP_DIR_NAME]) }),
+      ]);
+      const diff = compareTrees(sourceListing, targetListing, {
+        mirror: options.delete,
+        compareXattrs: features.xattrs,
+        compareAcls: features.acls,
+        compareContent: options.verify === 'checksum',
+      });
+      if (diff.count > 0) {
+        throw new RunFailure(
+          `verification (${options.verify}) failed: ${diff.count} path(s) differ, first: ${diff.differences[0]?.path ?? '?'}: ${diff.differences[0]?.what ?? '?'}`,
+          RUNNER_EXIT.VERIFY_FAILED,
+          diff,
+        );
+      }
+      verified = options.verify;
+    }
+    message = `copied ${totals.files} files, ${formatBytes(totals.bytes)}; transferred ${stats.filesTransferred} files, ${formatBytes(stats.bytesTransferred)}${verified === 'none' ? '' : `; verified (${verified})`}`;
+  } catch (e: unknown) {
+    const failure = classifyError(e, aborted);
+    exitCode = failure.exitCode;
+    message = failure.message;
+    differences = failure.differences;
+    say('error', message);
+    for (const d of differences?.differences ?? []) say('error', `differs: ${JSON.stringify(d.path)}: ${d.what}`);
+  } finally {
+    if (timer) clearInterval(timer);
+    io.signal?.removeEventListener('abort', onAbort);
+    if (io.handleSignals) {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+    }
+  }
+  if (exitCode !== RUNNER_EXIT.OK) await fs.rm(tempDir, { recursive: true, force: true }).catch(() => undefined);
+
+  const summary: Summary = {
+    type: 'summary',
+    ok: exitCode === RUNNER_EXIT.OK,
+    bytes: totals.bytes,
+    bytesTransferred: stats.bytesTransferred,
+    files: totals.files,
+    filesTransferred: stats.filesTransferred,
+    seconds: Math.round((Date.now() - started) / 10) / 100,
+    verified,
+    dropped,
+    exitCode,
+    message,
+  };
+  if (differences) {
+    summary.differences = differences.differences;
+    summary.differencesTotal = differences.count;
+  }
+  const text = fitSummary(summary);
+  try {
+    await fs.writeFile(options.terminationLog, text);
+  } catch (e: unknown) {
+    say('warning', `cannot write the termination log ${options.terminationLog}: ${errorText(e)}`);
+  }
+  io.stdout(JSON.stringify(summary));
+  return summary;
+}
+
+/** `pvshift --mode=runner <args>` and runner/cli.ts: returns the exit code. */
+export async function main(argv: readonly string[], io: RunnerIO = processIO()): Promise<number> {
+  const parsed = parseRunnerArgs(argv, process.cwd());
+  if (parsed.kind === 'help') {
+    io.stdout(HELP.trimEnd());
+    return RUNNER_EXIT.OK;
+  }
+  if (parsed.kind === 'error') {
+    io.stderr(`pvshift runner: ${parsed.message} (see --help)`);
+    return RUNNER_EXIT.USAGE;
+  }
+  const summary = await runCopy(parsed.options, io);
+  return summary.exitCode;
+}

@@ -1,0 +1,52 @@
+import t from 'tap';
+import { RUNNER_EXIT, classifyRunnerExit } from '../../runner/exit-codes.js';
+import { RSYNC_EXIT_CODES, classifyRsyncExit } from '../../runner/rsync-exit.js';
+
+const { OK, TRANSIENT, TERMINAL } = RUNNER_EXIT;
+
+void t.test('rsync exit codes', (t) => {
+  const cases: [string, number | null, string | null, string, number][] = [
+    ['success', 0, null, '', OK],
+    ['usage error is our bug', 1, null, '', TERMINAL],
+    ['missing directory', 3, null, '', TERMINAL],
+    ['unsupported action', 4, null, '', TERMINAL],
+    ['file I/O error', 11, null, 'rsync: read errors mapping "x": Input/output error (5)', TRANSIENT],
+    ['file I/O error from a full disk', 11, null, 'rsync: write failed on "x": No space left on device (28)', TERMINAL],
+    ['quota', 11, null, 'Disk quota exceeded (122)', TERMINAL],
+    ['protocol stream', 12, null, '', TRANSIENT],
+    ['signal', 20, null, 'No space left on device (28)', TRANSIENT],
+    ['partial transfer', 23, null, 'rsync: some error', TRANSIENT],
+    ['partial transfer, permission denied', 23, null, 'rsync: mkstemp "x" failed: Permission denied (13)', TERMINAL],
+    ['partial transfer, read-only target', 23, null, 'Read-only file system (30)', TERMINAL],
+    ['vanished files', 24, null, '', TRANSIENT],
+    ['max-delete', 25, null, '', TERMINAL],
+    ['timeout', 30, null, '', TRANSIENT],
+    ['daemon timeout', 35, null, '', TRANSIENT],
+    ['unknown code', 99, null, '', TRANSIENT],
+    ['killed', null, 'SIGKILL', '', TRANSIENT],
+  ];
+  for (const [name, code, signal, stderr, expected] of cases) {
+    t.equal(classifyRsyncExit(code, signal, stderr).exitCode, expected, name);
+  }
+  t.match(classifyRsyncExit(23, null, 'No space left on device (28)').reason, /rsync exit 23 .*ENOSPC/);
+  for (const code of [1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 19, 20, 21, 22, 23, 24, 25, 30, 35]) {
+    t.ok(RSYNC_EXIT_CODES.has(code), `rsync ${code} is in the table`);
+  }
+  t.end();
+});
+
+void t.test('runner exit codes as the controller reads them', (t) => {
+  const cases: [number | null, string | null, string][] = [
+    [0, null, 'ok'],
+    [2, null, 'terminal'],
+    [75, null, 'transient'],
+    [76, null, 'terminal'],
+    [77, null, 'terminal'],
+    [137, null, 'transient'],
+    [1, null, 'transient'],
+    [null, 'SIGKILL', 'transient'],
+  ];
+  for (const [code, signal, expected] of cases) t.equal(classifyRunnerExit(code, signal), expected, `${code ?? signal}`);
+  t.equal(new Set(Object.values(RUNNER_EXIT)).size, Object.values(RUNNER_EXIT).length, 'codes are distinct');
+  t.end();
+});

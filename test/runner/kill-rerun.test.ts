@@ -1,0 +1,97 @@
+// Killed mid-copy (runner and rsync, SIGKILL) and run again: the same tree.
+// Run again on an up-to-date target: nothing transferred. SIGTERM: a summary.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { countTree, repoRoot, runInProcess, runnerCli, sh, snapshotTree } from './fixtures/trees.js';
+import type { Summary } from '../../runner/index.js';
+
+function makeSource(src: string): void {
+  fs.mkdirSync(path.join(src, 'd'), { recursive: true });
+  const fd = fs.openSync(path.join(src, 'big'), 'w');
+  for (let i = 0; i < 48; i++) fs.writeSync(fd, randomBytes(1 << 20));
+  fs.closeSync(fd);
+  for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(src, 'd', `f${i}`), randomBytes(1000 + i));
+  sh('ln d/f1 hard && ln -s big sym && setfattr -n user.k -v v d/f2', src);
+}
+
+/** Starts the CLI in its own process group; resolves once a progress line shows bytes moving. */
+function startThrottled(src: string, dst: string, log: string) {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', runnerCli, '--source', src, '--target', dst, '--bwlimit', '8000', '--progress-interval', '0.1', '--termination-log', log],
+    { cwd: repoRoot, detached: true, stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  const lines: string[] = [];
+  const moving = new Promise<void>((resolve) => {
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(line);
+      const p = JSON.parse(line) as { type: string; bytesDone?: number };
+      if (p.type === 'progress' && (p.bytesDone ?? 0) > 4 << 20) resolve();
+    });
+  });
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return { child, lines, moving, exited };
+}
+
+void t.test('SIGKILL mid-copy, rerun, rerun again', async (t) => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-kill-'));
+  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
+  const src = path.join(work, 'src');
+  const dst = path.join(work, 'dst');
+  fs.mkdirSync(dst);
+  makeSource(src);
+  const log = path.join(work, 'log');
+
+  const first = startThrottled(src, dst, log);
+  await first.moving;
+  process.kill(-(first.child.pid ?? 0), 'SIGKILL');
+  t.equal((await first.exited).signal, 'SIGKILL');
+  t.notOk(fs.existsSync(path.join(dst, 'big')), 'a half-copied file never appears under its own name');
+
+  const t0 = Date.now();
+  const again = await runInProcess(['--source', src, '--target', dst, '--termination-log', log, '--progress-interval', '0.2']);
+  const firstSeconds = (Date.now() - t0) / 1000;
+  t.equal(again.code, 0, again.stderr.join('\n'));
+  t.same(snapshotTree(dst), snapshotTree(src), 'identical after the rerun');
+  t.notOk(fs.existsSync(path.join(dst, '.pvshift-runner-tmp')), 'the temp dir is gone');
+
+  const progress = again.stdout.filter((l) => l.includes('"progress"')).map((l) => JSON.parse(l) as Record<string, number>);
+  for (const key of ['bytesDone', 'filesDone', 'elapsedSeconds']) {
+    const values = progress.map((p) => p[key] ?? 0);
+    t.same(values, [...values].sort((a, b) => a - b), `${key} never decreases`);
+  }
+
+  const t1 = Date.now();
+  const third = await runInProcess(['--source', src, '--target', dst, '--termination-log', log]);
+  const thirdSeconds = (Date.now() - t1) / 1000;
+  const summary = JSON.parse(third.stdout.at(-1) ?? '{}') as Summary;
+  const counted = countTree(src);
+  t.match(summary, { ok: true, bytesTransferred: 0, filesTransferred: 0, bytes: counted.bytes, files: counted.files, verified: 'metadata' });
+  t.ok(thirdSeconds < firstSeconds, `up-to-date rerun ${thirdSeconds}s < copying run ${firstSeconds}s`);
+  t.same(snapshotTree(dst), snapshotTree(src), 'still identical');
+});
+
+void t.test('SIGTERM: forwarded to rsync, summary ok:false, transient exit', async (t) => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-term-'));
+  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
+  const src = path.join(work, 'src');
+  const dst = path.join(work, 'dst');
+  fs.mkdirSync(dst);
+  makeSource(src);
+  const log = path.join(work, 'log');
+  const run = startThrottled(src, dst, log);
+  await run.moving;
+  process.kill(run.child.pid ?? 0, 'SIGTERM');
+  const { code } = await run.exited;
+  t.equal(code, 75);
+  const summary = JSON.parse(run.lines.at(-1) ?? '{}') as Summary;
+  t.match(summary, { type: 'summary', ok: false, exitCode: 75, message: /SIGTERM/ });
+  t.same(JSON.parse(fs.readFileSync(log, 'utf8')), summary, 'termination log written');
+});
