@@ -60,11 +60,17 @@ async function resolveBinaries(log: (line: string) => void): Promise<Binaries> {
   const { stdout } = await execFileAsync('bash', [BUILD_SCRIPT, '--print-env']);
   const cached = parseEnvLines(stdout);
   const pick = (key: keyof Binaries): string => process.env[ENV_NAMES[key]] ?? cached[ENV_NAMES[key]] ?? '';
-  const binaries = Object.fromEntries(
-    (Object.keys(ENV_NAMES) as (keyof Binaries)[]).map((key) => [key, pick(key)]),
-  ) as unknown as Binaries;
-  const missing = [];
-  for (const path of Object.values(binaries)) if (!(await isExecutable(path))) missing.push(path);
+  const binaries: Binaries = {
+    etcd: pick('etcd'),
+    kubeApiserver: pick('kubeApiserver'),
+    kubeControllerManager: pick('kubeControllerManager'),
+    kubeScheduler: pick('kubeScheduler'),
+    kubectl: pick('kubectl'),
+    helm: pick('helm'),
+  };
+  const all: string[] = Object.values(binaries);
+  const missing: string[] = [];
+  for (const path of all) if (!(await isExecutable(path))) missing.push(path);
   if (missing.length === 0) return binaries;
   log(`control-plane binaries missing (${missing.join(', ')}); building them once with hack/build-tools.sh`);
   await new Promise<void>((resolve, reject) => {
@@ -77,7 +83,7 @@ async function resolveBinaries(log: (line: string) => void): Promise<Binaries> {
       code === 0 ? resolve() : reject(new Error(`hack/build-tools.sh failed with exit code ${code}`)),
     );
   });
-  for (const path of Object.values(binaries)) {
+  for (const path of all) {
     if (!(await isExecutable(path))) throw new Error(`${path} is still missing after hack/build-tools.sh`);
   }
   return binaries;

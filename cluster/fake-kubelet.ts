@@ -485,7 +485,7 @@ export class FakeKubelet {
     return { exitCode, reason, ...(message ? { message } : {}) };
   }
 
-  private async findLog(namespace: string, name: string, container: string): Promise<string | undefined> {
+  private findLog(namespace: string, name: string, container: string): string | undefined {
     const pod = this.pods.get(`${namespace}/${name}`);
     if (!pod) return undefined;
     const path = join(this.podDir(pod), `${container}.log`);
@@ -503,7 +503,7 @@ export class FakeKubelet {
           return;
         }
         const [namespace, name, container] = match.slice(1).map(decodeURIComponent) as [string, string, string];
-        const path = await this.findLog(namespace, name, container);
+        const path = this.findLog(namespace, name, container);
         if (!path) {
           res.writeHead(404).end(`no log for container ${container} of pod ${namespace}/${name}`);
           return;

@@ -47,7 +47,9 @@ export interface LocalCluster {
 /** The image the copy pods of pvshift use, and how the fake kubelet runs it on this host. */
 export const PVSHIFT_DEV_IMAGE = 'pvshift:dev';
 export function pvshiftEntrypoint(): string[] {
-  return [process.execPath, '--import', 'tsx', join(REPO_ROOT, 'src/main.ts')];
+  // The loader by absolute URL: a copy pod's working directory is /, where a bare
+  // `--import tsx` would not resolve.
+  return [process.execPath, '--import', import.meta.resolve('tsx'), join(REPO_ROOT, 'src/main.ts')];
 }
 
 const K8S_CONTROLLERS = [

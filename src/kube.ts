@@ -253,7 +253,7 @@ export class Kube {
               } catch (e: unknown) {
                 // A handler's error (or an ERROR event) ends this stream; the caller relists.
                 request.destroy();
-                reject(e);
+                reject(e instanceof Error ? e : new Error(String(e)));
                 return;
               }
             }

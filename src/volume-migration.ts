@@ -51,6 +51,8 @@ export interface Condition {
 }
 
 export interface ClaimSnapshot {
+  /** The uid of the original claim: how pvshift tells it from a replacement of the same name. */
+  uid?: string;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
   spec: V1PersistentVolumeClaimSpec;
@@ -91,8 +93,14 @@ export interface VolumeMigrationStatus {
   /** "1.2 GiB / 4.0 GiB (30%)": what the printer column shows. */
   progressText?: string;
   copies?: CopyResult[];
+  /** Used bytes of the source, where they had to be measured before a shrink. */
+  usedBytes?: number;
+  /** Failed attempts of each copy pass, for the retry budget. */
+  attempts?: Partial<Record<'presync' | 'final' | 'measure', number>>;
   startTime?: string;
   cutoverStartTime?: string;
+  /** When the first consumer pod was gated (from the webhook's annotation): downtime starts here. */
+  gatedAt?: string;
   completionTime?: string;
   /** Gate added (first gated pod) to gate lifted. */
   downtimeSeconds?: number;

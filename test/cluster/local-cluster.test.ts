@@ -166,10 +166,10 @@ t.test('a terminating pod is deleted by the kubelet, a running copy process is s
   await volumeOf(kube, ns, 'work');
   await kube.create(paths.pods(ns), copyPod('sleeper', 'work', 'sleep 300'));
   await waitForPodPhase(kube, ns, 'sleeper', ['Running']);
-  await waitFor('the copy process started', async () => (cluster.kubelet.runningCount > 0 ? true : undefined));
+  await waitFor('the copy process started', () => Promise.resolve(cluster.kubelet.runningCount > 0 ? true : undefined));
   await kube.delete(paths.pods(ns, 'sleeper'));
   await waitForGone(kube, paths.pods(ns, 'sleeper'), 20_000);
-  await waitFor('the copy process stopped', async () => (cluster.kubelet.runningCount === 0 ? true : undefined), 10_000);
+  await waitFor('the copy process stopped', () => Promise.resolve(cluster.kubelet.runningCount === 0 ? true : undefined), 10_000);
   t.pass('gone');
 });
 

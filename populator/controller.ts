@@ -1,0 +1,167 @@
+// The populator controller: informers on claims, volumes, pods, migrations,
+// storage classes and namespaces; a work queue of migrations; workers that
+// reconcile them; leader election so two replicas are safe; graceful shutdown.
+import { hostname } from 'node:os';
+import type { V1Namespace, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type { Registry } from 'prom-client';
+import { classifyApiError, errorMessage, TerminalError } from '../src/errors.js';
+import { ApiError, Informer, keyOf, paths, type Kube } from '../src/kube.js';
+import type { Logger } from '../src/logger.js';
+import { ANNOTATION_MIGRATION, LABEL_MIGRATION_UID } from '../src/names.js';
+import type { VolumeMigration } from '../src/volume-migration.js';
+import { EventRecorder } from './events.js';
+import { LeaderElector } from './leader-election.js';
+import { createControllerMetrics } from './metrics.js';
+import { Reconciler, type Caches } from './reconcile.js';
+import { shortcutAction } from './shortcut.js';
+import { WorkQueue } from './queue.js';
+import type { ControllerSettings } from './world.js';
+
+export interface ControllerOptions {
+  settings: ControllerSettings;
+  workers: number;
+  /** Periodic resync of every migration, in ms. */
+  resyncMs: number;
+  leaderElection?: { namespace: string; name: string; leaseDurationMs: number; renewMs: number; retryMs: number; identity?: string };
+  register: Registry;
+}
+
+export interface ControllerHandle {
+  /** Resolves once the caches have synced and this replica leads. */
+  ready: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_SETTINGS: ControllerSettings = {
+  copyImage: 'pvshift:dev',
+  copyNodeSelector: {},
+  copyTolerations: [],
+  copyResources: undefined,
+  maxConcurrentCopies: 4,
+  maxCopiesPerNode: 2,
+  copyAttempts: 3,
+  sizeHeadroom: 0.1,
+};
+
+export function startController(kube: Kube, options: ControllerOptions, logger: Logger): ControllerHandle {
+  const caches: Caches = {
+    migrations: new Informer<VolumeMigration>(kube, paths.migrations()),
+    claims: new Informer<V1PersistentVolumeClaim>(kube, paths.claims()),
+    volumes: new Informer<V1PersistentVolume>(kube, paths.volumes()),
+    pods: new Informer<V1Pod>(kube, paths.pods()),
+    classes: new Informer<V1StorageClass>(kube, paths.storageClasses()),
+    namespaces: new Informer<V1Namespace>(kube, paths.namespaces()),
+  };
+  const identity = options.leaderElection?.identity ?? `${hostname()}_${process.pid}`;
+  const metrics = createControllerMetrics(options.register, () => caches.migrations.list());
+  const reconciler = new Reconciler(kube, caches, options.settings, new EventRecorder(kube, logger, identity), metrics, logger);
+  const queue = new WorkQueue();
+  let leading = !options.leaderElection;
+  let stopping = false;
+  const elector = options.leaderElection ? new LeaderElector(kube, { ...options.leaderElection, identity }, logger) : undefined;
+
+  const enqueueNamespace = (namespace: string | undefined) => {
+    if (!namespace) return;
+    for (const m of caches.migrations.list()) if (m.metadata.namespace === namespace) queue.add(keyOf(m));
+  };
+  const enqueueByUid = (uid: string | undefined) => {
+    if (!uid) return;
+    const m = caches.migrations.list().find((x) => x.metadata.uid === uid);
+    if (m) queue.add(keyOf(m));
+  };
+
+  const applyShortcut = async (claim: V1PersistentVolumeClaim): Promise<void> => {
+    if (!leading) return;
+    const action = shortcutAction(claim, caches.migrations.list());
+    const ns = claim.metadata?.namespace;
+    try {
+      if (action.kind === 'create') {
+        await kube.create(paths.migrations(ns), action.migration);
+        logger.info({ claim: keyOf(claim), target: action.migration.spec.targetStorageClassName }, 'created VolumeMigration from the claim annotation');
+      } else if (action.kind === 'abort') {
+        await kube.patch(paths.migrations(ns, action.name), { spec: { abort: true } }, 'merge');
+        logger.info({ claim: keyOf(claim) }, 'annotation removed before cutover: aborting');
+      }
+    } catch (e: unknown) {
+      if (!(e instanceof ApiError && e.code === 409)) logger.warn({ err: e, claim: keyOf(claim) }, 'annotation shortcut failed');
+    }
+  };
+
+  caches.migrations.on((type, m) => {
+    if (type !== 'delete') queue.add(keyOf(m));
+  });
+  caches.claims.on((type, claim) => {
+    enqueueNamespace(claim.metadata?.namespace);
+    if (type !== 'delete') void applyShortcut(claim);
+  });
+  caches.pods.on((_type, pod) => {
+    enqueueByUid(pod.metadata?.labels?.[LABEL_MIGRATION_UID]);
+    if (pod.metadata?.annotations?.[ANNOTATION_MIGRATION] || (pod.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim)) enqueueNamespace(pod.metadata?.namespace);
+  });
+  caches.volumes.on((_type, pv) => enqueueNamespace(pv.spec?.claimRef?.namespace));
+  caches.classes.on(() => caches.migrations.list().forEach((m) => queue.add(keyOf(m))));
+  for (const informer of Object.values(caches) as Informer<never>[]) {
+    informer.onWatchError((e) => logger.warn({ err: errorMessage(e) }, 'watch failed; relisting'));
+  }
+
+  const worker = async (n: number): Promise<void> => {
+    for (;;) {
+      const key = await queue.get();
+      if (key === undefined) return;
+      try {
+        if (!leading) continue;
+        const result = await reconciler.reconcile(key);
+        queue.forget(key);
+        if (result.requeueAfterMs !== undefined) queue.addAfter(key, result.requeueAfterMs);
+      } catch (e: unknown) {
+        const kind = classifyApiError(e, `reconcile ${key}`);
+        metrics.reconcileErrors.inc({ kind: kind instanceof TerminalError ? 'terminal' : 'transient' });
+        const delay = kind instanceof TerminalError ? 60_000 : queue.addRateLimited(key);
+        if (kind instanceof TerminalError) queue.addAfter(key, delay);
+        logger.warn({ migration: key, worker: n, err: kind.message, retryInMs: delay }, 'reconcile failed');
+      } finally {
+        queue.done(key);
+      }
+    }
+  };
+
+  let resync: NodeJS.Timeout | undefined;
+  const ready = (async () => {
+    for (const informer of Object.values(caches) as Informer<never>[]) informer.start();
+    await Promise.all((Object.values(caches) as Informer<never>[]).map((i) => i.waitForSync()));
+    logger.info('caches synced');
+    if (elector) {
+      const won = await elector.acquire(() => {
+        // Another replica may act now: stop at once rather than race it.
+        leading = false;
+        void handle.stop().then(() => process.exit(1));
+      });
+      if (!won) return;
+      leading = true;
+    }
+    if (stopping) return;
+    for (const m of caches.migrations.list()) queue.add(keyOf(m));
+    for (const claim of caches.claims.list()) void applyShortcut(claim);
+    resync = setInterval(() => {
+      for (const m of caches.migrations.list()) queue.add(keyOf(m));
+      for (const claim of caches.claims.list()) void applyShortcut(claim);
+    }, options.resyncMs);
+  })();
+  const workers = Array.from({ length: options.workers }, (_, n) => worker(n));
+
+  const handle: ControllerHandle = {
+    ready,
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      if (resync) clearInterval(resync);
+      queue.shutdown();
+      // Let the reconciles in flight finish: each is one step, so this is short.
+      await Promise.allSettled(workers);
+      for (const informer of Object.values(caches) as Informer<never>[]) informer.stop();
+      await elector?.release();
+      logger.info('controller stopped');
+    },
+  };
+  return handle;
+}

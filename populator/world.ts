@@ -1,0 +1,69 @@
+// What the controller knows about one migration at one moment: read from the
+// informer caches by reconcile, handed to plan. Pure data, no clients.
+import type { V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type { VolumeMigration } from '../src/volume-migration.js';
+
+export type Pass = 'presync' | 'final' | 'measure';
+
+/** The last JSON line a runner printed, as read from its pod's log. */
+export interface RunnerProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  filesDone: number;
+  filesTotal: number;
+  bytesPerSecond: number;
+  etaSeconds?: number | null;
+}
+
+export interface RunnerSummary {
+  ok: boolean;
+  bytes: number;
+  bytesTransferred: number;
+  files: number;
+  filesTransferred?: number;
+  seconds: number;
+  verified: string;
+  dropped?: string[];
+  exitCode?: number;
+  message?: string;
+}
+
+export interface ControllerSettings {
+  copyImage: string;
+  copyNodeSelector: Record<string, string>;
+  copyTolerations: unknown[];
+  copyResources: unknown;
+  copyPriorityClassName?: string;
+  maxConcurrentCopies: number;
+  maxCopiesPerNode: number;
+  /** Transient copy failures tolerated before the copy counts as failed for good. */
+  copyAttempts: number;
+  /** Target must exceed the measured data by this fraction. */
+  sizeHeadroom: number;
+}
+
+export interface World {
+  now: Date;
+  migration: VolumeMigration;
+  /** The claim that has the migration's claim name now: the original, the replacement, or a restored one. */
+  claim?: V1PersistentVolumeClaim;
+  sourceVolume?: V1PersistentVolume;
+  targetClass?: V1StorageClass;
+  stagingClaim?: V1PersistentVolumeClaim;
+  stagingVolume?: V1PersistentVolume;
+  helperClaim?: V1PersistentVolumeClaim;
+  /** Pods of the namespace that mount the claim (copy pods excluded). */
+  consumers: V1Pod[];
+  copyPods: Partial<Record<Pass, V1Pod>>;
+  /** For a running copy pod: its latest progress line. */
+  progress?: RunnerProgress;
+  /** For a finished copy pod: its summary (termination message), where it parsed. */
+  summary?: RunnerSummary;
+  /** Other migrations of the same namespace (for duplicates and the namespace label). */
+  siblings: VolumeMigration[];
+  /** Whether the namespace carries the active label. */
+  namespaceLabelled: boolean;
+  /** Whether a copy pod may start now (global and per-node caps). */
+  copySlotFree: boolean;
+  settings: ControllerSettings;
+}
