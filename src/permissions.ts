@@ -28,5 +28,5 @@ export const PERMISSIONS: Permission[] = [
   { apiGroup: 'coordination.k8s.io', resource: 'leases', verbs: ['get', 'create', 'update'], scope: 'namespace', why: 'leader election between replicas' },
   // The webhook.
   { apiGroup: '', resource: 'secrets', verbs: ['get', 'create', 'update'], scope: 'namespace', why: 'the shared serving certificate and CA (managed certificate mode)' },
-  { apiGroup: 'admissionregistration.k8s.io', resource: 'mutatingwebhookconfigurations', verbs: ['get', 'patch'], scope: 'cluster', resourceNames: ['pvshift'], why: "the CA bundle of pvshift's own webhook configuration" },
+  { apiGroup: 'admissionregistration.k8s.io', resource: 'mutatingwebhookconfigurations', verbs: ['get', 'update'], scope: 'cluster', resourceNames: ['pvshift'], why: "the CA bundle of pvshift's own webhook configuration" },
 ];
