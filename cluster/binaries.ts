@@ -68,7 +68,7 @@ async function resolveBinaries(log: (line: string) => void): Promise<Binaries> {
     kubectl: pick('kubectl'),
     helm: pick('helm'),
   };
-  const all: string[] = Object.values(binaries);
+  const all = [binaries.etcd, binaries.kubeApiserver, binaries.kubeControllerManager, binaries.kubeScheduler, binaries.kubectl, binaries.helm];
   const missing: string[] = [];
   for (const path of all) if (!(await isExecutable(path))) missing.push(path);
   if (missing.length === 0) return binaries;

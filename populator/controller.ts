@@ -40,6 +40,7 @@ export const DEFAULT_SETTINGS: ControllerSettings = {
   maxConcurrentCopies: 4,
   maxCopiesPerNode: 2,
   copyAttempts: 3,
+  copyBandwidthLimitKiBps: 0,
   sizeHeadroom: 0.1,
 };
 

@@ -44,6 +44,7 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
   const runnerArgs = ['--mode=runner', `--source=${SOURCE_MOUNT}`, `--target=${TARGET_MOUNT}`, `--verify=${verify}`, '--progress-interval=2'];
   // The final pass mirrors: whatever the application deleted since pre-sync goes too.
   if (pass === 'final') runnerArgs.push('--delete');
+  if (settings.copyBandwidthLimitKiBps > 0) runnerArgs.push(`--bwlimit=${settings.copyBandwidthLimitKiBps}`);
   const measure = pass === 'measure';
   return {
     apiVersion: 'v1',

@@ -38,6 +38,8 @@ export interface ControllerSettings {
   maxCopiesPerNode: number;
   /** Transient copy failures tolerated before the copy counts as failed for good. */
   copyAttempts: number;
+  /** rsync --bwlimit for every copy, KiB/s; 0 = none. */
+  copyBandwidthLimitKiBps: number;
   /** Target must exceed the measured data by this fraction. */
   sizeHeadroom: number;
 }

@@ -33,6 +33,7 @@ export interface Config {
     maxConcurrentCopies: number;
     maxCopiesPerNode: number;
     copyAttempts: number;
+    copyBandwidthLimitKiBps: number;
   };
   metricsPort: number;
 }
@@ -70,6 +71,7 @@ Flags (each also read from PVSHIFT_<NAME>, e.g. PVSHIFT_COPY_IMAGE):
   --max-concurrent-copies N      default 4
   --max-copies-per-node N        default 2
   --copy-attempts N              transient copy failures tolerated (default 3)
+  --copy-bandwidth-limit KIBPS   throttle every copy (rsync --bwlimit), to spare production I/O (default 0: none)
 `;
 
 const OPTIONS = {
@@ -97,6 +99,7 @@ const OPTIONS = {
   'max-concurrent-copies': { type: 'string' },
   'max-copies-per-node': { type: 'string' },
   'copy-attempts': { type: 'string' },
+  'copy-bandwidth-limit': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -185,6 +188,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       maxConcurrentCopies: integer('max-concurrent-copies', 4, 1),
       maxCopiesPerNode: integer('max-copies-per-node', 2, 1),
       copyAttempts: integer('copy-attempts', 3, 1),
+      copyBandwidthLimitKiBps: integer('copy-bandwidth-limit', 0, 0),
     },
     metricsPort: integer('metrics-port', 8080, 0),
   };

@@ -50,6 +50,7 @@ async function runServices(config: Config, logger: Logger): Promise<void> {
           maxConcurrentCopies: c.maxConcurrentCopies,
           maxCopiesPerNode: c.maxCopiesPerNode,
           copyAttempts: c.copyAttempts,
+          copyBandwidthLimitKiBps: c.copyBandwidthLimitKiBps,
           sizeHeadroom: 0.1,
         },
         workers: c.workers,
