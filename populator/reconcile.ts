@@ -42,7 +42,7 @@ export interface ReconcileResult {
 }
 
 /** How often progress goes into the status while a copy runs (the issue asks for at least every 10 s). */
-const PROGRESS_EVERY_MS = 5000;
+const PROGRESS_EVERY_MS = 2000;
 const PASSES: Pass[] = ['presync', 'final', 'measure'];
 
 export function isCopyPod(pod: V1Pod): boolean {
