@@ -105,13 +105,38 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     informer.onWatchError((e) => logger.warn({ err: errorMessage(e) }, 'watch failed; relisting'));
   }
 
+  // Fault injection for the crash tests: PVSHIFT_FAULT_CRASH_AFTER_STEPS=N makes
+  // the process SIGKILL itself right after its N-th step that changed something,
+  // with no cleanup, as a node failure or an OOM kill would.
+  const crashAfter = Number(process.env.PVSHIFT_FAULT_CRASH_AFTER_STEPS ?? 0);
+  let stepsDone = 0;
+
+  /** A failing step shows on the migration (message), so a user sees why it does not move. */
+  const reportFailure = async (key: string, message: string): Promise<void> => {
+    const m = caches.migrations.get(key);
+    const text = `retrying: ${message}`.slice(0, 1024);
+    if (!m || m.status?.message === text) return;
+    try {
+      await kube.patch(`${paths.migrations(m.metadata.namespace, m.metadata.name)}/status`, { status: { message: text } }, 'merge');
+    } catch {
+      // Best effort: the log has it either way.
+    }
+  };
+
   const worker = async (n: number): Promise<void> => {
+    // Never plan on a partial view: a claim missing from an unsynced cache would
+    // read as "claim not found". Workers start once every cache has synced.
+    await Promise.race([ready, stopped]);
     for (;;) {
       const key = await queue.get();
       if (key === undefined) return;
       try {
         if (!leading) continue;
         const result = await reconciler.reconcile(key);
+        if (crashAfter > 0 && result.step !== 'wait' && result.step !== 'done' && ++stepsDone >= crashAfter) {
+          logger.warn({ migration: key, step: result.step }, 'fault injection: crashing after this step');
+          process.kill(process.pid, 'SIGKILL');
+        }
         queue.forget(key);
         if (result.requeueAfterMs !== undefined) queue.addAfter(key, result.requeueAfterMs);
       } catch (e: unknown) {
@@ -120,6 +145,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
         const delay = kind instanceof TerminalError ? 60_000 : queue.addRateLimited(key);
         if (kind instanceof TerminalError) queue.addAfter(key, delay);
         logger.warn({ migration: key, worker: n, err: kind.message, retryInMs: delay }, 'reconcile failed');
+        await reportFailure(key, kind.message);
       } finally {
         queue.done(key);
       }
@@ -127,6 +153,8 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   };
 
   let resync: NodeJS.Timeout | undefined;
+  let markStopped: () => void = () => {};
+  const stopped = new Promise<void>((resolve) => (markStopped = resolve));
   const ready = (async () => {
     for (const informer of Object.values(caches) as Informer<never>[]) informer.start();
     await Promise.all((Object.values(caches) as Informer<never>[]).map((i) => i.waitForSync()));
@@ -155,6 +183,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     async stop() {
       if (stopping) return;
       stopping = true;
+      markStopped();
       if (resync) clearInterval(resync);
       queue.shutdown();
       // Let the reconciles in flight finish: each is one step, so this is short.
