@@ -4,3 +4,4 @@ export { findBinaries, REPO_ROOT, type Binaries } from './binaries.js';
 export { isCopyPod } from './fake-kubelet.js';
 export { PROVISIONER_NAME, localStorageClasses } from './hostpath-provisioner.js';
 export { waitFor, sleep, freePort } from './processes.js';
+export { installPvshift, PVSHIFT_NAMESPACE, WEBHOOK_CONFIGURATION, type Installation, type PvshiftProcess, type StartOptions } from './pvshift.js';

@@ -54,7 +54,7 @@ export type Step =
   | { kind: 'done' };
 
 const WAIT_SHORT = 1000;
-const WAIT_COPY = 3000;
+const WAIT_COPY = 2000;
 
 // --- small readers -----------------------------------------------------------
 
@@ -415,12 +415,19 @@ function planCopy(w: World, pass: Pass): Step {
   const exitCode = terminated?.exitCode ?? -1;
   if (pod.status?.phase === 'Succeeded') {
     if (pass === 'measure') {
-      const bytes = Number((terminated?.message ?? '').trim());
-      if (!Number.isFinite(bytes)) return fail('MeasureFailed', `could not read the used bytes of the source: ${terminated?.message ?? 'no output'}`);
+      // An empty message is no measurement (Number('') is 0, which would pass any size check).
+      const text = (terminated?.message ?? '').trim();
+      const bytes = text ? Number(text) : NaN;
+      if (!Number.isFinite(bytes) || bytes < 0) return fail('MeasureFailed', `could not read the used bytes of the source: ${terminated?.message ?? 'no output'}`);
       return { kind: 'patchStatus', status: { usedBytes: bytes } };
     }
     const summary = w.summary;
-    if (!summary) return fail('CopyResultMissing', `the ${pass} copy pod succeeded but left no readable summary`);
+    if (!summary) {
+      const message = `the ${pass} copy pod succeeded but left no readable summary`;
+      // After cutover a terminal phase would leave the claim on an unpopulated replacement: roll back instead.
+      if (pass === 'final') return { kind: 'setPhase', phase: 'RollingBack', status: { message }, event: { type: 'Warning', reason: 'CopyResultMissing', message: `${message}; rolling back to the original volume` } };
+      return fail('CopyResultMissing', message);
+    }
     const copy: CopyResult = {
       pass,
       bytes: summary.bytes,
@@ -655,7 +662,8 @@ function planTerminal(w: World, phase: Phase): Step {
     const pod = w.copyPods[pass];
     if (pod) return { kind: 'deleteCopyPod', pass, name: pod.metadata!.name! };
   }
-  const beforeCutover = phase === 'Aborted' || phase === 'Failed';
+  // A Failed after cutover (rollback impossible) may leave the staging volume as the only full copy: keep it.
+  const beforeCutover = phase === 'Aborted' || (phase === 'Failed' && !status.cutoverStartTime);
   if (beforeCutover && w.stagingClaim) return { kind: 'deleteClaim', name: w.stagingClaim.metadata!.name!, uid: w.stagingClaim.metadata!.uid!, why: 'staging' };
   const source = w.sourceVolume;
   const original = source?.metadata?.annotations?.[ANNOTATION_ORIGINAL_RECLAIM_POLICY];

@@ -270,7 +270,11 @@ export class Reconciler {
         if (await this.kube.delete(paths.claims(ns, step.name), { preconditions: { uid: step.uid } })) await this.note(world, step.event);
         return;
       case 'createCopyPod':
-        if (await this.createIfAbsent(paths.pods(ns), buildCopyPod(world, step.pass))) await this.note(world, step.event);
+        if (await this.createIfAbsent(paths.pods(ns), buildCopyPod(world, step.pass))) {
+          // The progress shown is the new pass's from now on, not the last pass's end.
+          await this.patchStatus(m, { progress: null, progressText: `starting the ${step.pass} copy` } as unknown as VolumeMigrationStatus);
+          await this.note(world, step.event);
+        }
         return;
       case 'deleteCopyPod':
         await this.kube.delete(paths.pods(ns, step.name));
