@@ -88,9 +88,14 @@ async function startPvshift(cluster: LocalCluster, port: number, run: string, ex
   );
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
-  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
   const kill = () => child.kill('SIGKILL');
   process.once('exit', kill);
+  const exited = new Promise<void>((resolve) =>
+    child.on('close', () => {
+      process.off('exit', kill);
+      resolve();
+    }),
+  );
   const handle: PvshiftProcess = {
     child,
     exited,
@@ -99,7 +104,6 @@ async function startPvshift(cluster: LocalCluster, port: number, run: string, ex
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       await exited;
-      process.off('exit', kill);
     },
   };
   if (options.noWait) return handle;
