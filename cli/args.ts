@@ -1,0 +1,293 @@
+// Argument parsing for kubectl-pvshift: pure (argv in, a command or a usage
+// error out), so every malformed command line is a unit test. Flags follow
+// kubectl: `--flag value`, `--flag=value`, `-n value`, `-nvalue`, `-A`.
+import { parseQuantity } from '../src/quantity.js';
+
+export const COMMANDS = ['plan', 'migrate', 'status', 'abort', 'rollback', 'cleanup'] as const;
+export type CommandName = (typeof COMMANDS)[number];
+export type OutputFormat = 'table' | 'json' | 'yaml';
+export type VerifyFlag = 'none' | 'metadata' | 'checksum';
+export type CutoverFlag = 'recreate' | 'evict';
+
+export interface Options {
+  kubeconfig?: string;
+  context?: string;
+  namespace?: string;
+  allNamespaces: boolean;
+  selector?: string;
+  fromClass?: string;
+  to?: string;
+  size?: string;
+  noPresync: boolean;
+  verify?: VerifyFlag;
+  cutover?: CutoverFlag;
+  yes: boolean;
+  dryRun: boolean;
+  watch: boolean;
+  output: OutputFormat;
+  help: boolean;
+}
+
+export type Parsed =
+  | { kind: 'help'; command?: CommandName }
+  | { kind: 'version' }
+  | { kind: 'run'; command: CommandName; args: string[]; options: Options };
+
+/** A bad command line: one line, exit code 1. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+interface FlagSpec {
+  /** Key in Options. */
+  key: keyof Options;
+  /** Takes a value (`--to fast`); otherwise a switch. */
+  value: boolean;
+  short?: string;
+}
+
+const FLAGS: Record<string, FlagSpec> = {
+  kubeconfig: { key: 'kubeconfig', value: true },
+  context: { key: 'context', value: true },
+  namespace: { key: 'namespace', value: true, short: 'n' },
+  'all-namespaces': { key: 'allNamespaces', value: false, short: 'A' },
+  selector: { key: 'selector', value: true, short: 'l' },
+  'from-class': { key: 'fromClass', value: true },
+  to: { key: 'to', value: true },
+  size: { key: 'size', value: true },
+  'no-presync': { key: 'noPresync', value: false },
+  verify: { key: 'verify', value: false },
+  cutover: { key: 'cutover', value: true },
+  yes: { key: 'yes', value: false, short: 'y' },
+  'dry-run': { key: 'dryRun', value: false },
+  watch: { key: 'watch', value: false, short: 'w' },
+  output: { key: 'output', value: true, short: 'o' },
+  help: { key: 'help', value: false, short: 'h' },
+};
+
+const GLOBAL = ['kubeconfig', 'context', 'namespace', 'all-namespaces', 'output', 'help'];
+const SELECTORS = ['selector', 'from-class'];
+/** Which flags each command takes, besides the global ones. */
+const COMMAND_FLAGS: Record<CommandName, string[]> = {
+  plan: [...SELECTORS, 'to', 'size'],
+  migrate: [...SELECTORS, 'to', 'size', 'no-presync', 'verify', 'cutover', 'yes', 'dry-run'],
+  status: ['watch'],
+  abort: [],
+  rollback: [],
+  cleanup: ['yes'],
+};
+
+function isCommand(word: string): word is CommandName {
+  return (COMMANDS as readonly string[]).includes(word);
+}
+
+const SHORT = new Map(Object.entries(FLAGS).flatMap(([long, spec]) => (spec.short ? [[spec.short, long] as const] : [])));
+
+function defaults(): Options {
+  return { allNamespaces: false, noPresync: false, yes: false, dryRun: false, watch: false, output: 'table', help: false };
+}
+
+export function parseArgs(argv: string[]): Parsed {
+  const options = defaults();
+  const positionals: string[] = [];
+  let command: CommandName | undefined;
+  const seen: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    let long: string | undefined;
+    let inline: string | undefined;
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      long = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
+      inline = eq >= 0 ? arg.slice(eq + 1) : undefined;
+      if (!FLAGS[long]) throw new UsageError(`unknown flag --${long}${command ? ` for "${command}"` : ''}; see kubectl pvshift ${command ? `${command} ` : ''}--help`);
+    } else if (arg.startsWith('-') && arg.length > 1) {
+      long = SHORT.get(arg[1]!);
+      if (!long) throw new UsageError(`unknown shorthand flag -${arg[1]}${command ? ` for "${command}"` : ''}; see kubectl pvshift ${command ? `${command} ` : ''}--help`);
+      if (arg.length > 2) inline = arg.slice(arg[2] === '=' ? 3 : 2);
+    }
+    if (long === undefined) {
+      if (command === undefined) {
+        if (arg === 'help') {
+          const topic = argv.slice(i + 1).find((a) => !a.startsWith('-'));
+          if (topic !== undefined && !isCommand(topic)) throw new UsageError(`unknown command "${topic}"; see kubectl pvshift --help`);
+          return { kind: 'help', ...(topic ? { command: topic } : {}) };
+        }
+        if (arg === 'version') return { kind: 'version' };
+        if (!isCommand(arg)) throw new UsageError(`unknown command "${arg}" for "kubectl pvshift"; commands: ${COMMANDS.join(', ')}`);
+        command = arg;
+      } else positionals.push(arg);
+      continue;
+    }
+    const spec = FLAGS[long]!;
+    seen.push(long);
+    if (spec.value) {
+      let value = inline;
+      if (value === undefined) {
+        value = argv[i + 1];
+        if (value === undefined || (value.startsWith('-') && value !== '-')) throw new UsageError(`flag --${long} needs a value`);
+        i++;
+      }
+      if (value === '') throw new UsageError(`flag --${long} needs a value`);
+      (options as unknown as Record<string, unknown>)[spec.key] = value;
+    } else if (long === 'verify') {
+      // `--verify` alone asks for checksums; `--verify=metadata|none|checksum` names the mode.
+      const mode = inline ?? 'checksum';
+      if (!['none', 'metadata', 'checksum'].includes(mode)) throw new UsageError(`--verify must be none, metadata or checksum, not "${mode}"`);
+      options.verify = mode as VerifyFlag;
+    } else {
+      if (inline !== undefined && !['true', 'false'].includes(inline)) throw new UsageError(`flag --${long} takes no value`);
+      (options as unknown as Record<string, unknown>)[spec.key] = inline !== 'false';
+    }
+  }
+  const output = options.output as string;
+  if (!['table', 'json', 'yaml'].includes(output)) throw new UsageError(`unknown output format "${output}"; use -o json or -o yaml (or leave -o out for a table)`);
+  if (command === undefined) {
+    if (options.help || argv.length === 0) return { kind: 'help' };
+    throw new UsageError(`no command given; commands: ${COMMANDS.join(', ')}; see kubectl pvshift --help`);
+  }
+  if (options.help) return { kind: 'help', command };
+  const allowed = new Set([...GLOBAL, ...COMMAND_FLAGS[command]]);
+  const foreign = seen.find((f) => !allowed.has(f));
+  if (foreign) throw new UsageError(`flag --${foreign} does not apply to "${command}"; see kubectl pvshift ${command} --help`);
+  checkCommand(command, positionals, options);
+  return { kind: 'run', command, args: positionals, options };
+}
+
+function checkCommand(command: CommandName, args: string[], o: Options): void {
+  if (o.allNamespaces && o.namespace !== undefined) throw new UsageError('-n/--namespace and -A/--all-namespaces exclude each other; give one');
+  if (o.cutover !== undefined && !['recreate', 'evict'].includes(o.cutover)) throw new UsageError(`--cutover must be recreate or evict, not "${o.cutover}"`);
+  if (o.size !== undefined) {
+    const bytes = parseQuantity(o.size);
+    if (bytes === undefined || bytes <= 0) throw new UsageError(`--size "${o.size}" is not a quantity such as 20Gi or 500M`);
+  }
+  switch (command) {
+    case 'plan':
+    case 'migrate':
+      if (!o.to) throw new UsageError(`${command} needs --to CLASS, the target StorageClass`);
+      if (args.length > 0 && o.allNamespaces) throw new UsageError('claim names need one namespace; use -n instead of -A');
+      if (args.length > 0 && o.selector !== undefined) throw new UsageError('give claim names or -l/--selector, not both');
+      return;
+    case 'status':
+      if (args.length > 1) throw new UsageError('status takes at most one migration name');
+      if (args.length === 1 && o.allNamespaces) throw new UsageError('a migration name needs one namespace; use -n instead of -A');
+      return;
+    case 'abort':
+    case 'rollback':
+      if (args.length !== 1) throw new UsageError(`${command} takes exactly one migration name: kubectl pvshift ${command} NAME [-n NAMESPACE]`);
+      if (o.allNamespaces) throw new UsageError(`${command} works on one namespace; use -n instead of -A`);
+      return;
+    case 'cleanup':
+      if (args.length > 0) throw new UsageError('cleanup takes no arguments; it lists every retained old volume (filter with -n or -A)');
+      return;
+  }
+}
+
+const COMMON = `Global flags:
+      --kubeconfig PATH      kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)
+      --context NAME         kubeconfig context (default: the current context)
+  -n, --namespace NS         namespace (default: the context's namespace, else "default")
+  -A, --all-namespaces       every namespace
+  -o, --output json|yaml     machine-readable output (default: a table)
+  -h, --help                 help for the command`;
+
+const SELECT = `Select claims:
+  CLAIM...                   claim names in the namespace
+  -l, --selector SELECTOR    label selector, e.g. app=web,tier!=cache
+      --from-class CLASS     only claims currently on this StorageClass
+      --to CLASS             target StorageClass (required)
+      --size QTY             target size, e.g. 20Gi (default: the claim's request)`;
+
+export const HELP: Record<CommandName | 'root', string> = {
+  root: `kubectl pvshift moves PersistentVolumeClaims to another StorageClass (or size) with pvshift.
+
+Usage:
+  kubectl pvshift COMMAND [flags]
+
+Commands:
+  plan       show what a migration would do, and every reason it would be refused
+  migrate    create VolumeMigrations for the selected claims
+  status     show migrations: phase, progress, rate, ETA, downtime
+  abort      stop a migration (before cutover: clean up; during cutover: roll back)
+  rollback   put a claim back on its original volume during cutover
+  cleanup    list, and with --yes release, the old volumes kept after migrations
+
+${COMMON}
+
+Run "kubectl pvshift COMMAND --help" for a command's flags.`,
+  plan: `Show the claims that would move, and every preflight finding. Changes nothing.
+
+Usage:
+  kubectl pvshift plan [CLAIM...] --to CLASS [--size QTY] [-l SELECTOR] [--from-class CLASS] [-n NS | -A]
+
+Columns: namespace, claim, class -> target, size -> target size, used bytes (known only
+from an earlier migration of the claim; there is no metrics API, so otherwise "unknown"
+with the volume's capacity as the upper bound), consumer pods, their owners, findings.
+
+${SELECT}
+
+${COMMON}`,
+  migrate: `Create a VolumeMigration (named after the claim) for each selected claim. Claims with
+blocking findings (see "plan") are skipped and listed.
+
+Usage:
+  kubectl pvshift migrate [CLAIM...] --to CLASS [flags]
+
+${SELECT}
+
+Migration:
+      --no-presync           do not copy while the application runs (the whole copy is downtime)
+      --verify[=MODE]        compare source and target after the copy: checksum (the default of
+                             --verify), metadata (pvshift's default without the flag) or none
+      --cutover MODE         recreate (default): cut over when the consumer pod is recreated;
+                             evict: pvshift evicts the pods through the Eviction API (PDBs hold)
+  -y, --yes                  do not ask for confirmation (required when stdin is not a terminal)
+      --dry-run              print the VolumeMigrations (yaml) and create nothing
+
+${COMMON}`,
+  status: `Show VolumeMigrations: phase, progress bar, rate, ETA, downtime and message.
+Exit code 1 when any shown migration is Failed or RolledBack.
+
+Usage:
+  kubectl pvshift status [NAME] [-w] [-n NS | -A]
+
+Flags:
+  -w, --watch                redraw every 2 s until every shown migration has finished
+
+${COMMON}`,
+  abort: `Stop a migration by setting spec.abort.
+Before cutover (Pending, PreSyncing, WaitingForCutover) pvshift cleans up: nothing of
+yours was changed. During cutover (CuttingOver, Populating) it rolls back to the original
+volume. In Binding it is too late (the copy is verified) and the migration finishes.
+
+Usage:
+  kubectl pvshift abort NAME [-n NS]
+
+${COMMON}`,
+  rollback: `Put the claim back on its original volume while a migration is cutting over
+(CuttingOver, Populating). Before cutover use "abort"; a finished migration cannot be
+rolled back yet (its old volume is kept, Released with reclaim policy Retain).
+
+Usage:
+  kubectl pvshift rollback NAME [-n NS]
+
+${COMMON}`,
+  cleanup: `List the old volumes that Succeeded migrations kept (Released, reclaim policy Retain),
+and with --yes release them: their reclaim policy is set to Delete, so the provisioner
+deletes the volume and frees its storage. (Deleting the PersistentVolume object instead
+would leak the storage behind it: nothing would ever free it.)
+
+Usage:
+  kubectl pvshift cleanup [--yes] [-n NS | -A]
+
+Flags:
+  -y, --yes                  release the listed volumes (without it, only list them)
+
+-n/-A select the namespace of the migrations whose old volumes are listed.
+
+${COMMON}`,
+};

@@ -1,0 +1,101 @@
+// What the CLI reads from the cluster, through the narrow client: the selected
+// claims with their volumes, consumer pods, owners and migrations, shaped as
+// the pure preflight's input. One list per kind, never a request per claim.
+import type { V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import { ApiError, paths, type Kube, type ObjectMeta } from '../src/kube.js';
+import { LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../src/names.js';
+import type { VolumeMigration } from '../src/volume-migration.js';
+import { CliError } from './connect.js';
+import { isPvshiftClaim, type ClaimFacts } from './preflight.js';
+
+export interface Selection {
+  /** undefined: every namespace. */
+  namespace: string | undefined;
+  names: string[];
+  selector?: string;
+  fromClass?: string;
+}
+
+interface ReplicaSet {
+  metadata?: ObjectMeta;
+}
+
+const replicaSetsPath = (namespace?: string) => `/apis/apps/v1${namespace ? `/namespaces/${encodeURIComponent(namespace)}` : ''}/replicasets`;
+
+/** Migrations in scope; a missing CRD is said as such. */
+export async function listMigrations(kube: Kube, namespace: string | undefined): Promise<VolumeMigration[]> {
+  try {
+    return (await kube.list<VolumeMigration>(paths.migrations(namespace))).items;
+  } catch (e: unknown) {
+    if (e instanceof ApiError && e.code === 404) throw new CliError('the VolumeMigration API (pvshift.io/v1alpha1) is not installed in this cluster; install pvshift first (helm install pvshift charts/pvshift)');
+    throw e;
+  }
+}
+
+export async function storageClassExists(kube: Kube, name: string): Promise<boolean> {
+  return (await kube.get<V1StorageClass>(paths.storageClasses(name))) !== undefined;
+}
+
+async function selectClaims(kube: Kube, s: Selection): Promise<V1PersistentVolumeClaim[]> {
+  if (s.names.length) {
+    const claims: V1PersistentVolumeClaim[] = [];
+    for (const name of s.names) {
+      const claim = await kube.get<V1PersistentVolumeClaim>(paths.claims(s.namespace, name));
+      if (!claim) throw new CliError(`claim "${name}" not found in namespace "${s.namespace}"; see kubectl get pvc -n ${s.namespace}`);
+      claims.push(claim);
+    }
+    return claims;
+  }
+  const query = s.selector ? { labelSelector: s.selector } : undefined;
+  try {
+    return (await kube.list<V1PersistentVolumeClaim>(paths.claims(s.namespace), query)).items.filter((c) => !isPvshiftClaim(c));
+  } catch (e: unknown) {
+    if (e instanceof ApiError && e.code === 400 && s.selector) throw new CliError(`invalid label selector "${s.selector}"; use key=value,key!=value,key in (a,b)`);
+    throw e;
+  }
+}
+
+/** `StatefulSet/web`, `Deployment/app` (through its ReplicaSet), `Job/x`; nothing for a bare pod. */
+export function ownerOf(pod: V1Pod, replicaSets: Map<string, ReplicaSet>): string | undefined {
+  const ref = pod.metadata?.ownerReferences?.find((r) => r.controller) ?? pod.metadata?.ownerReferences?.[0];
+  if (!ref) return undefined;
+  if (ref.kind === 'ReplicaSet') {
+    const rs = replicaSets.get(`${pod.metadata?.namespace}/${ref.name}`);
+    const up = rs?.metadata?.ownerReferences?.find((r) => r.controller);
+    if (up) return `${up.kind}/${up.name}`;
+  }
+  return `${ref.kind}/${ref.name}`;
+}
+
+export async function gatherClaimFacts(kube: Kube, s: Selection): Promise<ClaimFacts[]> {
+  let claims = await selectClaims(kube, s);
+  const needsVolumes = claims.some((c) => c.spec?.volumeName);
+  const volumes = new Map<string, V1PersistentVolume>();
+  if (needsVolumes) for (const v of (await kube.list<V1PersistentVolume>(paths.volumes())).items) volumes.set(v.metadata?.name ?? '', v);
+  if (s.fromClass !== undefined) {
+    claims = claims.filter((c) => (c.spec?.storageClassName ?? volumes.get(c.spec?.volumeName ?? '')?.spec?.storageClassName ?? '') === s.fromClass);
+  }
+  if (claims.length === 0) return [];
+  const [pods, replicaSetList, migrations] = await Promise.all([
+    kube.list<V1Pod>(paths.pods(s.namespace)),
+    kube.list<ReplicaSet>(replicaSetsPath(s.namespace)),
+    listMigrations(kube, s.namespace),
+  ]);
+  const replicaSets = new Map(replicaSetList.items.map((rs) => [`${rs.metadata?.namespace}/${rs.metadata?.name}`, rs]));
+  const appPods = pods.items.filter((p) => p.metadata?.labels?.[LABEL_MANAGED_BY] !== MANAGED_BY_VALUE);
+  return claims
+    .map((claim) => {
+      const ns = claim.metadata?.namespace;
+      const name = claim.metadata?.name;
+      const consumers = appPods.filter((p) => p.metadata?.namespace === ns && (p.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === name));
+      const volume = claim.spec?.volumeName ? volumes.get(claim.spec.volumeName) : undefined;
+      return {
+        claim,
+        ...(volume ? { volume } : {}),
+        consumers: consumers.map((p) => p.metadata?.name ?? ''),
+        owners: consumers.flatMap((p) => ownerOf(p, replicaSets) ?? []),
+        migrations: migrations.filter((m) => m.metadata.namespace === ns),
+      };
+    })
+    .sort((a, b) => `${a.claim.metadata?.namespace}/${a.claim.metadata?.name}`.localeCompare(`${b.claim.metadata?.namespace}/${b.claim.metadata?.name}`));
+}

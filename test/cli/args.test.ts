@@ -1,0 +1,71 @@
+// Argument parsing: kubectl's flag forms, and a one-line usage error for every
+// malformed command line.
+import t from 'tap';
+import { HELP, parseArgs, UsageError } from '../../cli/args.js';
+import { matchFixture } from './fixture.js';
+
+t.test('flag forms', (t) => {
+  const p = parseArgs(['plan', '-n', 'shop', '--to=fast', '--size', '20Gi', '-lapp=web', '--from-class', 'standard', '--kubeconfig', '/k', '--context=c', '-o', 'json']);
+  t.equal(p.kind, 'run');
+  if (p.kind !== 'run') return;
+  t.equal(p.command, 'plan');
+  t.same(p.args, []);
+  t.match(p.options, { namespace: 'shop', to: 'fast', size: '20Gi', selector: 'app=web', fromClass: 'standard', kubeconfig: '/k', context: 'c', output: 'json', allNamespaces: false });
+
+  const m = parseArgs(['migrate', 'a', 'b', '--to', 'fast', '--no-presync', '--verify', '--cutover', 'evict', '-y', '--dry-run']);
+  t.match(m, { kind: 'run', command: 'migrate', args: ['a', 'b'], options: { noPresync: true, verify: 'checksum', cutover: 'evict', yes: true, dryRun: true } });
+  t.match(parseArgs(['migrate', '--to', 'fast', '--verify=metadata']), { options: { verify: 'metadata' } });
+  t.match(parseArgs(['status', '-A', '-w']), { kind: 'run', command: 'status', options: { allNamespaces: true, watch: true, output: 'table' } });
+  t.match(parseArgs(['plan', '--to', 'fast', '--', '-weird']), { args: ['-weird'] }, 'after --, arguments only');
+  t.match(parseArgs(['cleanup', '--yes', '-A']), { command: 'cleanup', options: { yes: true, allNamespaces: true } });
+  t.end();
+});
+
+t.test('help', (t) => {
+  t.same(parseArgs([]), { kind: 'help' });
+  t.same(parseArgs(['--help']), { kind: 'help' });
+  t.same(parseArgs(['plan', '--help']), { kind: 'help', command: 'plan' });
+  t.same(parseArgs(['help', 'cleanup']), { kind: 'help', command: 'cleanup' });
+  t.same(parseArgs(['status', '-h']), { kind: 'help', command: 'status' }, 'help wins over missing arguments');
+  t.match(HELP.cleanup, /reclaim policy is set to Delete/);
+  t.match(HELP.cleanup, /Deleting the PersistentVolume object instead\nwould leak the storage/);
+  matchFixture(t, 'help-root.txt', HELP.root + '\n');
+  t.end();
+});
+
+t.test('usage errors are one line that says what to do', (t) => {
+  const cases: [string[], RegExp][] = [
+    [['shift'], /^unknown command "shift" for "kubectl pvshift"; commands: plan, migrate, status, abort, rollback, cleanup$/],
+    [['help', 'shift'], /^unknown command "shift"/],
+    [['-n', 'x'], /^no command given/],
+    [['plan'], /^plan needs --to CLASS/],
+    [['migrate', '--to'], /^flag --to needs a value$/],
+    [['plan', '--to', 'fast', '--bogus'], /^unknown flag --bogus for "plan"; see kubectl pvshift plan --help$/],
+    [['plan', '--to', 'fast', '-x'], /^unknown shorthand flag -x for "plan"/],
+    [['status', '-o', 'xml'], /^unknown output format "xml"; use -o json or -o yaml/],
+    [['status', '--to', 'fast'], /^flag --to does not apply to "status"/],
+    [['plan', '--to', 'fast', '--size', 'lots'], /^--size "lots" is not a quantity such as 20Gi/],
+    [['plan', '--to', 'fast', '--size', '0'], /^--size "0" is not a quantity/],
+    [['migrate', '--to', 'fast', '--cutover', 'now'], /^--cutover must be recreate or evict, not "now"$/],
+    [['migrate', '--to', 'fast', '--verify=md5'], /^--verify must be none, metadata or checksum/],
+    [['migrate', '--to', 'fast', '--yes=maybe'], /^flag --yes takes no value$/],
+    [['plan', '--to', 'fast', '-A', 'data'], /^claim names need one namespace; use -n instead of -A$/],
+    [['plan', '--to', 'fast', '-l', 'a=b', 'data'], /^give claim names or -l\/--selector, not both$/],
+    [['plan', '--to', 'fast', '-A', '-n', 'x'], /exclude each other/],
+    [['abort'], /^abort takes exactly one migration name/],
+    [['rollback', 'a', 'b'], /^rollback takes exactly one migration name/],
+    [['abort', 'a', '-A'], /^abort works on one namespace/],
+    [['status', 'a', 'b'], /^status takes at most one migration name$/],
+    [['cleanup', 'pv-1'], /^cleanup takes no arguments/],
+  ];
+  for (const [argv, message] of cases) {
+    t.throws(() => parseArgs(argv), UsageError, argv.join(' '));
+    try {
+      parseArgs(argv);
+    } catch (e: unknown) {
+      t.match((e as Error).message, message, argv.join(' '));
+      t.notOk((e as Error).message.includes('\n'), 'one line');
+    }
+  }
+  t.end();
+});

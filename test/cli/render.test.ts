@@ -1,0 +1,103 @@
+// The renderers: pure data in, text out, compared exactly with the files in
+// fixtures/ (with `now` fixed, ages and live downtime are deterministic).
+import t from 'tap';
+import { preflight } from '../../cli/preflight.js';
+import { findRetained } from '../../cli/decisions.js';
+import { formatAge, formatDuration, progressBar, renderCleanup, renderData, renderPlan, renderStatus, statusExitCode, statusItem, table } from '../../cli/render.js';
+import { matchFixture } from './fixture.js';
+import { ago, NOW, pv, pvc, vm } from './objects.js';
+
+const plain = { color: false, now: NOW, showNamespace: false };
+
+t.test('progress bar', (t) => {
+  const cases: [number, number, string][] = [
+    [0, 100, '[--------------------]   0%'],
+    [5, 100, '[#-------------------]   5%'],
+    [50, 100, '[##########----------]  50%'],
+    [999, 1000, '[###################-]  99%'],
+    [100, 100, '[####################] 100%'],
+    [150, 100, '[####################] 100%'],
+    [10, 0, '[                    ]    ?'],
+  ];
+  for (const [done, total, expected] of cases) t.equal(progressBar(done, total), expected, `${done} of ${total}`);
+  t.equal(progressBar(1, 4, 8), '[##------]  25%', 'width');
+  t.end();
+});
+
+t.test('durations and ages', (t) => {
+  t.equal(formatDuration(0), '0s');
+  t.equal(formatDuration(59.4), '59s');
+  t.equal(formatDuration(65), '1m05s');
+  t.equal(formatDuration(3 * 3600 + 4 * 60), '3h04m');
+  t.equal(formatDuration(72 * 3600), '3d');
+  t.equal(formatAge(ago(30), NOW), '30s');
+  t.equal(formatAge(ago(600), NOW), '10m');
+  t.equal(formatAge(ago(5 * 3600), NOW), '5h');
+  t.equal(formatAge(ago(4 * 86400), NOW), '4d');
+  t.equal(formatAge(undefined, NOW), '<unknown>');
+  t.end();
+});
+
+t.test('table: padded columns, colour never counts as width', (t) => {
+  t.equal(table(['A', 'LONG HEADER'], [['x', 'y'], ['wider', { text: 'z', colour: 'red' }]]), 'A      LONG HEADER\nx      y\nwider  z\n');
+  t.equal(table(['A', 'B'], [[{ text: 'ok', colour: 'green' }, 'b']], true), 'A   B\n\x1b[32mok\x1b[0m  b\n');
+  t.end();
+});
+
+const progress = (done: number, total: number, rate: number, eta?: number) => ({ bytesDone: done, bytesTotal: total, filesDone: 10, filesTotal: 40, bytesPerSecond: rate, ...(eta !== undefined ? { etaSeconds: eta } : {}), updatedAt: ago(1) });
+
+const migrations = [
+  vm('data-web-0', 'Succeeded', { status: { downtimeSeconds: 12.4, progress: progress(2 ** 30, 2 ** 30, 0), message: 'claim data-web-0 is on fast', completionTime: ago(300), sourceVolumeName: 'pv-old-0' } }),
+  vm('data-web-1', 'Populating', { created: 120, status: { gatedAt: ago(45), progress: progress(300 * 2 ** 20, 1200 * 2 ** 20, 20 * 2 ** 20, 45), message: 'final copy' } }),
+  vm('data-web-2', 'PreSyncing', { size: '20Gi', status: { progress: progress(0, 0, 0), message: 'copying while the application runs' } }),
+  vm('queue', 'Populating', { abort: true, status: { progress: progress(10, 100, 1024, 3) } }),
+  vm('logs', 'Failed', { ns: 'ops', to: 'platinum', created: 7200, status: { message: 'target StorageClass platinum does not exist' } }),
+  vm('cache', 'RolledBack', { status: { message: 'aborted during the final copy', downtimeSeconds: 3 } }),
+  vm('fresh', undefined, { created: 5 }),
+];
+
+t.test('status table', (t) => {
+  matchFixture(t, 'status.txt', renderStatus(migrations, plain));
+  matchFixture(t, 'status-all-namespaces.txt', renderStatus(migrations, { ...plain, showNamespace: true }));
+  matchFixture(t, 'status-color.txt', renderStatus(migrations.slice(0, 1), { ...plain, color: true }));
+  t.equal(renderStatus([], plain), 'No VolumeMigrations found.\n');
+  t.end();
+});
+
+t.test('status json: stable field names', (t) => {
+  matchFixture(t, 'status.json', renderData({ items: migrations.slice(0, 2).map(statusItem) }, 'json'));
+  matchFixture(t, 'status.yaml', renderData({ items: migrations.slice(4, 5).map(statusItem) }, 'yaml'));
+  t.end();
+});
+
+t.test('status exit code: 1 for Failed or RolledBack', (t) => {
+  t.equal(statusExitCode(migrations.slice(0, 4)), 0);
+  t.equal(statusExitCode([migrations[4]!]), 1, 'Failed');
+  t.equal(statusExitCode([migrations[5]!]), 1, 'RolledBack');
+  t.equal(statusExitCode([vm('x', 'Aborted')]), 0, 'Aborted is what was asked');
+  t.end();
+});
+
+t.test('plan table with findings', (t) => {
+  const sibling = vm('other', 'WaitingForCutover', { claim: 'orders' });
+  const rows = [
+    preflight({ claim: pvc('data-web-0'), volume: pv('pv-data-web-0'), consumers: ['web-0'], owners: ['StatefulSet/web'], migrations: [] }, { targetStorageClassName: 'fast', targetClassExists: true }),
+    preflight({ claim: pvc('logs', { size: '20Gi' }), volume: pv('pv-logs', { capacity: '20Gi' }), consumers: ['app-7d9-x', 'app-7d9-y'], owners: ['Deployment/app', 'Deployment/app'], migrations: [] }, { targetStorageClassName: 'fast', targetSize: '10Gi', targetClassExists: true }),
+    preflight({ claim: pvc('raw', { mode: 'Block' }), volume: pv('pv-raw'), consumers: [], owners: [], migrations: [] }, { targetStorageClassName: 'fast', targetClassExists: true }),
+    preflight({ claim: pvc('orders'), volume: pv('pv-orders'), consumers: ['orders-0'], owners: ['StatefulSet/orders'], migrations: [sibling] }, { targetStorageClassName: 'fast', targetClassExists: true }),
+    preflight({ claim: pvc('later', { cls: 'fast', phase: 'Pending' }), consumers: [], owners: [], migrations: [] }, { targetStorageClassName: 'fast', targetSize: '5Gi', targetClassExists: true }),
+  ];
+  matchFixture(t, 'plan.txt', renderPlan(rows, plain));
+  matchFixture(t, 'plan-all-namespaces.txt', renderPlan(rows.slice(0, 2), { ...plain, showNamespace: true }));
+  matchFixture(t, 'plan.json', renderData({ items: rows.slice(0, 2) }, 'json'));
+  t.equal(renderPlan([], plain), 'No claims match.\n');
+  t.end();
+});
+
+t.test('cleanup table', (t) => {
+  const done = vm('data-web-0', 'Succeeded', { status: { sourceVolumeName: 'pv-old-0', completionTime: ago(3 * 86400) } });
+  const volumes = [pv('pv-old-0', { policy: 'Retain', phase: 'Released', annotations: { 'pvshift.io/migration': 'shop/data-web-0' } })];
+  matchFixture(t, 'cleanup.txt', renderCleanup(findRetained(volumes, [done], undefined), plain));
+  t.equal(renderCleanup([], plain), 'No retained old volumes.\n');
+  t.end();
+});
