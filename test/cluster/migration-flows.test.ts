@@ -7,7 +7,7 @@ import { paths, type Kube } from '../../src/kube.js';
 import { ANNOTATION_MIGRATION, LABEL_MANAGED_BY, LABEL_NAMESPACE_ACTIVE, SCHEDULING_GATE } from '../../src/names.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
 import { clusterFor, freshNamespace, statefulSet, volumeOf, waitFor, waitForPodReady } from '../helpers/cluster.js';
-import { annotateClaim, eventReasons, fillVolume, snapshotTree, waitForPhase } from '../helpers/migration.js';
+import { annotateClaim, eventReasonsWith, fillVolume, snapshotTree, waitForPhase } from '../helpers/migration.js';
 import { installPvshift } from '../helpers/pvshift.js';
 
 const cluster = await clusterFor(t, { nodes: ['node-1', 'node-2'] });
@@ -36,11 +36,12 @@ async function assertMigrated(t: Test, ns: string, claimName: string, migrationN
   t.equal(m?.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True', 'Ready condition');
   t.ok((m?.status?.downtimeSeconds ?? -1) >= 0, `downtime recorded: ${m?.status?.downtimeSeconds} s`);
   t.equal(m?.status?.targetVolumeName, newPv?.metadata?.name);
-  const reasons = await eventReasons(kube, ns, migrationName, 'VolumeMigration');
-  for (const reason of ['SourceRetained', 'Validated', 'CutoverStarted', 'OriginalClaimDeleted', 'Copied', 'Binding', 'GateLifted', 'Succeeded']) {
+  const expected = ['SourceRetained', 'Validated', 'CutoverStarted', 'OriginalClaimDeleted', 'Copied', 'Binding', 'GateLifted', 'Succeeded'];
+  const reasons = await eventReasonsWith(kube, ns, migrationName, 'VolumeMigration', expected);
+  for (const reason of expected) {
     t.ok(reasons.includes(reason), `event ${reason} on the migration`);
   }
-  t.ok((await eventReasons(kube, ns, claimName, 'PersistentVolumeClaim')).includes('Succeeded'), 'and on the claim');
+  t.ok((await eventReasonsWith(kube, ns, claimName, 'PersistentVolumeClaim', ['Succeeded'])).includes('Succeeded'), 'and on the claim');
 }
 
 async function assertNothingLeft(t: Test, ns: string): Promise<void> {

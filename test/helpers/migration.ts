@@ -67,3 +67,19 @@ export async function eventReasons(kube: Kube, namespace: string, objectName: st
 export function createMigration(kube: Kube, namespace: string, name: string, spec: VolumeMigration['spec']): Promise<VolumeMigration> {
   return kube.create<VolumeMigration>(paths.migrations(namespace), { apiVersion: 'pvshift.io/v1alpha1', kind: 'VolumeMigration', metadata: { name, namespace }, spec });
 }
+
+/**
+ * The reasons of the events on an object, once all of `expected` are there (or
+ * after 10 s): events are written right after the status change they report.
+ */
+export async function eventReasonsWith(kube: Kube, namespace: string, objectName: string, kind: string, expected: string[]): Promise<string[]> {
+  let last: string[] = [];
+  try {
+    return await waitFor(`events ${expected.join(', ')} on ${kind} ${objectName}`, async () => {
+      last = await eventReasons(kube, namespace, objectName, kind);
+      return expected.every((r) => last.includes(r)) ? last : undefined;
+    }, 10_000);
+  } catch {
+    return last;
+  }
+}

@@ -1,0 +1,93 @@
+// The copy pod of each pass: where it runs, what it mounts, how the runner is
+// called, and the operator's settings applied.
+import t from 'tap';
+import { buildCopyPod, pinnedNode, SOURCE_MOUNT, TARGET_MOUNT } from '../../populator/copy-pod.js';
+import type { Pass } from '../../populator/world.js';
+import { ANNOTATION_COPY_ATTEMPT } from '../../src/names.js';
+import { CLAIM, HELPER, NS, SETTINGS, SOURCE_PV, STAGING, UID, migration, pod, prepared, volume, world } from './fixtures/world.js';
+
+const consumers = [pod('old', { node: 'node-9', terminating: true }), pod('app-0', { node: 'node-2' }), pod('gated', { gated: true })];
+const rwo = world({ migration: migration({ phase: 'PreSyncing', status: prepared() }), sourceVolume: volume(SOURCE_PV), consumers });
+
+t.test('pinning: RWO pre-sync (and measure) runs on the node of the running consumer; RWX and final go through the scheduler', (t) => {
+  t.equal(pinnedNode(rwo, 'presync'), 'node-2', 'RWO pre-sync: the running consumer, not the terminating one');
+  t.equal(pinnedNode(rwo, 'measure'), 'node-2', 'RWO measure: likewise');
+  t.equal(pinnedNode(rwo, 'final'), undefined, 'final: never pinned');
+  t.equal(pinnedNode({ ...rwo, sourceVolume: volume(SOURCE_PV, { accessModes: ['ReadWriteMany'] }) }, 'presync'), undefined, 'RWX: no pin');
+  t.equal(pinnedNode({ ...rwo, sourceVolume: volume(SOURCE_PV, { accessModes: ['ReadOnlyMany'] }) }, 'presync'), undefined, 'ROX: no pin');
+  t.equal(pinnedNode({ ...rwo, consumers: [pod('gated', { gated: true })] }, 'presync'), undefined, 'no running consumer: no pin');
+  const pinned = buildCopyPod(rwo, 'presync');
+  t.same(pinned.spec?.affinity, { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: ['node-2'] }] }] } } }, 'as required node affinity');
+  t.notOk(buildCopyPod(rwo, 'final').spec?.affinity, 'the final pod has none');
+  t.end();
+});
+
+t.test('each pass: name, mounts, runner arguments', (t) => {
+  const cases: { pass: Pass; source: string; args?: string[]; target: boolean }[] = [
+    { pass: 'presync', source: CLAIM, target: true, args: ['--mode=runner', `--source=${SOURCE_MOUNT}`, `--target=${TARGET_MOUNT}`, '--verify=none', '--progress-interval=2'] },
+    { pass: 'final', source: HELPER, target: true, args: ['--mode=runner', `--source=${SOURCE_MOUNT}`, `--target=${TARGET_MOUNT}`, '--verify=metadata', '--progress-interval=2', '--delete'] },
+    { pass: 'measure', source: CLAIM, target: false },
+  ];
+  for (const c of cases) {
+    const p = buildCopyPod(rwo, c.pass);
+    const container = p.spec!.containers[0]!;
+    t.equal(p.metadata?.name, `pvshift-${UID}-${c.pass}`, `${c.pass}: named from the migration uid`);
+    t.equal(p.metadata?.namespace, NS);
+    t.match(p.metadata?.labels, { 'app.kubernetes.io/managed-by': 'pvshift', 'app.kubernetes.io/component': 'copy', 'pvshift.io/migration-uid': UID, 'pvshift.io/pass': c.pass });
+    t.match(p.metadata?.ownerReferences, [{ kind: 'VolumeMigration', uid: UID, controller: true }]);
+    t.equal(p.spec?.restartPolicy, 'Never');
+    t.equal(p.spec?.automountServiceAccountToken, false);
+    t.same(p.spec?.volumes?.[0], { name: 'source', persistentVolumeClaim: { claimName: c.source, readOnly: true } }, `${c.pass}: the source claim, read-only`);
+    t.same(container.volumeMounts?.[0], { name: 'source', mountPath: SOURCE_MOUNT, readOnly: true }, `${c.pass}: mounted read-only`);
+    if (c.target) {
+      t.same(p.spec?.volumes?.[1], { name: 'target', persistentVolumeClaim: { claimName: STAGING } }, `${c.pass}: the staging claim as target`);
+      t.same(container.args, c.args, `${c.pass}: runner args`);
+    } else {
+      t.equal(p.spec?.volumes?.length, 1, 'measure mounts the source only');
+      t.match(container.command, ['/bin/sh', '-c', /du -sxB1 \/mnt\/pvshift\/source/], 'and runs du');
+    }
+  }
+  const checksum = buildCopyPod({ ...rwo, migration: migration({ spec: { verify: 'checksum' } }) }, 'final');
+  t.ok(checksum.spec!.containers[0]!.args!.includes('--verify=checksum'), 'verify from the spec on the final pass');
+  const presync = buildCopyPod({ ...rwo, migration: migration({ spec: { verify: 'checksum' } }) }, 'presync');
+  t.ok(presync.spec!.containers[0]!.args!.includes('--verify=none'), 'pre-sync never verifies');
+  t.notOk(presync.spec!.containers[0]!.args!.includes('--delete'), 'nor deletes');
+  t.end();
+});
+
+t.test('the bandwidth limit and the operator settings are applied', (t) => {
+  const settings = {
+    ...SETTINGS,
+    copyImage: 'registry.example/pvshift:1.2',
+    copyNodeSelector: { disktype: 'ssd' },
+    copyTolerations: [{ key: 'storage', operator: 'Exists', effect: 'NoSchedule' }],
+    copyResources: { limits: { memory: '512Mi' } },
+    copyPriorityClassName: 'storage-critical',
+    copyBandwidthLimitKiBps: 4096,
+  };
+  const p = buildCopyPod({ ...rwo, settings }, 'final');
+  const container = p.spec!.containers[0]!;
+  t.equal(container.image, 'registry.example/pvshift:1.2');
+  t.same(p.spec?.nodeSelector, { disktype: 'ssd' });
+  t.same(p.spec?.tolerations, settings.copyTolerations);
+  t.same(container.resources, { limits: { memory: '512Mi' } });
+  t.equal(p.spec?.priorityClassName, 'storage-critical');
+  t.equal(container.args?.at(-1), '--bwlimit=4096', 'rsync --bwlimit from the setting');
+  const plain = buildCopyPod(rwo, 'final');
+  t.notOk(plain.spec?.nodeSelector, 'no node selector unless set');
+  t.notOk(plain.spec?.tolerations);
+  t.notOk(plain.spec?.priorityClassName);
+  t.notOk(plain.spec!.containers[0]!.resources);
+  t.notOk(plain.spec!.containers[0]!.args!.some((a) => a.startsWith('--bwlimit')), 'no --bwlimit at 0');
+  t.equal(plain.spec!.containers[0]!.terminationMessagePolicy, 'FallbackToLogsOnError');
+  t.equal(plain.spec!.containers[0]!.securityContext?.allowPrivilegeEscalation, false);
+  t.end();
+});
+
+t.test('the pod records how many failures of its pass preceded it', (t) => {
+  t.equal(buildCopyPod(rwo, 'final').metadata?.annotations?.[ANNOTATION_COPY_ATTEMPT], '0');
+  const retried = { ...rwo, migration: migration({ status: prepared({ attempts: { final: 2, presync: 1 } }) }) };
+  t.equal(buildCopyPod(retried, 'final').metadata?.annotations?.[ANNOTATION_COPY_ATTEMPT], '2');
+  t.equal(buildCopyPod(retried, 'presync').metadata?.annotations?.[ANNOTATION_COPY_ATTEMPT], '1');
+  t.end();
+});

@@ -1,0 +1,64 @@
+// The annotation shortcut: a claim and the migrations of its namespace in, what
+// the controller does about them out.
+import t from 'tap';
+import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
+import { LABEL_CREATED_FROM, shortcutAction } from '../../populator/shortcut.js';
+import { ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE } from '../../src/names.js';
+import type { Phase, VolumeMigration } from '../../src/volume-migration.js';
+
+const CLAIM_UID = 'uid-claim';
+
+function claim(annotations: Record<string, string> = {}, extra: { uid?: string; deleting?: boolean } = {}): V1PersistentVolumeClaim {
+  return { metadata: { name: 'data', namespace: 'shop', uid: extra.uid ?? CLAIM_UID, annotations, ...(extra.deleting ? { deletionTimestamp: new Date() } : {}) } };
+}
+
+function made(phase: Phase | undefined, options: { fromAnnotation?: boolean; abort?: boolean; snapshotUid?: string; namespace?: string; claimName?: string } = {}): VolumeMigration {
+  return {
+    apiVersion: 'pvshift.io/v1alpha1',
+    kind: 'VolumeMigration',
+    metadata: { name: 'data', namespace: options.namespace ?? 'shop', ...(options.fromAnnotation === false ? {} : { labels: { [LABEL_CREATED_FROM]: 'annotation' } }) },
+    spec: { claimName: options.claimName ?? 'data', targetStorageClassName: 'fast', ...(options.abort ? { abort: true } : {}) },
+    status: { ...(phase ? { phase } : {}), ...(options.snapshotUid ? { originalClaim: { uid: options.snapshotUid, spec: {} } } : {}) },
+  };
+}
+
+t.test('an annotated claim with no migration gets one, named after it', (t) => {
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), []), {
+    kind: 'create',
+    migration: {
+      apiVersion: 'pvshift.io/v1alpha1',
+      kind: 'VolumeMigration',
+      metadata: { name: 'data', namespace: 'shop', labels: { [LABEL_CREATED_FROM]: 'annotation' } },
+      spec: { claimName: 'data', targetStorageClassName: 'fast' },
+    },
+  });
+  const sized = shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_TARGET_SIZE]: '20Gi' }), []);
+  t.match(sized, { kind: 'create', migration: { spec: { targetSize: '20Gi' } } }, 'with the target size annotation');
+  t.match(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [made('Succeeded', { namespace: 'other' }), made('Pending', { claimName: 'logs' })]), { kind: 'create' }, 'migrations of other namespaces or claims do not count');
+  t.end();
+});
+
+t.test('nothing to do', (t) => {
+  const cases: [string, V1PersistentVolumeClaim, VolumeMigration[]][] = [
+    ['annotated, and a migration of the claim exists', claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [made('PreSyncing')]],
+    ['annotated, and a finished migration of the claim exists', claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [made('Succeeded')]],
+    ['annotated but being deleted', claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }, { deleting: true }), []],
+    ['no annotation, no migration', claim(), []],
+    ['no annotation, a migration made by hand', claim(), [made('WaitingForCutover', { fromAnnotation: false })]],
+    ['no annotation, the migration already cut over', claim(), [made('CuttingOver')]],
+    ['no annotation, the migration finished', claim(), [made('Succeeded')]],
+    ['no annotation, the migration already aborting', claim(), [made('WaitingForCutover', { abort: true })]],
+    ['the replacement claim (another uid) has no annotation', claim({}, { uid: 'uid-replacement' }), [made('WaitingForCutover', { snapshotUid: CLAIM_UID })]],
+  ];
+  for (const [name, c, ms] of cases) t.same(shortcutAction(c, ms), { kind: 'none' }, name);
+  t.end();
+});
+
+t.test('removing the annotation before cutover aborts the migration made from it', (t) => {
+  for (const phase of [undefined, 'Pending', 'PreSyncing', 'WaitingForCutover'] as const) {
+    t.same(shortcutAction(claim(), [made(phase, { snapshotUid: CLAIM_UID })]), { kind: 'abort', name: 'data' }, `in ${phase ?? 'no phase yet'}`);
+  }
+  t.same(shortcutAction(claim(), [made('Pending')]), { kind: 'abort', name: 'data' }, 'before the snapshot holds a uid');
+  t.same(shortcutAction(claim({ 'other.example/x': 'y' }), [made('PreSyncing', { snapshotUid: CLAIM_UID })]), { kind: 'abort', name: 'data' }, 'other annotations do not matter');
+  t.end();
+});
