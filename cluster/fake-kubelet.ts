@@ -16,7 +16,7 @@ import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
-import type { V1Container, V1Node, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type { V1Container, V1ContainerState, V1ContainerStatus, V1Node, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1PodStatus } from '@kubernetes/client-node';
 import { ApiError, Informer, keyOf, paths, type Kube } from '../src/kube.js';
 import { COMPONENT_COPY, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../src/names.js';
 import type { KeyPair } from './pki.js';
@@ -62,6 +62,21 @@ function microNow(): string {
 /** Single-quotes a word for /bin/sh. */
 function shq(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A container's status as a kubelet reports it; ready and started while it runs. */
+function containerStatus(pod: V1Pod, container: V1Container, state: V1ContainerState): V1ContainerStatus {
+  const running = !!state.running;
+  return {
+    name: container.name,
+    image: container.image ?? '',
+    imageID: `fake://${container.image ?? ''}`,
+    containerID: `fake://${pod.metadata?.uid}/${container.name}`,
+    ready: running,
+    started: running,
+    restartCount: 0,
+    state,
+  };
 }
 
 export class FakeKubelet {
@@ -354,17 +369,8 @@ export class FakeKubelet {
 
   private async markRunning(pod: V1Pod): Promise<void> {
     const status = this.baseStatus(pod, true, 'Running');
-    status.podIPs = [{ ip: status.podIP ?? '' }];
-    status.containerStatuses = (pod.spec?.containers ?? []).map((c) => ({
-      name: c.name,
-      image: c.image ?? '',
-      imageID: `fake://${c.image ?? ''}`,
-      containerID: `fake://${pod.metadata?.uid}/${c.name}`,
-      ready: true,
-      started: true,
-      restartCount: 0,
-      state: { running: { startedAt: now() as unknown as Date } },
-    }));
+    const started = now();
+    status.containerStatuses = (pod.spec?.containers ?? []).map((c) => containerStatus(pod, c, { running: { startedAt: started as unknown as Date } }));
     await this.patchStatus(pod, status);
   }
 
@@ -384,16 +390,7 @@ export class FakeKubelet {
     const containers = pod.spec?.containers ?? [];
     const started = now();
     const running = this.baseStatus(pod, true, 'Running');
-    running.containerStatuses = containers.map((c) => ({
-      name: c.name,
-      image: c.image ?? '',
-      imageID: `fake://${c.image ?? ''}`,
-      containerID: `fake://${pod.metadata?.uid}/${c.name}`,
-      ready: true,
-      started: true,
-      restartCount: 0,
-      state: { running: { startedAt: started as unknown as Date } },
-    }));
+    running.containerStatuses = containers.map((c) => containerStatus(pod, c, { running: { startedAt: started as unknown as Date } }));
     const results = containers.map((container) => this.runContainer(pod, container, mounts, dir, run));
     await this.patchStatus(pod, running);
     void Promise.all(results).then(async (terminated) => {
@@ -401,16 +398,9 @@ export class FakeKubelet {
       if (run.killed) return; // being deleted: the delete path reports nothing more
       const failed = terminated.some((t) => t.exitCode !== 0);
       const status = this.baseStatus(pod, false, failed ? 'Failed' : 'Succeeded');
-      status.containerStatuses = containers.map((c, i) => ({
-        name: c.name,
-        image: c.image ?? '',
-        imageID: `fake://${c.image ?? ''}`,
-        containerID: `fake://${pod.metadata?.uid}/${c.name}`,
-        ready: false,
-        started: false,
-        restartCount: 0,
-        state: { terminated: { ...terminated[i]!, startedAt: started as unknown as Date, finishedAt: now() as unknown as Date } },
-      }));
+      status.containerStatuses = containers.map((c, i) =>
+        containerStatus(pod, c, { terminated: { ...terminated[i]!, startedAt: started as unknown as Date, finishedAt: now() as unknown as Date } }),
+      );
       try {
         await this.patchStatus(pod, status);
       } catch (e: unknown) {

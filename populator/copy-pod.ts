@@ -1,7 +1,7 @@
 // The copy pod of each pass, as a pure function of the migration and the world.
 // Children are named from the migration's UID, so a rerun finds its pod again.
 import type { V1Affinity, V1PersistentVolume, V1Pod, V1Toleration } from '@kubernetes/client-node';
-import { COMPONENT_COPY, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MIGRATION_UID, MANAGED_BY_VALUE, copyPodName, sourceHelperClaimName, stagingClaimName } from '../src/names.js';
+import { ANNOTATION_COPY_ATTEMPT, COMPONENT_COPY, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MIGRATION_UID, MANAGED_BY_VALUE, copyPodName, sourceHelperClaimName, stagingClaimName } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 import type { Pass, World } from './world.js';
 
@@ -53,6 +53,7 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
       name: copyPodNameFor(uid, pass),
       namespace: m.metadata.namespace,
       labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, [LABEL_COMPONENT]: COMPONENT_COPY, [LABEL_MIGRATION_UID]: uid, 'pvshift.io/pass': pass },
+      annotations: { [ANNOTATION_COPY_ATTEMPT]: String(m.status?.attempts?.[pass] ?? 0) },
       ownerReferences: [{ apiVersion: m.apiVersion, kind: m.kind, name: m.metadata.name, uid, controller: true, blockOwnerDeletion: false }],
     },
     spec: {

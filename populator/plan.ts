@@ -8,6 +8,7 @@
 // last. Each step is idempotent, so replaying any prefix after a crash is safe.
 import type { V1ObjectReference, V1PersistentVolume, V1PersistentVolumeClaim, V1PersistentVolumeClaimSpec, V1Pod } from '@kubernetes/client-node';
 import {
+  ANNOTATION_COPY_ATTEMPT,
   ANNOTATION_GATED_AT,
   ANNOTATION_MIGRATION,
   ANNOTATION_ORIGINAL_RECLAIM_POLICY,
@@ -144,46 +145,40 @@ function ownerReference(m: VolumeMigration) {
   return [{ apiVersion: m.apiVersion, kind: m.kind, name: m.metadata.name, uid: uidOf(m), controller: true, blockOwnerDeletion: false }];
 }
 
-export function stagingClaim(m: VolumeMigration, snapshot: ClaimSnapshot): V1PersistentVolumeClaim {
+/** A claim of pvshift's own: labelled, owned by the migration, excluded from the claim webhook. */
+function managedClaim(m: VolumeMigration, component: string, name: string, spec: V1PersistentVolumeClaimSpec): V1PersistentVolumeClaim {
   return {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
     metadata: {
-      name: stagingClaimName(uidOf(m)),
+      name,
       namespace: m.metadata.namespace,
-      labels: managedLabels(m, 'staging'),
+      labels: managedLabels(m, component),
       annotations: { [ANNOTATION_MIGRATION]: m.metadata.name },
       ownerReferences: ownerReference(m),
     },
-    spec: {
-      storageClassName: m.spec.targetStorageClassName,
-      accessModes: accessModesOf(m, snapshot),
-      volumeMode: snapshot.spec.volumeMode ?? 'Filesystem',
-      resources: { requests: { storage: targetSizeOf(m, snapshot) } },
-    },
+    spec,
   };
+}
+
+export function stagingClaim(m: VolumeMigration, snapshot: ClaimSnapshot): V1PersistentVolumeClaim {
+  return managedClaim(m, 'staging', stagingClaimName(uidOf(m)), {
+    storageClassName: m.spec.targetStorageClassName,
+    accessModes: accessModesOf(m, snapshot),
+    volumeMode: snapshot.spec.volumeMode ?? 'Filesystem',
+    resources: { requests: { storage: targetSizeOf(m, snapshot) } },
+  });
 }
 
 /** Binds the retained source PV (claimRef moved to it) so a copy pod can mount it. */
 export function helperClaim(m: VolumeMigration, source: V1PersistentVolume): V1PersistentVolumeClaim {
-  return {
-    apiVersion: 'v1',
-    kind: 'PersistentVolumeClaim',
-    metadata: {
-      name: sourceHelperClaimName(uidOf(m)),
-      namespace: m.metadata.namespace,
-      labels: managedLabels(m, 'source-helper'),
-      annotations: { [ANNOTATION_MIGRATION]: m.metadata.name },
-      ownerReferences: ownerReference(m),
-    },
-    spec: {
-      storageClassName: source.spec?.storageClassName ?? '',
-      accessModes: source.spec?.accessModes ?? ['ReadWriteOnce'],
-      volumeMode: source.spec?.volumeMode ?? 'Filesystem',
-      volumeName: source.metadata?.name,
-      resources: { requests: { storage: String(source.spec?.capacity?.storage ?? '1Gi') } },
-    },
-  };
+  return managedClaim(m, 'source-helper', sourceHelperClaimName(uidOf(m)), {
+    storageClassName: source.spec?.storageClassName ?? '',
+    accessModes: source.spec?.accessModes ?? ['ReadWriteOnce'],
+    volumeMode: source.spec?.volumeMode ?? 'Filesystem',
+    volumeName: source.metadata?.name,
+    resources: { requests: { storage: String(source.spec?.capacity?.storage ?? '1Gi') } },
+  });
 }
 
 /** What the webhook also makes of a claim created under this name during cutover. */
@@ -446,7 +441,11 @@ function planCopy(w: World, pass: Pass): Step {
     };
   }
   // Failed: transient codes (and a pod killed from outside) are retried a few times.
-  const attempts = attemptsOf(m.status, pass) + 1;
+  // This pod's failure is number (failures recorded when it started) + 1, however
+  // often the failed pod is seen again: counting from the status alone would add
+  // one per reconcile and spend the whole budget on a single failure.
+  const startedAfter = Number(pod.metadata?.annotations?.[ANNOTATION_COPY_ATTEMPT]);
+  const attempts = (Number.isInteger(startedAfter) && startedAfter >= 0 ? startedAfter : attemptsOf(m.status, pass)) + 1;
   const transient = classifyRunnerExit(exitCode) === 'transient';
   const message = `${pass} copy failed (exit ${exitCode}): ${summaryMessage(w.summary, terminated?.message)}`;
   if (transient && attempts < w.settings.copyAttempts) {

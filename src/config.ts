@@ -122,7 +122,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const integer = (flag: keyof typeof OPTIONS, fallback: number, min = 0): number => {
     const text = get(flag);
     if (text === undefined) return fallback;
-    const n = Number(text);
+    // Digits only: Number('') is 0 and Number('0x10') is 16, neither meant as a number here.
+    const n = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
     if (!Number.isInteger(n) || n < min) throw new ConfigurationError(`--${flag} must be a whole number of at least ${min}, not ${JSON.stringify(text)}`);
     return n;
   };
@@ -145,9 +146,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     throw new ConfigurationError(`--${flag} must be true or false, not ${JSON.stringify(text)}`);
   };
 
-  const modeText = get('mode');
-  if (!modeText) throw new ConfigurationError('--mode is required: webhook, controller, webhook,controller or runner (see --help)');
-  const modes = modeText.split(',').map((m) => m.trim()).filter(Boolean);
+  const modes = (get('mode') ?? '').split(',').map((m) => m.trim()).filter(Boolean);
+  if (!modes.length) throw new ConfigurationError('--mode is required: webhook, controller, webhook,controller or runner (see --help)');
   for (const mode of modes) {
     if (!['webhook', 'controller', 'runner'].includes(mode)) throw new ConfigurationError(`--mode ${JSON.stringify(mode)} is not one of webhook, controller, runner`);
   }

@@ -23,6 +23,8 @@ export const ANNOTATION_TARGET_SIZE = `${PREFIX}/target-size`;
 export const ANNOTATION_MIGRATION = `${PREFIX}/migration`;
 /** On a PV whose reclaim policy pvshift changed: the policy to restore. */
 export const ANNOTATION_ORIGINAL_RECLAIM_POLICY = `${PREFIX}/original-reclaim-policy`;
+/** On a copy pod: how many failures of its pass were recorded before it started (so each failure counts once). */
+export const ANNOTATION_COPY_ATTEMPT = `${PREFIX}/copy-attempt`;
 /** On a gated pod: when the gate was added (RFC 3339), the start of downtime. */
 export const ANNOTATION_GATED_AT = `${PREFIX}/gated-at`;
 

@@ -19,7 +19,7 @@ const SUFFIXES: Record<string, number> = {
 export function parseQuantity(value: string | number | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
-  const match = /^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:([eE][+-]?[0-9]+)|([kMGTPE]i?)?)\s*$/.exec(value);
+  const match = /^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:([eE][+-]?[0-9]+)|(k|Ki|[MGTPE]i?)?)\s*$/.exec(value);
   if (!match) return undefined;
   const number = Number(match[1]);
   if (match[2]) return number * 10 ** Number(match[2].slice(1));
