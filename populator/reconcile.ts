@@ -44,6 +44,8 @@ export interface ReconcileResult {
 /** How often progress goes into the status while a copy runs (the issue asks for at least every 10 s). */
 const PROGRESS_EVERY_MS = 2000;
 const PASSES: Pass[] = ['presync', 'final', 'measure'];
+/** How long to leave a PodDisruptionBudget that refused an eviction before asking again. */
+const EVICTION_RETRY_MS = 5000;
 
 export function isCopyPod(pod: V1Pod): boolean {
   const labels = pod.metadata?.labels ?? {};
@@ -92,11 +94,11 @@ export class Reconciler {
     const step = plan(world);
     const log = this.logger.child({ migration: key });
     if (step.kind !== 'wait' && step.kind !== 'done') log.info({ step: step.kind, phase: migration.status?.phase ?? 'Pending' }, 'step');
-    await this.execute(world, step);
+    const backOffMs = await this.execute(world, step);
     if (step.kind === 'done') return { step: step.kind };
     if (step.kind === 'wait') return { step: step.kind, requeueAfterMs: step.afterMs };
     // Act again soon: the informers bring the effect of this step, usually first.
-    return { step: step.kind, requeueAfterMs: 250 };
+    return { step: step.kind, requeueAfterMs: backOffMs ?? 250 };
   }
 
   /** Everything plan needs, from the caches (plus the copy pod's log when one runs). */
@@ -202,7 +204,8 @@ export class Reconciler {
     await this.kube.patch(`${this.migrationPath(m)}/status`, { metadata: { resourceVersion: m.metadata.resourceVersion }, status }, 'merge');
   }
 
-  private async execute(world: World, step: Step): Promise<void> {
+  /** Does the step; returns a delay where the cluster said "not now" (a PodDisruptionBudget). */
+  private async execute(world: World, step: Step): Promise<number | undefined> {
     const m = world.migration;
     const ns = m.metadata.namespace;
     switch (step.kind) {
@@ -297,8 +300,9 @@ export class Reconciler {
           } catch (e: unknown) {
             // 429: a PodDisruptionBudget says not now. That is the point of Evict: wait.
             if (e instanceof ApiError && e.code === 429) {
-              await this.patchStatus(m, { message: `eviction of ${name} refused for now by a PodDisruptionBudget; retrying` });
-              return;
+              const message = `eviction of ${name} refused for now by a PodDisruptionBudget; retrying`;
+              if (m.status?.message !== message) await this.patchStatus(m, { message });
+              return EVICTION_RETRY_MS;
             }
             if (!(e instanceof ApiError && e.code === 404)) throw e;
           }
