@@ -7,12 +7,13 @@ import type { Registry } from 'prom-client';
 import { classifyApiError, errorMessage, TerminalError } from '../src/errors.js';
 import { ApiError, Informer, keyOf, paths, type Kube } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
-import { ANNOTATION_MIGRATION, LABEL_MIGRATION_UID } from '../src/names.js';
+import { ANNOTATION_MIGRATION, LABEL_MIGRATION_UID, SCHEDULING_GATE } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 import { EventRecorder } from './events.js';
 import { LeaderElector } from './leader-election.js';
 import { createControllerMetrics } from './metrics.js';
 import { Reconciler, type Caches } from './reconcile.js';
+import { isOrphanGated } from './orphans.js';
 import { shortcutAction } from './shortcut.js';
 import { WorkQueue } from './queue.js';
 import type { ControllerSettings } from './world.js';
@@ -79,6 +80,9 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       if (action.kind === 'create') {
         await kube.create(paths.migrations(ns), action.migration);
         logger.info({ claim: keyOf(claim), target: action.migration.spec.targetStorageClassName }, 'created VolumeMigration from the claim annotation');
+      } else if (action.kind === 'replace') {
+        await kube.delete(paths.migrations(ns, action.name));
+        logger.info({ claim: keyOf(claim), old: action.name }, 'annotation names a new target: the finished migration of the claim makes way');
       } else if (action.kind === 'abort') {
         await kube.patch(paths.migrations(ns, action.name), { spec: { abort: true } }, 'merge');
         logger.info({ claim: keyOf(claim) }, 'annotation removed before cutover: aborting');
@@ -110,6 +114,28 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   // with no cleanup, as a node failure or an OOM kill would.
   const crashAfter = Number(process.env.PVSHIFT_FAULT_CRASH_AFTER_STEPS ?? 0);
   let stepsDone = 0;
+
+  const releaseOrphans = async (): Promise<void> => {
+    const now = new Date();
+    const migrations = caches.migrations.list();
+    for (const pod of caches.pods.list()) {
+      if (!leading || !isOrphanGated(pod, migrations, now)) continue;
+      const gates = (pod.spec?.schedulingGates ?? []).filter((g) => g.name !== SCHEDULING_GATE);
+      try {
+        await kube.patch(
+          paths.pods(pod.metadata?.namespace, pod.metadata?.name),
+          [
+            { op: 'test', path: '/metadata/resourceVersion', value: pod.metadata?.resourceVersion },
+            { op: 'replace', path: '/spec/schedulingGates', value: gates },
+          ],
+          'json',
+        );
+        logger.warn({ pod: keyOf(pod) }, 'released a pod gated for a migration that no longer exists');
+      } catch (e: unknown) {
+        logger.warn({ pod: keyOf(pod), err: errorMessage(e) }, 'could not release an orphaned gate');
+      }
+    }
+  };
 
   /** A failing step shows on the migration (message), so a user sees why it does not move. */
   const reportFailure = async (key: string, message: string): Promise<void> => {
@@ -174,6 +200,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     resync = setInterval(() => {
       for (const m of caches.migrations.list()) queue.add(keyOf(m));
       for (const claim of caches.claims.list()) void applyShortcut(claim);
+      void releaseOrphans();
     }, options.resyncMs);
   })();
   const workers = Array.from({ length: options.workers }, (_, n) => worker(n));

@@ -54,6 +54,17 @@ t.test('nothing to do', (t) => {
   t.end();
 });
 
+t.test('annotated with another target after an earlier migration ended: the old record makes way', (t) => {
+  for (const phase of ['Succeeded', 'Aborted', 'Failed', 'RolledBack'] as const) {
+    t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'platinum' }), [made(phase)]), { kind: 'replace', name: 'data' }, `after ${phase}, another class`);
+  }
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_TARGET_SIZE]: '9Gi' }), [made('Failed')]), { kind: 'replace', name: 'data' }, 'another size');
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [made('Failed')]), { kind: 'none' }, 'the same target that failed is not retried in a loop');
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'platinum' }), [made('Failed', { fromAnnotation: false })]), { kind: 'none' }, 'a migration made by hand is never deleted');
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'platinum' }), [made('PreSyncing')]), { kind: 'none' }, 'nor one still running');
+  t.end();
+});
+
 t.test('removing the annotation before cutover aborts the migration made from it', (t) => {
   for (const phase of [undefined, 'Pending', 'PreSyncing', 'WaitingForCutover'] as const) {
     t.same(shortcutAction(claim(), [made(phase, { snapshotUid: CLAIM_UID })]), { kind: 'abort', name: 'data' }, `in ${phase ?? 'no phase yet'}`);
