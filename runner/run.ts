@@ -2,8 +2,11 @@
 // decisions it makes along the way live in the pure modules it calls.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { parseRunnerArgs, HELP, type RunnerOptions, type VerifyMode } from './args.js';
+import { freeBytesDrop, isTargetEmpty, moveIntoPlace, runCp } from './bulk-copy.js';
+import { planCopy } from './copy-plan.js';
 import { RUNNER_EXIT } from './exit-codes.js';
 import { formatBytes } from './human.js';
 import { classifyRsyncExit } from './rsync-exit.js';
@@ -18,7 +21,7 @@ import {
 import { fitSummary, type Summary } from './summary.js';
 import { checkCapacity, probeFeatures, readFsSpace } from './target-probe.js';
 import { compareTrees, type Difference } from './tree-diff.js';
-import { readListing, scanTotals, type TreeTotals } from './tree-walk.js';
+import { emptyTotals, readListing, scanTotals, type TreeTotals } from './tree-walk.js';
 
 /**
  * rsync's temp files go here (--temp-dir) instead of beside each file as
@@ -94,7 +97,25 @@ async function requireDirectory(dir: string, role: 'source' | 'target'): Promise
   }
 }
 
-export function rsyncArgs(options: RunnerOptions, features: { xattrs: boolean; acls: boolean }, tempDir: string): string[] {
+/**
+ * One rsync process's share of a split copy: its top-level names as rsync
+ * include patterns (anchored, NUL-separated for --from0, so any byte but NUL
+ * and "/" is safe), everything else at the top excluded. Excluded names are
+ * also safe from this process's --delete; top-level names only the target has
+ * go into the first group, whose --delete removes them.
+ */
+export function includePatterns(names: readonly string[]): string {
+  // rsync treats a backslash as an escape only in a pattern with a wildcard in it.
+  const pattern = (n: string): string => (/[*?[]/.test(n) ? `/${n.replace(/[\\*?[]/g, (c) => `\\${c}`)}` : `/${n}`);
+  return names.map((n) => `${pattern(n)}\0`).join('');
+}
+
+export function rsyncArgs(
+  options: RunnerOptions,
+  features: { xattrs: boolean; acls: boolean },
+  tempDir: string,
+  includeFrom?: string,
+): string[] {
   const args = [
     // -a (rlptgoD), -H hard links, -S sparse; numeric ids: the pod's /etc/passwd is not the app's.
     '-aHS',
@@ -113,6 +134,7 @@ export function rsyncArgs(options: RunnerOptions, features: { xattrs: boolean; a
   if (features.xattrs) args.push('-X');
   if (options.delete) args.push('--delete');
   if (options.bwlimitKiBps > 0) args.push(`--bwlimit=${options.bwlimitKiBps}`);
+  if (includeFrom !== undefined) args.push('--from0', `--include-from=${includeFrom}`, '--exclude=/*');
   // Trailing slashes: copy the contents of source into target, root attributes included.
   args.push(`${options.source}/`, `${options.target}/`);
   return args;
@@ -207,6 +229,88 @@ async function waitOutSecond(newestNs: bigint, signal: AbortSignal): Promise<voi
   }
 }
 
+/**
+ * cp -a into TEMP/bulk, then into place (see bulk-copy.ts for why this copy
+ * is allowed to be untrusted). A cp failure is not the run's failure: the
+ * partial copy is dropped and rsync does the whole job, and reports whatever
+ * error is real (no space, permissions) with its own exit code.
+ */
+async function bulkCopy(
+  source: string,
+  target: string,
+  tempDir: string,
+  bytesTotal: number,
+  tracker: ProgressTracker,
+  children: Set<ChildProcess>,
+  say: (type: 'info' | 'warning', message: string) => void,
+): Promise<boolean> {
+  const dir = path.join(tempDir, 'bulk');
+  const space = await fs.statfs(target);
+  const freeAtStart = space.bavail * space.bsize;
+  // Progress key -1: the bulk copy's bytes; the rsync pass adds its own (clamped to the total).
+  const poll = setInterval(() => {
+    freeBytesDrop(target, freeAtStart).then(
+      (b) => tracker.update({ bytes: Math.min(b, bytesTotal), percent: 0 }, -1),
+      () => undefined,
+    );
+  }, 250);
+  try {
+    say('info', `cp -a ${source} into ${dir}`);
+    const result = await runCp(source, dir, children);
+    if (!result.ok) {
+      say('warning', `bulk copy failed, rsync copies everything instead: ${result.failure ?? ''}`);
+      await fs.rm(dir, { recursive: true, force: true });
+      return false;
+    }
+    await moveIntoPlace(dir, target);
+    await fs.rmdir(dir);
+    tracker.update({ bytes: bytesTotal, percent: 100 }, -1);
+    return true;
+  } finally {
+    clearInterval(poll);
+  }
+}
+
+/**
+ * One rsync over the whole tree, or one per group of top-level names, run
+ * together (see copy-plan.ts for when that wins). Every process copies the
+ * root's own attributes (the same values); --delete of top-level names the
+ * source lacks goes to the first group.
+ */
+async function runRsyncGroups(
+  options: RunnerOptions,
+  features: { xattrs: boolean; acls: boolean },
+  tempDir: string,
+  groups: string[][],
+  tracker: ProgressTracker,
+  say: (type: 'info' | 'warning', message: string) => void,
+  children: Set<ChildProcess>,
+): Promise<RsyncResult[]> {
+  const warn = (m: string): void => say('warning', m);
+  if (groups.length < 2) {
+    const args = rsyncArgs(options, features, tempDir);
+    say('info', `rsync ${args.join(' ')}`);
+    return [await runRsync(args, (p) => tracker.update(p), warn, children)];
+  }
+  const lists = groups.map((g) => [...g]);
+  if (options.delete) {
+    const inSource = new Set(groups.flat());
+    // Names as latin1 strings of their bytes, like the scan's (see tree-walk.ts).
+    const names = (await fs.readdir(options.target, { encoding: 'buffer' })).map((n) => n.toString('latin1'));
+    const extra = names.filter((n) => n !== TEMP_DIR_NAME && !inSource.has(n));
+    lists[0]?.push(...extra);
+  }
+  return Promise.all(
+    lists.map(async (names, i) => {
+      const list = path.join(tempDir, `include-${i}`);
+      await fs.writeFile(list, includePatterns(names), 'latin1');
+      const args = rsyncArgs(options, features, tempDir, list);
+      say('info', `rsync (${i + 1}/${lists.length}, ${names.length} top-level entries) ${args.join(' ')}`);
+      return runRsync(args, (p) => tracker.update(p, i), warn, children);
+    }),
+  );
+}
+
 export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Summary> {
   const started = Date.now();
   const say = (type: 'info' | 'warning' | 'error', message: string): void => io.stderr(JSON.stringify({ type, message }));
@@ -227,7 +331,7 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     process.on('SIGINT', stop);
   }
 
-  let totals: TreeTotals = { files: 0, bytes: 0, allocatedBytes: 0, inodes: 0, largestFile: 0, newestMtimeNs: 0n };
+  let totals: TreeTotals = emptyTotals();
   let stats: RsyncStats = { filesTransferred: 0, bytesTransferred: 0, deleted: 0 };
   let verified: VerifyMode = 'none';
   const dropped: string[] = [];
@@ -276,17 +380,30 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     const emit = (): void => io.stdout(JSON.stringify(tracker.snapshot(Date.now())));
     emit();
     timer = setInterval(emit, options.progressIntervalSeconds * 1000);
-    const args = rsyncArgs(options, features, tempDir);
-    say('info', `rsync ${args.join(' ')}`);
-    await waitOutSecond(totals.newestMtimeNs, controller.signal);
+    const plan = planCopy({
+      totals,
+      targetEmpty: await isTargetEmpty(options.target, TEMP_DIR_NAME),
+      bwlimitKiBps: options.bwlimitKiBps,
+      cpus: os.availableParallelism(),
+    });
+    say('info', `engine: ${plan.reason}`);
+    let bulkCopied = false;
+    if (plan.bulk) {
+      bulkCopied = await bulkCopy(options.source, options.target, tempDir, totals.bytes, tracker, children, say);
+      controller.signal.throwIfAborted();
+    }
+    await waitOutSecond(totals.newestSpecialMtimeNs, controller.signal);
     controller.signal.throwIfAborted();
-    const result = await runRsync(args, (p) => tracker.update(p), (m) => say('warning', m), children);
+    const results = await runRsyncGroups(options, features, tempDir, plan.groups, tracker, say, children);
     clearInterval(timer);
     timer = undefined;
-    stats = sumStats(result.stats ? [result.stats] : []);
-    const outcome = classifyRsyncExit(result.code, result.signal, result.stderrTail);
-    if (aborted) throw new RunFailure(`stopped by ${aborted} (${outcome.reason})`, RUNNER_EXIT.TRANSIENT);
-    if (outcome.exitCode !== RUNNER_EXIT.OK) throw new RunFailure(outcome.reason, outcome.exitCode);
+    stats = sumStats(results.flatMap((r) => (r.stats ? [r.stats] : [])));
+    // What cp moved counts as transferred too: the rsync pass after it only fixed up.
+    if (bulkCopied) stats = { ...stats, bytesTransferred: stats.bytesTransferred + totals.bytes, filesTransferred: stats.filesTransferred + totals.files };
+    const outcomes = results.map((r) => classifyRsyncExit(r.code, r.signal, r.stderrTail));
+    const outcome = outcomes.find((o) => o.exitCode !== RUNNER_EXIT.OK) ?? outcomes[0];
+    if (aborted) throw new RunFailure(`stopped by ${aborted}${outcome ? ` (${outcome.reason})` : ''}`, RUNNER_EXIT.TRANSIENT);
+    if (outcome && outcome.exitCode !== RUNNER_EXIT.OK) throw new RunFailure(outcome.reason, outcome.exitCode);
     tracker.complete();
     emit();
 

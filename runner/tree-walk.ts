@@ -103,21 +103,76 @@ export interface TreeTotals {
   largestFile: number;
   /** Newest mtime (ns) of any entry, root included. */
   newestMtimeNs: bigint;
+  /**
+   * Newest mtime (ns) of what rsync sets at whole-second granularity when it
+   * creates it (directories, FIFOs, devices, sockets, root included); see
+   * waitOutSecond in run.ts. Regular files and symlinks are not affected.
+   */
+  newestSpecialMtimeNs: bigint;
+  /** Entries and bytes under each top-level name: what a split into parallel rsyncs balances. */
+  topLevel: Map<string, { files: number; bytes: number }>;
+  /**
+   * Pairs of top-level names that share a hard-linked inode: rsync -H only
+   * links what one process sees, so such names must go to the same rsync.
+   */
+  linkedTopLevels: [string, string][];
 }
 
-/** Streaming totals: only multiply-linked inodes are remembered, so memory stays small. */
+export const emptyTotals = (): TreeTotals => ({
+  files: 0,
+  bytes: 0,
+  allocatedBytes: 0,
+  inodes: 0,
+  largestFile: 0,
+  newestMtimeNs: 0n,
+  newestSpecialMtimeNs: 0n,
+  topLevel: new Map(),
+  linkedTopLevels: [],
+});
+
+const topName = (rel: string): string => {
+  const slash = rel.indexOf('/');
+  return slash < 0 ? rel : rel.slice(0, slash);
+};
+
+/**
+ * Streaming totals, one lstat per entry: only multiply-linked inodes are
+ * remembered (with the top-level name they were first seen under), so memory
+ * stays small.
+ */
 export async function scanTotals(root: string, options: WalkOptions = {}): Promise<TreeTotals> {
-  const totals: TreeTotals = { files: 0, bytes: 0, allocatedBytes: 0, inodes: 0, largestFile: 0, newestMtimeNs: 0n };
-  const seenLinked = new Set<string>();
+  const totals = emptyTotals();
+  const seenLinked = new Map<string, string>();
+  const linkedPairs = new Set<string>();
   await walkTree(
     root,
     (rel, st) => {
-      if (rel !== '.') totals.files++;
       if (st.mtimeNs > totals.newestMtimeNs) totals.newestMtimeNs = st.mtimeNs;
+      if (!st.isFile() && !st.isSymbolicLink() && st.mtimeNs > totals.newestSpecialMtimeNs) {
+        totals.newestSpecialMtimeNs = st.mtimeNs;
+      }
+      const top = rel === '.' ? undefined : topName(rel);
+      if (top !== undefined) {
+        totals.files++;
+        const t = totals.topLevel.get(top) ?? { files: 0, bytes: 0 };
+        t.files++;
+        if (st.isFile()) t.bytes += Number(st.size);
+        totals.topLevel.set(top, t);
+      }
       if (st.nlink > 1n && !st.isDirectory()) {
         const key = `${st.dev}:${st.ino}`;
-        if (seenLinked.has(key)) return;
-        seenLinked.add(key);
+        const firstTop = seenLinked.get(key);
+        if (firstTop !== undefined) {
+          if (top !== undefined && top !== firstTop) {
+            const pair = JSON.stringify([firstTop, top]);
+            if (!linkedPairs.has(pair)) {
+              linkedPairs.add(pair);
+              totals.linkedTopLevels.push([firstTop, top]);
+            }
+          }
+          return;
+        }
+        seenLinked.set(key, top ?? '.');
       }
       totals.inodes++;
       totals.allocatedBytes += Number(st.blocks) * 512;

@@ -40,7 +40,7 @@ function buildFidelityTree(src: string): void {
   );
 }
 
-void t.test('every kind of entry survives the copy', async (t) => {
+for (const path_ of ['bulk', 'rsync only'] as const) void t.test(`every kind of entry survives the copy (${path_})`, async (t) => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-fidelity-'));
   t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
   const src = path.join(work, 'src');
@@ -49,10 +49,13 @@ void t.test('every kind of entry survives the copy', async (t) => {
   fs.mkdirSync(dst);
   process.env.DEEP = deep;
   buildFidelityTree(src);
+  // A directory the source has too makes the target non-empty: rsync does the whole copy.
+  if (path_ === 'rsync only') fs.mkdirSync(path.join(dst, 'a'));
 
   const log = path.join(work, 'termination-log');
   const run = await runInProcess(['--source', src, '--target', dst, '--verify', 'checksum', '--termination-log', log, '--progress-interval', '0.2']);
   t.equal(run.code, 0, run.stderr.join('\n'));
+  t.match(run.stderr.join('\n'), path_ === 'bulk' ? /engine: empty target: cp -a/ : /engine: rsync only/, `engine: ${path_}`);
   const summary = JSON.parse(run.stdout.at(-1) ?? '{}') as Summary;
   t.match(summary, { type: 'summary', ok: true, verified: 'checksum', dropped: [], exitCode: 0 });
   t.same(JSON.parse(fs.readFileSync(log, 'utf8')), summary, 'the termination log holds the summary');

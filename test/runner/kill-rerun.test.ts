@@ -95,3 +95,43 @@ void t.test('SIGTERM: forwarded to rsync, summary ok:false, transient exit', asy
   t.match(summary, { type: 'summary', ok: false, exitCode: 75, message: /SIGTERM/ });
   t.same(JSON.parse(fs.readFileSync(log, 'utf8')), summary, 'termination log written');
 });
+
+void t.test('SIGKILL during the bulk copy (cp -a into the temp dir), rerun', async (t) => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-kill-bulk-'));
+  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
+  const src = path.join(work, 'src');
+  const dst = path.join(work, 'dst');
+  fs.mkdirSync(dst);
+  makeSource(src);
+  // Enough files that cp is still running when the first ones show up in the temp dir.
+  for (let d = 0; d < 20; d++) {
+    fs.mkdirSync(path.join(src, `many${d}`));
+    for (let f = 0; f < 500; f++) fs.writeFileSync(path.join(src, `many${d}`, `f${f}`), randomBytes(2048));
+  }
+  const log = path.join(work, 'log');
+  const child = spawn(process.execPath, ['--import', 'tsx', runnerCli, '--source', src, '--target', dst, '--verify', 'none', '--termination-log', log], {
+    cwd: repoRoot,
+    detached: true,
+    stdio: 'ignore',
+  });
+  const exited = new Promise<{ signal: string | null }>((resolve) => child.on('exit', (_code, signal) => resolve({ signal })));
+  const bulk = path.join(dst, '.pvshift-runner-tmp', 'bulk');
+  while (!fs.existsSync(path.join(bulk, 'many0'))) await new Promise((r) => setTimeout(r, 2));
+  process.kill(-(child.pid ?? 0), 'SIGKILL');
+  t.equal((await exited).signal, 'SIGKILL');
+  // Each top-level name is renamed into place only after cp exited 0: whatever is
+  // under a real name is a complete copy; a partial file is only ever in the temp dir.
+  for (const name of fs.readdirSync(dst).filter((n) => n !== '.pvshift-runner-tmp')) {
+    t.same(snapshotTree(path.join(dst, name), { xattrs: false, acls: false }), snapshotTree(path.join(src, name), { xattrs: false, acls: false }), `${name} is complete`);
+  }
+
+  const again = await runInProcess(['--source', src, '--target', dst, '--termination-log', log]);
+  t.equal(again.code, 0, again.stderr.join('\n'));
+  t.match(again.stderr.join('\n'), /engine: empty target: cp -a/, 'the rerun finds only the temp dir: bulk copy again');
+  t.same(snapshotTree(dst, { xattrs: false, acls: false }), snapshotTree(src, { xattrs: false, acls: false }), 'identical after the rerun');
+  t.same(snapshotTree(path.join(dst, 'd')), snapshotTree(path.join(src, 'd')), 'xattrs and ACLs too');
+  t.notOk(fs.existsSync(path.join(dst, '.pvshift-runner-tmp')), 'the temp dir is gone');
+
+  const third = await runInProcess(['--source', src, '--target', dst, '--termination-log', log]);
+  t.match(JSON.parse(third.stdout.at(-1) ?? '{}'), { ok: true, bytesTransferred: 0, filesTransferred: 0 }, 'rerun on an up-to-date target moves nothing');
+});
