@@ -12,7 +12,9 @@ import { createInterface } from 'node:readline';
 const args = process.argv.slice(2);
 const files = args.filter((a) => !a.startsWith('-'));
 const flags = args.filter((a) => a.startsWith('-'));
-const tap = spawn('npx', ['tap', '--reporter=tap', ...flags, ...(files.length ? files : ['test'])], {
+// With no files named, tap takes the `include` of package.json (test/**/*.test.ts):
+// naming the folder would make it run helper modules as test files too.
+const tap = spawn('npx', ['tap', '--reporter=tap', ...flags, ...files], {
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 
