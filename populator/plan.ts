@@ -181,8 +181,8 @@ export function helperClaim(m: VolumeMigration, source: V1PersistentVolume): V1P
   });
 }
 
-/** What the webhook also makes of a claim created under this name during cutover. */
-export function replacementClaim(m: VolumeMigration, snapshot: ClaimSnapshot): V1PersistentVolumeClaim {
+/** A claim under the user's name: the snapshot's labels and annotations (less `drop`), naming its migration. */
+function userClaim(m: VolumeMigration, snapshot: ClaimSnapshot, drop: string[], spec: V1PersistentVolumeClaimSpec): V1PersistentVolumeClaim {
   return {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
@@ -190,19 +190,21 @@ export function replacementClaim(m: VolumeMigration, snapshot: ClaimSnapshot): V
       name: m.spec.claimName,
       namespace: m.metadata.namespace,
       labels: { ...snapshot.labels },
-      annotations: {
-        ...userAnnotations(snapshot, [...BINDING_ANNOTATIONS, ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE]),
-        [ANNOTATION_MIGRATION]: m.metadata.name,
-      },
+      annotations: { ...userAnnotations(snapshot, drop), [ANNOTATION_MIGRATION]: m.metadata.name },
     },
-    spec: {
-      storageClassName: m.spec.targetStorageClassName,
-      accessModes: accessModesOf(m, snapshot),
-      volumeMode: snapshot.spec.volumeMode ?? 'Filesystem',
-      resources: { requests: { storage: targetSizeOf(m, snapshot) } },
-      dataSourceRef: { apiGroup: API_GROUP, kind: MIGRATION_KIND, name: m.metadata.name },
-    },
+    spec,
   };
+}
+
+/** What the webhook also makes of a claim created under this name during cutover. */
+export function replacementClaim(m: VolumeMigration, snapshot: ClaimSnapshot): V1PersistentVolumeClaim {
+  return userClaim(m, snapshot, [...BINDING_ANNOTATIONS, ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE], {
+    storageClassName: m.spec.targetStorageClassName,
+    accessModes: accessModesOf(m, snapshot),
+    volumeMode: snapshot.spec.volumeMode ?? 'Filesystem',
+    resources: { requests: { storage: targetSizeOf(m, snapshot) } },
+    dataSourceRef: { apiGroup: API_GROUP, kind: MIGRATION_KIND, name: m.metadata.name },
+  });
 }
 
 /** The original claim again, on its original volume (rollback). */
@@ -210,17 +212,7 @@ export function restoredClaim(m: VolumeMigration, snapshot: ClaimSnapshot, sourc
   const spec: V1PersistentVolumeClaimSpec = { ...snapshot.spec, volumeName: sourceVolumeName };
   delete spec.dataSource;
   delete spec.dataSourceRef;
-  return {
-    apiVersion: 'v1',
-    kind: 'PersistentVolumeClaim',
-    metadata: {
-      name: m.spec.claimName,
-      namespace: m.metadata.namespace,
-      labels: { ...snapshot.labels },
-      annotations: { ...userAnnotations(snapshot, BINDING_ANNOTATIONS), [ANNOTATION_MIGRATION]: m.metadata.name },
-    },
-    spec,
-  };
+  return userClaim(m, snapshot, BINDING_ANNOTATIONS, spec);
 }
 
 export function snapshotOf(claim: V1PersistentVolumeClaim): ClaimSnapshot {

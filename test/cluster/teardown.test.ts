@@ -9,7 +9,7 @@ import { REPO_ROOT, waitFor } from '../../cluster/index.js';
 
 /** Processes whose command line mentions `needle` (the cluster's temp dir is in every one of them). */
 function processesWith(needle: string): string[] {
-  let out = '';
+  let out: string;
   try {
     out = execFileSync('pgrep', ['-af', needle], { encoding: 'utf8' });
   } catch {
