@@ -109,32 +109,44 @@ export class Kube {
   }
 
   /** One HTTP exchange; the body as text. Tokens are re-read each time (they rotate). */
-  async raw(method: string, path: string, body?: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<RawResponse> {
+  /**
+   * Options of one request to the API server: TLS from the kubeconfig, and the
+   * credentials read afresh (tokens rotate). `keepAlive` uses the shared agent;
+   * a watch, which holds its socket for minutes, gets its own.
+   */
+  private async requestOptions(method: string, path: string, headers: Record<string, string>, keepAlive: boolean, signal?: AbortSignal): Promise<https.RequestOptions> {
     const base = await this.options();
     const fresh: https.RequestOptions = {};
     await this.config.applyToHTTPSOptions(fresh);
-    const transport = this.server.protocol === 'http:' ? http : https;
+    const plain = this.server.protocol === 'http:';
+    return {
+      ...base,
+      agent: keepAlive && !plain ? this.agent : plain ? undefined : false,
+      protocol: this.server.protocol,
+      hostname: this.server.hostname,
+      port: this.server.port,
+      method,
+      path: this.server.pathname.replace(/\/$/, '') + path,
+      headers: { Accept: 'application/json', ...(fresh.headers as Record<string, string>), ...headers },
+      ...(signal ? { signal } : {}),
+    };
+  }
+
+  private transport(): typeof https | typeof http {
+    return this.server.protocol === 'http:' ? http : https;
+  }
+
+  /** One HTTP exchange; the body as text. */
+  async raw(method: string, path: string, body?: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<RawResponse> {
+    // An explicit length, never chunked: after a chunked DELETE body the API
+    // server answered the next request on the kept-alive socket with a bare
+    // "400 Bad Request" (seen with kube-apiserver v1.34).
+    const length: Record<string, string> = body !== undefined ? { 'Content-Length': String(Buffer.byteLength(body)) } : {};
+    const options = await this.requestOptions(method, path, { ...headers, ...length }, true, signal);
+    const transport = this.transport();
     return new Promise<RawResponse>((resolve, reject) => {
       const request = transport.request(
-        {
-          ...base,
-          agent: this.server.protocol === 'http:' ? undefined : this.agent,
-          protocol: this.server.protocol,
-          hostname: this.server.hostname,
-          port: this.server.port,
-          method,
-          path: this.server.pathname.replace(/\/$/, '') + path,
-          headers: {
-            Accept: 'application/json',
-            ...(fresh.headers as Record<string, string>),
-            ...headers,
-            // An explicit length, never chunked: after a chunked DELETE body the API
-            // server answered the next request on the kept-alive socket with a bare
-            // "400 Bad Request" (seen with kube-apiserver v1.34).
-            ...(body !== undefined ? { 'Content-Length': String(Buffer.byteLength(body)) } : {}),
-          },
-          signal,
-        },
+        options,
         (response) => {
           const chunks: Buffer[] = [];
           response.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -206,23 +218,11 @@ export class Kube {
    * stream (resolve) or it fails (reject). `signal` ends it early.
    */
   async watch(path: string, query: Query, onEvent: (type: string, object: unknown) => void, signal?: AbortSignal): Promise<void> {
-    const base = await this.options();
-    const fresh: https.RequestOptions = {};
-    await this.config.applyToHTTPSOptions(fresh);
-    const transport = this.server.protocol === 'http:' ? http : https;
+    const options = await this.requestOptions('GET', withQuery(path, { ...query, watch: true }), {}, false, signal);
+    const transport = this.transport();
     await new Promise<void>((resolve, reject) => {
       const request = transport.request(
-        {
-          ...base,
-          agent: false,
-          protocol: this.server.protocol,
-          hostname: this.server.hostname,
-          port: this.server.port,
-          method: 'GET',
-          path: this.server.pathname.replace(/\/$/, '') + withQuery(path, { ...query, watch: true }),
-          headers: { Accept: 'application/json', ...(fresh.headers as Record<string, string>) },
-          signal,
-        },
+        options,
         (response) => {
           if ((response.statusCode ?? 0) >= 300) {
             const chunks: Buffer[] = [];
