@@ -1,6 +1,6 @@
 // Killed mid-copy (runner and rsync, SIGKILL) and run again: the same tree.
 // Run again on an up-to-date target: nothing transferred. SIGTERM: a summary.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -40,14 +40,19 @@ function startThrottled(src: string, dst: string, log: string) {
   return { child, lines, moving, exited };
 }
 
-void t.test('SIGKILL mid-copy, rerun, rerun again', async (t) => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-kill-'));
+/** A temp dir (removed after the test) with the source tree, an empty target and a termination-log path. */
+function workspace(t: Test, prefix: string): { src: string; dst: string; log: string } {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
   const src = path.join(work, 'src');
   const dst = path.join(work, 'dst');
   fs.mkdirSync(dst);
   makeSource(src);
-  const log = path.join(work, 'log');
+  return { src, dst, log: path.join(work, 'log') };
+}
+
+void t.test('SIGKILL mid-copy, rerun, rerun again', async (t) => {
+  const { src, dst, log } = workspace(t, 'pvshift-kill-');
 
   const first = startThrottled(src, dst, log);
   await first.moving;
@@ -79,13 +84,7 @@ void t.test('SIGKILL mid-copy, rerun, rerun again', async (t) => {
 });
 
 void t.test('SIGTERM: forwarded to rsync, summary ok:false, transient exit', async (t) => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-term-'));
-  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
-  const src = path.join(work, 'src');
-  const dst = path.join(work, 'dst');
-  fs.mkdirSync(dst);
-  makeSource(src);
-  const log = path.join(work, 'log');
+  const { src, dst, log } = workspace(t, 'pvshift-term-');
   const run = startThrottled(src, dst, log);
   await run.moving;
   process.kill(run.child.pid ?? 0, 'SIGTERM');
@@ -97,18 +96,12 @@ void t.test('SIGTERM: forwarded to rsync, summary ok:false, transient exit', asy
 });
 
 void t.test('SIGKILL during the bulk copy (cp -a into the temp dir), rerun', async (t) => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-kill-bulk-'));
-  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
-  const src = path.join(work, 'src');
-  const dst = path.join(work, 'dst');
-  fs.mkdirSync(dst);
-  makeSource(src);
+  const { src, dst, log } = workspace(t, 'pvshift-kill-bulk-');
   // Enough files that cp is still running when the first ones show up in the temp dir.
   for (let d = 0; d < 20; d++) {
     fs.mkdirSync(path.join(src, `many${d}`));
     for (let f = 0; f < 500; f++) fs.writeFileSync(path.join(src, `many${d}`, `f${f}`), randomBytes(2048));
   }
-  const log = path.join(work, 'log');
   const child = spawn(process.execPath, ['--import', 'tsx', runnerCli, '--source', src, '--target', dst, '--verify', 'none', '--termination-log', log], {
     cwd: repoRoot,
     detached: true,
