@@ -4,11 +4,14 @@
 //
 // Runs the real webhook app (real TLS, real body parsing, the mutations, a
 // migration cache holding a realistic set of migrations) and, the same way, a
-// no-op fastify HTTPS handler, each driven by autocannon with real-shaped PVC
-// and Pod AdmissionReviews. Then a fixed-rate run at 1,000 requests/s. The
+// no-op fastify HTTPS handler, each driven by autocannon with the PVC and Pod
+// AdmissionReviews a real kube-apiserver sent (test/fixtures/admission/captured-*,
+// made by hack/capture-reviews.ts). Then a fixed-rate run at 1,000 requests/s. The
 // servers run in a child process so autocannon's own CPU use does not slow them.
 // Targets: p99 under 5 ms at 1,000 req/s, throughput at least 0.7 of the no-op.
 import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
@@ -20,7 +23,7 @@ import { silentLogger } from '../src/logger.js';
 import type { Phase } from '../src/volume-migration.js';
 import { buildWebhookApp, CLAIMS_PATH, PODS_PATH } from '../webhook/admission.js';
 import { createMemoryLookup } from '../webhook/migration-cache.js';
-import { admissionReview, migration, statefulSetClaim, statefulSetPod } from '../test/fixtures/admission/builders.js';
+import { migration } from '../test/fixtures/admission/builders.js';
 
 // autocannon ships no type declarations; the part used here, typed.
 interface AutocannonResult {
@@ -76,17 +79,34 @@ async function serve(): Promise<void> {
   process.send?.(ports);
 }
 
+/**
+ * The request mix: reviews a real kube-apiserver sent for a database-like
+ * StatefulSet's claim and pod (captured by hack/capture-reviews.ts, with
+ * managedFields, defaults, the service-account volume and userInfo), as is for
+ * the claim in cutover and the gated pod, and with the claim renamed for the
+ * two that no migration concerns (most requests in an active namespace).
+ */
 function reviews(): { path: string; body: string; what: string }[] {
-  const claimInCutover = statefulSetClaim('data-web-0');
-  const otherClaim = statefulSetClaim('cache-web-0');
-  const gatedPod = statefulSetPod(['data-web-0']);
-  const plainPod = statefulSetPod(['cache-web-0']);
+  const claim = captured('claim');
+  const pod = captured('pod');
+  const otherClaim = renameClaim(claim, 'data-web-0', 'data-web-1');
+  const otherPod = renameClaim(pod, 'data-web-0', 'data-web-1');
   return [
-    { what: 'PVC in cutover (patched)', path: CLAIMS_PATH, body: JSON.stringify(admissionReview('persistentvolumeclaims', claimInCutover)) },
-    { what: 'PVC without migration', path: CLAIMS_PATH, body: JSON.stringify(admissionReview('persistentvolumeclaims', otherClaim)) },
-    { what: 'Pod gated (patched)', path: PODS_PATH, body: JSON.stringify(admissionReview('pods', gatedPod)) },
-    { what: 'Pod without migration', path: PODS_PATH, body: JSON.stringify(admissionReview('pods', plainPod)) },
+    { what: 'PVC in cutover (patched)', path: CLAIMS_PATH, body: claim },
+    { what: 'PVC without migration', path: CLAIMS_PATH, body: otherClaim },
+    { what: 'Pod gated (patched)', path: PODS_PATH, body: pod },
+    { what: 'Pod without migration', path: PODS_PATH, body: otherPod },
   ];
+}
+
+function captured(kind: 'claim' | 'pod'): string {
+  const file = fileURLToPath(new URL(`../test/fixtures/admission/captured-${kind}-review.json`, import.meta.url));
+  // Compact, as the API server sends it.
+  return JSON.stringify(JSON.parse(readFileSync(file, 'utf8')));
+}
+
+function renameClaim(body: string, from: string, to: string): string {
+  return body.split(`"${from}"`).join(`"${to}"`);
 }
 
 interface Figures {

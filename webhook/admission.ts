@@ -220,19 +220,12 @@ export function buildWebhookApp(options: WebhookAppOptions): WebhookApp {
     return { response, result: 'patched' };
   };
 
-  const contentTypeCheck = (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
-    const header = request.headers['content-type'];
-    const mediaType = header?.split(';')[0]?.trim().toLowerCase();
-    if (mediaType !== 'application/json') {
-      countInvalid(request, reply);
-      void sendError(reply, 415, contentTypeMessage(header));
-      return;
-    }
-    done();
-  };
-
-  app.post(CLAIMS_PATH, { onRequest: contentTypeCheck }, handle('persistentvolumeclaims'));
-  app.post(PODS_PATH, { onRequest: contentTypeCheck }, handle('pods'));
+  // The content type is checked by fastify's routing to our one parser: any
+  // other media type (or none, with a body) is FST_ERR_CTP_INVALID_MEDIA_TYPE,
+  // answered 415 by the error handler above. No onRequest hook: a route hook
+  // costs a few percent of a request at full load.
+  app.post(CLAIMS_PATH, handle('persistentvolumeclaims'));
+  app.post(PODS_PATH, handle('pods'));
 
   app.get('/healthz', (_request, reply) => reply.send({ ok: true }));
   app.get('/readyz', (_request, reply) => {

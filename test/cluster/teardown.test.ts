@@ -19,7 +19,10 @@ function processesWith(needle: string): string[] {
 }
 
 async function holdCluster(): Promise<{ child: ReturnType<typeof spawn>; dir: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'test/fixtures/cluster/hold-cluster.ts')], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  // Without PVSHIFT_KEEP_CLUSTER: a developer debugging other tests with it set must not fail this one.
+  const env = { ...process.env };
+  delete env.PVSHIFT_KEEP_CLUSTER;
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'test/fixtures/cluster/hold-cluster.ts')], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const dir = await waitFor('the cluster up', () => Promise.resolve(/READY (\S+)/.exec(output)?.[1]), 120_000);

@@ -41,6 +41,8 @@ void t.test('malformed requests: exact status and message', (t) => {
     { name: 'text/plain', payload: valid, headers: { 'content-type': 'text/plain' }, status: 415, message: 'unsupported content type "text/plain": send the AdmissionReview as application/json' },
     { name: 'application/yaml', payload: 'a: 1', headers: { 'content-type': 'application/yaml' }, status: 415, message: 'unsupported content type "application/yaml": send the AdmissionReview as application/json' },
     { name: 'no content type', payload: valid, headers: {}, status: 415, message: 'missing content type: send the AdmissionReview as application/json' },
+    { name: 'a JSON-like media type', payload: valid, headers: { 'content-type': 'application/json-patch+json' }, status: 415, message: 'unsupported content type "application/json-patch+json": send the AdmissionReview as application/json' },
+    { name: 'a longer name starting with application/json', payload: valid, headers: { 'content-type': 'application/jsonx' }, status: 415, message: 'unsupported content type "application/jsonx": send the AdmissionReview as application/json' },
     { name: 'empty body', payload: '', status: 400, message: 'empty body: expected an AdmissionReview' },
     { name: 'whitespace body', payload: '  \n', status: 400, message: 'empty body: expected an AdmissionReview' },
     { name: 'bad JSON', payload: '{"apiVersion":', status: 400, message: `body is not valid JSON: ${jsonError('{"apiVersion":')}` },
@@ -146,6 +148,29 @@ void t.test('fixtures: real-shaped reviews', (t) => {
     const patched = jsonpatch.applyPatch(structuredClone(object), decodePatch(body)).newDocument as ReturnType<typeof statefulSetPod>;
     t.same(patched.spec?.schedulingGates, [{ name: SCHEDULING_GATE }]);
     t.equal(patched.metadata?.annotations?.[ANNOTATION_GATED_AT], NOW.toISOString());
+  });
+  // Sent by a real kube-apiserver v1.34 for a StatefulSet (hack/capture-reviews.ts):
+  // defaults, managedFields, tolerations and the service-account volume included.
+  void t.test('captured from a real API server: the claim is rewritten, the pod gated, nothing else moves', async (t) => {
+    const lookup = createMemoryLookup([migration('data-web-0', 'CuttingOver')]);
+    for (const [file, path] of [['captured-claim-review.json', CLAIMS_PATH], ['captured-pod-review.json', PODS_PATH]] as const) {
+      const review = fixture(file);
+      const request = review.request as { uid: string; object: Record<string, unknown> };
+      const body = (await post(lookup, path, review)).json<AdmissionReview>();
+      t.equal(body.response?.uid, request.uid, `${file}: the uid is echoed`);
+      t.equal(body.response?.patchType, 'JSONPatch', `${file}: patched`);
+      const operations = decodePatch(body);
+      const result = jsonpatch.applyPatch(structuredClone(request.object), operations).newDocument as { metadata: { annotations?: Record<string, string>; managedFields?: unknown }; spec: Record<string, unknown> };
+      t.same(result.metadata.managedFields, (request.object.metadata as { managedFields?: unknown }).managedFields, `${file}: managedFields untouched`);
+      t.equal(result.metadata.annotations?.[ANNOTATION_MIGRATION], 'data-web-0', `${file}: names the migration`);
+      if (path === PODS_PATH) {
+        t.same(result.spec.schedulingGates, [{ name: SCHEDULING_GATE }], 'the pod is gated');
+        t.same(operations.map((o) => o.path).sort(), ['/metadata/annotations/pvshift.io~1gated-at', '/metadata/annotations/pvshift.io~1migration', '/spec/schedulingGates'], 'and nothing else is touched');
+      } else {
+        t.equal(result.spec.storageClassName, 'fast-ssd', 'the claim moves to the target class');
+        t.same(result.spec.dataSourceRef, { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: 'data-web-0' });
+      }
+    }
   });
   const unchanged: [string, string, string][] = [
     ['pod-create-no-claim.json', PODS_PATH, 'a1f6f0d4-2a3b-4c5d-8e9f-0a1b2c3d4e03'],
