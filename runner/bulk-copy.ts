@@ -1,14 +1,15 @@
-// The first copy into an empty target: `cp -a` into the runner's temp dir,
-// then each top-level entry renamed into place. GNU cp copies a file's data
-// with copy_file_range (in the kernel, or a reflink where the filesystem can)
-// and keeps holes (SEEK_DATA/SEEK_HOLE), where rsync reads and writes every
-// byte in user space and renames every file from the temp dir; see README.md
-// for the figures.
+// The first copy into an empty target: `cp -a` into the runner's temp dir
+// (one cp per group of top-level names when the plan splits the tree, see
+// runCpGroups), then each top-level entry renamed into place. GNU cp copies a
+// file's data with copy_file_range (in the kernel, or a reflink where the
+// filesystem can) and keeps holes (SEEK_DATA/SEEK_HOLE), where rsync reads and
+// writes every byte in user space and renames every file from the temp dir;
+// see README.md for the figures.
 //
 // What this copy is NOT trusted for: cp skips what it cannot preserve without
 // failing (xattrs in --preserve=all are best-effort) and writes files under
 // their final names inside the temp dir. Neither matters because (1) nothing
-// reaches the target's real names until cp has exited 0, and a killed run
+// reaches the target's real names until every cp has exited 0, and a killed run
 // leaves its partial files in TEMP_DIR_NAME, which the next run empties; and
 // (2) the runner always follows with its rsync pass (size+mtime quick check,
 // owners, modes, times, xattrs, ACLs, hard links, root attributes) and, if
@@ -39,22 +40,18 @@ export interface BulkResult {
   failure?: string;
 }
 
-/**
- * cp -a SOURCE into DIR (which must not exist), a directory inside the
- * target's filesystem. `-T`: DIR becomes the copy of SOURCE itself.
- */
-export function runCp(source: string, dir: string, children: Set<ChildProcess>): Promise<BulkResult> {
-  return new Promise((resolve, reject) => {
-    // --sparse=auto (the default, spelled out): holes in the source stay holes;
-    // zero-filled blocks the source has allocated stay allocated, as they are there.
-    const child = spawn('cp', ['-a', '--sparse=auto', '-T', '--', source, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
-    children.add(child);
+/** One cp process; `done` resolves when it has exited (a failure to start is a failure too). */
+function startCp(args: string[], children: Set<ChildProcess>): { child: ChildProcess; done: Promise<BulkResult> } {
+  const child = spawn('cp', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
+  const done = new Promise<BulkResult>((resolve) => {
     let tail = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (c: string) => (tail = (tail + c).slice(-2000)));
+    // A process that cannot start emits 'error', then 'close': the first settles.
     child.on('error', (e) => {
       children.delete(child);
-      reject(e);
+      resolve({ ok: false, failure: `cp could not start: ${e.message}` });
     });
     child.on('close', (code, signal) => {
       children.delete(child);
@@ -62,6 +59,82 @@ export function runCp(source: string, dir: string, children: Set<ChildProcess>):
       else resolve({ ok: false, failure: `cp exited ${code ?? signal}: ${tail.trim().split('\n').slice(-3).join('; ')}` });
     });
   });
+  return { child, done };
+}
+
+/**
+ * cp -a SOURCE into DIR (which must not exist), a directory inside the
+ * target's filesystem. `-T`: DIR becomes the copy of SOURCE itself.
+ */
+export function runCp(source: string, dir: string, children: Set<ChildProcess>): Promise<BulkResult> {
+  // --sparse=auto (the default, spelled out): holes in the source stay holes;
+  // zero-filled blocks the source has allocated stay allocated, as they are there.
+  return startCp(['-a', '--sparse=auto', '-T', '--', source, dir], children).done;
+}
+
+/**
+ * A cp's arguments stay far below the kernel's limit on a command line
+ * (ARG_MAX, 2 MiB here, environment included): a group with more top-level
+ * names than fit in one cp runs as several, one after another.
+ */
+const BATCH_MAX_BYTES = 64 * 1024;
+const BATCH_MAX_PATHS = 2000;
+
+/** Source paths split into the arguments of consecutive cp runs. */
+export function cpBatches(paths: readonly string[], maxBytes = BATCH_MAX_BYTES, maxPaths = BATCH_MAX_PATHS): string[][] {
+  const batches: string[][] = [];
+  let batch: string[] = [];
+  let size = 0;
+  for (const p of paths) {
+    const bytes = Buffer.byteLength(p) + 1;
+    if (batch.length > 0 && (batch.length >= maxPaths || size + bytes > maxBytes)) {
+      batches.push(batch);
+      batch = [];
+      size = 0;
+    }
+    batch.push(p);
+    size += bytes;
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
+}
+
+/**
+ * The bulk copy as one cp per group of top-level names, all at once (two cp
+ * processes over halves of a 100,000-file tree: 1.8 s against 3.4 s for one),
+ * each copying its batches (cpBatches of SOURCE/name paths) into DIR, which
+ * must exist, one batch after another. copy-plan.ts keeps top-level names tied
+ * by a hard link in one group; a link between names that land in different
+ * batches becomes two files here, and the rsync pass (-H) links them again.
+ * The first failure stops every cp (the caller drops DIR and leaves the copy
+ * to rsync); so does `signal`.
+ */
+export async function runCpGroups(
+  dir: string,
+  groups: readonly (readonly string[][])[],
+  children: Set<ChildProcess>,
+  signal: AbortSignal,
+): Promise<BulkResult> {
+  const running = new Set<ChildProcess>();
+  let failure: string | undefined;
+  const runGroup = async (batches: readonly string[][]): Promise<void> => {
+    for (const batch of batches) {
+      if (failure !== undefined || signal.aborted) return;
+      const { child, done } = startCp(['-a', '--sparse=auto', '-t', dir, '--', ...batch], children);
+      running.add(child);
+      const result = await done;
+      running.delete(child);
+      if (!result.ok && failure === undefined) {
+        failure = result.failure;
+        for (const other of running) other.kill('SIGTERM');
+      }
+    }
+  };
+  await Promise.all(groups.map(runGroup));
+  if (failure !== undefined) return { ok: false, failure };
+  // Stopped between two batches: what was copied is complete but not everything.
+  if (signal.aborted) return { ok: false, failure: 'stopped' };
+  return { ok: true };
 }
 
 /**
@@ -70,10 +143,12 @@ export function runCp(source: string, dir: string, children: Set<ChildProcess>):
  * empty lost+found in the target makes way for the source's entry of that name.
  */
 export async function moveIntoPlace(from: string, target: string): Promise<void> {
-  for (const name of await fs.readdir(from)) {
-    const dest = path.join(target, name);
-    if (name === LOST_AND_FOUND) await fs.rmdir(dest).catch(() => undefined);
-    await fs.rename(path.join(from, name), dest);
+  // Names as bytes: one that is not valid UTF-8 does not survive a string.
+  const inside = (dir: string, name: Buffer): Buffer => Buffer.concat([Buffer.from(`${dir}/`), name]);
+  for (const name of await fs.readdir(from, { encoding: 'buffer' })) {
+    const dest = inside(target, name);
+    if (name.toString('latin1') === LOST_AND_FOUND) await fs.rmdir(dest).catch(() => undefined);
+    await fs.rename(inside(from, name), dest);
   }
 }
 

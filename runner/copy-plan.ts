@@ -11,7 +11,10 @@ export interface CopyPlan {
    * only thing whose result counts).
    */
   bulk: boolean;
-  /** Top-level names per rsync process; one group (or none) means one rsync over the whole tree. */
+  /**
+   * Top-level names per rsync process, and per cp process of the bulk copy;
+   * one group (or none) means one rsync (and one cp) over the whole tree.
+   */
   groups: string[][];
   /** One line for the log: what was chosen and why. */
   reason: string;

@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseRunnerArgs, HELP, type RunnerOptions, type VerifyMode } from './args.js';
-import { freeBytesDrop, isTargetEmpty, moveIntoPlace, runCp } from './bulk-copy.js';
+import { cpBatches, freeBytesDrop, isTargetEmpty, moveIntoPlace, runCp, runCpGroups, type BulkResult } from './bulk-copy.js';
 import { planCopy } from './copy-plan.js';
 import { RUNNER_EXIT } from './exit-codes.js';
 import { formatBytes } from './human.js';
@@ -20,8 +20,8 @@ import {
 } from './rsync-progress.js';
 import { fitSummary, type Summary } from './summary.js';
 import { checkCapacity, probeFeatures, readFsSpace } from './target-probe.js';
-import { compareTrees, type Difference } from './tree-diff.js';
-import { emptyTotals, readListing, scanTotals, type TreeTotals } from './tree-walk.js';
+import { compareTrees, displayPath, type Difference } from './tree-diff.js';
+import { emptyTotals, nameArgument, readListing, scanTotals, type TreeTotals } from './tree-walk.js';
 
 /**
  * rsync's temp files go here (--temp-dir) instead of beside each file as
@@ -231,17 +231,21 @@ async function waitOutSecond(newestNs: bigint, signal: AbortSignal): Promise<voi
 
 /**
  * cp -a into TEMP/bulk, then into place (see bulk-copy.ts for why this copy
- * is allowed to be untrusted). A cp failure is not the run's failure: the
- * partial copy is dropped and rsync does the whole job, and reports whatever
- * error is real (no space, permissions) with its own exit code.
+ * is allowed to be untrusted): one cp per group of top-level names when the
+ * plan splits the tree, else one cp of the whole tree. A cp failure is not
+ * the run's failure: the partial copy is dropped and rsync does the whole job,
+ * and reports whatever error is real (no space, permissions) with its own
+ * exit code.
  */
 async function bulkCopy(
   source: string,
   target: string,
   tempDir: string,
+  groups: string[][],
   bytesTotal: number,
   tracker: ProgressTracker,
   children: Set<ChildProcess>,
+  signal: AbortSignal,
   say: (type: 'info' | 'warning', message: string) => void,
 ): Promise<boolean> {
   const dir = path.join(tempDir, 'bulk');
@@ -255,8 +259,27 @@ async function bulkCopy(
     );
   }, 250);
   try {
-    say('info', `cp -a ${source} into ${dir}`);
-    const result = await runCp(source, dir, children);
+    // cp is given each top-level name as an argument, which Node passes as
+    // UTF-8: a name whose bytes are not UTF-8 cannot be named, and one cp of
+    // the whole tree never names anything.
+    const named = groups.map((g) => g.map(nameArgument));
+    let result: BulkResult;
+    if (groups.length > 1 && named.every((g): g is string[] => g.every((a) => a !== undefined))) {
+      const batches = named.map((g) => cpBatches(g.map((n) => path.join(source, n))));
+      const runs = batches.reduce((sum, b) => sum + b.length, 0);
+      say(
+        'info',
+        `bulk copy: ${groups.length} cp processes at once over ${groups.map((g) => g.length).join('/')} top-level entries` +
+          `${runs > groups.length ? ` (${runs} cp runs in all, to keep each command line short)` : ''}: cp -a -t ${dir} -- ${source}/...`,
+      );
+      await fs.mkdir(dir);
+      result = await runCpGroups(dir, batches, children, signal);
+    } else {
+      const unnamed = groups.flat().find((n) => nameArgument(n) === undefined);
+      const why = unnamed === undefined ? '' : ` (the top-level name ${JSON.stringify(displayPath(unnamed))} is not valid UTF-8: it cannot be passed to cp)`;
+      say('info', `bulk copy: one cp process${why}: cp -a -T ${source} ${dir}`);
+      result = await runCp(source, dir, children);
+    }
     if (!result.ok) {
       say('warning', `bulk copy failed, rsync copies everything instead: ${result.failure ?? ''}`);
       await fs.rm(dir, { recursive: true, force: true });
@@ -389,7 +412,7 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     say('info', `engine: ${plan.reason}`);
     let bulkCopied = false;
     if (plan.bulk) {
-      bulkCopied = await bulkCopy(options.source, options.target, tempDir, totals.bytes, tracker, children, say);
+      bulkCopied = await bulkCopy(options.source, options.target, tempDir, plan.groups, totals.bytes, tracker, children, controller.signal, say);
       controller.signal.throwIfAborted();
     }
     await waitOutSecond(totals.newestSpecialMtimeNs, controller.signal);

@@ -1,5 +1,6 @@
 // Reading a tree from disk: lstat (bigint, for nanosecond times and 64-bit
-// inodes), readlink, xattrs and ACLs (one getfattr process per tree), sha256.
+// inodes), readlink, xattrs and ACLs (one getfattr process per tree), sha256;
+// the pre-scan's totals from one GNU find process.
 // Names are read as bytes and kept as latin1 strings (see tree-diff.ts).
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -112,7 +113,8 @@ export interface TreeTotals {
   /** Entries and bytes under each top-level name: what a split into parallel rsyncs balances. */
   topLevel: Map<string, { files: number; bytes: number }>;
   /**
-   * Pairs of top-level names that share a hard-linked inode: rsync -H only
+   * Top-level names tied by hard-linked inodes (directly or through other
+   * names), each paired with the smallest name it is tied to: rsync -H only
    * links what one process sees, so such names must go to the same rsync.
    */
   linkedTopLevels: [string, string][];
@@ -135,55 +137,256 @@ const topName = (rel: string): string => {
   return slash < 0 ? rel : rel.slice(0, slash);
 };
 
+/** What the totals need of one entry, from lstat (scanTotalsNode) or from find's -printf (scanTotals). */
+export interface ScanEntry {
+  type: EntryType;
+  size: number;
+  /** 512-byte blocks. */
+  blocks: number;
+  nlink: number;
+  /** dev:ino, to count a hard-linked inode once. */
+  inode: string;
+  mtimeNs: bigint;
+}
+
 /**
- * Streaming totals, one lstat per entry: only multiply-linked inodes are
- * remembered (with the top-level name they were first seen under), so memory
- * stays small.
+ * Totals fed one entry at a time: only multiply-linked inodes are remembered
+ * (with the top-level name they were first seen under), so memory stays small.
+ */
+class TotalsBuilder {
+  private readonly totals = emptyTotals();
+  private readonly seenLinked = new Map<string, string>();
+  /** Top-level names tied by hard links, each pointing towards the smallest name of its component. */
+  private readonly tiedTo = new Map<string, string>();
+
+  /** `rel` is "." for the root. */
+  add(rel: string, e: ScanEntry): void {
+    const totals = this.totals;
+    if (e.mtimeNs > totals.newestMtimeNs) totals.newestMtimeNs = e.mtimeNs;
+    if (e.type !== 'file' && e.type !== 'symlink' && e.mtimeNs > totals.newestSpecialMtimeNs) {
+      totals.newestSpecialMtimeNs = e.mtimeNs;
+    }
+    const top = rel === '.' ? undefined : topName(rel);
+    if (top !== undefined) {
+      totals.files++;
+      const t = totals.topLevel.get(top) ?? { files: 0, bytes: 0 };
+      t.files++;
+      if (e.type === 'file') t.bytes += e.size;
+      totals.topLevel.set(top, t);
+    }
+    if (e.nlink > 1 && e.type !== 'dir') {
+      const firstTop = this.seenLinked.get(e.inode);
+      if (firstTop !== undefined) {
+        if (top !== undefined && top !== firstTop) this.tie(firstTop, top);
+        return;
+      }
+      this.seenLinked.set(e.inode, top ?? '.');
+    }
+    totals.inodes++;
+    totals.allocatedBytes += e.blocks * 512;
+    if (e.type === 'file') {
+      totals.bytes += e.size;
+      totals.largestFile = Math.max(totals.largestFile, e.size);
+    }
+  }
+
+  private leader(name: string): string {
+    let r = name;
+    for (let next = this.tiedTo.get(r); next !== undefined; next = this.tiedTo.get(r)) r = next;
+    return r;
+  }
+
+  private tie(a: string, b: string): void {
+    const ra = this.leader(a);
+    const rb = this.leader(b);
+    if (ra < rb) this.tiedTo.set(rb, ra);
+    else if (rb < ra) this.tiedTo.set(ra, rb);
+  }
+
+  /**
+   * Each tied name paired with the smallest name of its component: the same
+   * pairs whatever order the walk met the links in (find and the Node walk
+   * differ), and all copy-plan.ts needs to keep a component together.
+   */
+  finish(): TreeTotals {
+    this.totals.linkedTopLevels = [...this.tiedTo.keys()]
+      .map((n): [string, string] => [this.leader(n), n])
+      .sort(([a1, b1], [a2, b2]) => (a1 === a2 ? (b1 < b2 ? -1 : 1) : a1 < a2 ? -1 : 1));
+    return this.totals;
+  }
+}
+
+/**
+ * A name (latin1 string of its bytes) as a process argument, or undefined
+ * when its bytes are not valid UTF-8: Node encodes every argument as UTF-8,
+ * so such a name cannot be passed to another program.
+ */
+export function nameArgument(name: string): string | undefined {
+  const raw = Buffer.from(name, 'latin1');
+  const text = raw.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(raw) ? text : undefined;
+}
+
+/**
+ * Totals from GNU find, several times faster than lstat from Node (0.2 s
+ * against 0.8 s on 100,000 files): one process walks the tree and prints one
+ * NUL-terminated record per entry, parsed as it streams in. Without find in
+ * the image, or with a top-level name to skip that cannot be passed to it,
+ * the Node walk does the job.
  */
 export async function scanTotals(root: string, options: WalkOptions = {}): Promise<TreeTotals> {
-  const totals = emptyTotals();
-  const seenLinked = new Map<string, string>();
-  const linkedPairs = new Set<string>();
+  const skip = [...(options.skipTopLevel ?? [])].map(nameArgument);
+  const found = skip.every((s) => s !== undefined) ? await scanWithFind(root, skip, options.signal) : undefined;
+  return found ?? scanTotalsNode(root, options);
+}
+
+/** Streaming totals, one lstat per entry (walkTree). */
+export async function scanTotalsNode(root: string, options: WalkOptions = {}): Promise<TreeTotals> {
+  const builder = new TotalsBuilder();
   await walkTree(
     root,
-    (rel, st) => {
-      if (st.mtimeNs > totals.newestMtimeNs) totals.newestMtimeNs = st.mtimeNs;
-      if (!st.isFile() && !st.isSymbolicLink() && st.mtimeNs > totals.newestSpecialMtimeNs) {
-        totals.newestSpecialMtimeNs = st.mtimeNs;
-      }
-      const top = rel === '.' ? undefined : topName(rel);
-      if (top !== undefined) {
-        totals.files++;
-        const t = totals.topLevel.get(top) ?? { files: 0, bytes: 0 };
-        t.files++;
-        if (st.isFile()) t.bytes += Number(st.size);
-        totals.topLevel.set(top, t);
-      }
-      if (st.nlink > 1n && !st.isDirectory()) {
-        const key = `${st.dev}:${st.ino}`;
-        const firstTop = seenLinked.get(key);
-        if (firstTop !== undefined) {
-          if (top !== undefined && top !== firstTop) {
-            const pair = JSON.stringify([firstTop, top]);
-            if (!linkedPairs.has(pair)) {
-              linkedPairs.add(pair);
-              totals.linkedTopLevels.push([firstTop, top]);
-            }
-          }
-          return;
-        }
-        seenLinked.set(key, top ?? '.');
-      }
-      totals.inodes++;
-      totals.allocatedBytes += Number(st.blocks) * 512;
-      if (st.isFile()) {
-        totals.bytes += Number(st.size);
-        totals.largestFile = Math.max(totals.largestFile, Number(st.size));
-      }
-    },
+    (rel, st) =>
+      builder.add(rel, {
+        type: entryType(st),
+        size: Number(st.size),
+        blocks: Number(st.blocks),
+        nlink: Number(st.nlink),
+        inode: `${st.dev}:${st.ino}`,
+        mtimeNs: st.mtimeNs,
+      }),
     options,
   );
-  return totals;
+  return builder.finish();
+}
+
+/**
+ * Type, size, 512-byte blocks, dev:ino, links, mtime, path below the starting
+ * point (empty for the root). The path comes last: it may hold spaces and
+ * newlines, never a NUL.
+ */
+const FIND_FORMAT = '%y %s %b %D:%i %n %T@ %P\\0';
+
+const FIND_TYPES: Readonly<Record<string, EntryType>> = { f: 'file', d: 'dir', l: 'symlink', p: 'fifo', c: 'char', b: 'block', s: 'socket' };
+
+/**
+ * find prints %T@ as tv_sec, a dot, then tv_nsec with a trailing zero
+ * ("1700000000.1234567890"): exact as integers, not as a float. Before 1970
+ * the seconds are floored and the fraction still counts up from them (-1.5 s
+ * prints as "-2.5000000000"), which the sum below respects.
+ */
+function findTimeNs(text: string): bigint | undefined {
+  const m = /^(-?\d+)(?:\.(\d+))?$/.exec(text);
+  if (!m) return undefined;
+  return BigInt(m[1] ?? '0') * 1_000_000_000n + BigInt((m[2] ?? '').padEnd(9, '0').slice(0, 9));
+}
+
+/** One record of FIND_FORMAT, without its NUL, path bytes as latin1. Undefined when malformed. */
+export function parseFindRecord(record: string): { rel: string; entry: ScanEntry } | undefined {
+  const fields: string[] = [];
+  let at = 0;
+  for (let i = 0; i < 6; i++) {
+    const space = record.indexOf(' ', at);
+    if (space < 0) return undefined;
+    fields.push(record.slice(at, space));
+    at = space + 1;
+  }
+  const [type, size, blocks, inode, nlink, mtime] = fields as [string, string, string, string, string, string];
+  const mtimeNs = findTimeNs(mtime);
+  const numbers = [size, blocks, nlink].map((n) => (/^\d+$/.test(n) ? Number(n) : NaN));
+  if (mtimeNs === undefined || numbers.some((n) => Number.isNaN(n))) return undefined;
+  const rel = record.slice(at);
+  return {
+    rel: rel === '' ? '.' : rel,
+    // Anything else (D, a Solaris door) counts as a special file, as entryType() does.
+    entry: { type: FIND_TYPES[type] ?? 'socket', size: numbers[0] ?? 0, blocks: numbers[1] ?? 0, nlink: numbers[2] ?? 0, inode, mtimeNs },
+  };
+}
+
+/** A fnmatch pattern (find -path) that matches `text` only. */
+const literalPattern = (text: string): string => text.replace(/[\\*?[]/g, (c) => `\\${c}`);
+
+class ScanError extends Error {
+  override name = 'ScanError';
+  constructor(
+    message: string,
+    /** An errno name when the failure has one (ENOENT: the root is gone), for the runner's classification. */
+    readonly code?: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * find over `root`, pruning the top-level names in `skip` (as arguments).
+ * Resolves undefined when find is not installed.
+ */
+function scanWithFind(root: string, skip: readonly string[], signal?: AbortSignal): Promise<TreeTotals | undefined> {
+  signal?.throwIfAborted();
+  // A relative root could read as an option or an operator ("-x", "!"); find
+  // prints the starting point as given, and -path matches what it prints.
+  const start = root.startsWith('/') ? root.replace(/(.)\/+$/, '$1') : `./${root.replace(/\/+$/, '')}`;
+  const prefix = start === '/' ? '/' : `${start}/`;
+  const prune = skip.length === 0 ? [] : ['(', ...skip.flatMap((n, i) => [...(i > 0 ? ['-o'] : []), '-path', literalPattern(prefix + n)]), ')', '-prune', '-o'];
+  return new Promise((resolve, reject) => {
+    // LC_ALL=C: messages in English (matched below), patterns matched byte by byte.
+    const child = spawn('find', ['-P', start, ...prune, '-printf', FIND_FORMAT], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LC_ALL: 'C' },
+    });
+    const builder = new TotalsBuilder();
+    let rest: Buffer = Buffer.alloc(0);
+    let malformed: string | undefined;
+    let stderr = '';
+    let missing = false;
+    const stop = (): void => {
+      child.kill('SIGTERM');
+    };
+    signal?.addEventListener('abort', stop, { once: true });
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (malformed !== undefined) return;
+      const buf = rest.length > 0 ? Buffer.concat([rest, chunk]) : chunk;
+      let from = 0;
+      for (let nul = buf.indexOf(0, from); nul >= 0; nul = buf.indexOf(0, from)) {
+        const record = buf.toString('latin1', from, nul);
+        from = nul + 1;
+        const parsed = parseFindRecord(record);
+        if (parsed === undefined) {
+          malformed = record.slice(0, 200);
+          child.kill('SIGTERM');
+          return;
+        }
+        builder.add(parsed.rel, parsed.entry);
+      }
+      // Copied: a slice would keep the whole chunk alive.
+      rest = Buffer.from(buf.subarray(from));
+    });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (c: string) => {
+      if (stderr.length < 4096) stderr += c;
+    });
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') missing = true;
+      else reject(e);
+    });
+    child.on('close', (code, sig) => {
+      signal?.removeEventListener('abort', stop);
+      if (missing) resolve(undefined);
+      else if (signal?.aborted) reject(signal.reason as Error);
+      else if (malformed !== undefined || (code === 0 && rest.length > 0)) {
+        reject(new ScanError(`scanning ${root}: unexpected output from find: ${JSON.stringify(malformed ?? rest.toString('latin1', 0, 200))}`));
+      } else if (code === 0) resolve(builder.finish());
+      else {
+        const failed = `scanning ${root} with find failed: ${stderr.trim().split('\n').slice(0, 3).join('; ') || `exit ${code ?? sig}`}`;
+        // The root itself gone (or never there) is terminal, as lstat's ENOENT is
+        // to the Node walk; an entry below it that vanished mid-scan is worth a
+        // retry. Permission denied below the root is terminal, as it was before.
+        fs.lstat(root).then(
+          () => reject(new ScanError(failed, /Permission denied/.test(stderr) ? 'EACCES' : undefined)),
+          (e: NodeJS.ErrnoException) => reject(new ScanError(failed, e.code)),
+        );
+      }
+    });
+  });
 }
 
 export interface ListingOptions extends WalkOptions {
