@@ -10,7 +10,7 @@ import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migrati
 
 /**
  * The controller's headroom when it checks that measured data fits a smaller
- * target (`sizeHeadroom` in src/main.ts and populator/controller.ts).
+ * target (`sizeHeadroom` in src/services.ts and populator/controller.ts).
  */
 export const SIZE_HEADROOM = 0.1;
 

@@ -29,12 +29,13 @@ import { compareTrees } from '../runner/tree-diff.js';
 const exec = promisify(execFile);
 const quick = process.argv.includes('--quick');
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-// The runner as the image runs it: compiled JavaScript under plain node. Through
-// tsx every run would pay ~0.3 s of on-the-fly compilation that no copy pod pays.
+// The runner as the image runs it: compiled JavaScript under plain node, through
+// the image's entry point (`pvshift --mode=runner`). Through tsx every run would
+// pay ~0.3 s of on-the-fly compilation that no copy pod pays.
 const compiled = path.join(os.tmpdir(), `pvshift-bench-dist-${process.pid}`);
 execFileSync(process.execPath, [path.join(repo, 'node_modules/typescript/bin/tsc'), '-p', path.join(repo, 'tsconfig.build.json'), '--outDir', compiled], { cwd: repo, stdio: 'inherit' });
 process.on('exit', () => fsSync.rmSync(compiled, { recursive: true, force: true }));
-const runnerCli = path.join(compiled, 'runner', 'cli.js');
+const entryPoint = path.join(compiled, 'src', 'main.js');
 const MiB = 1 << 20;
 
 function sh(command: string): Promise<void> {
@@ -113,7 +114,7 @@ function runnerTool(name: string, verify: string, extra: string[] = []): Tool {
     copy: async (src, dst) => {
       const { stdout } = await exec(
         process.execPath,
-        [runnerCli, '--source', src, '--target', dst, '--verify', verify, '--termination-log', '/dev/null', ...extra],
+        [entryPoint, '--mode=runner', '--source', src, '--target', dst, '--verify', verify, '--termination-log', '/dev/null', ...extra],
         { cwd: repo, maxBuffer: 64 * MiB },
       ).catch((e: unknown) => {
         throw new Error(`runner failed: ${String((e as { stderr?: unknown }).stderr ?? e)}`);

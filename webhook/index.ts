@@ -19,7 +19,7 @@ export { createMemoryLookup, MigrationIndex, startMigrationCache, type Migration
 export { mutateClaim, type MutationResult } from './mutate-claim.js';
 export { mutatePod, claimNamesOf } from './mutate-pod.js';
 
-/** How `--mode=webhook` is run. Every field maps to one flag of src/main.ts. */
+/** How `--mode=webhook` is run. Every field maps to one flag of src/config.ts (set in src/services.ts). */
 export interface WebhookRunOptions {
   /** HTTPS port (default 9443: unprivileged, and what the chart's Service targets). */
   port?: number;
