@@ -18,9 +18,11 @@ RUN npm run build
 FROM node:20-slim
 # tini as PID 1: forwards SIGTERM to node (a PID 1 without a handler ignores
 # it) and reaps rsync's children. rsync does the copy; attr (getfattr/setfattr)
-# and acl (setfacl) are what the runner probes and keeps xattrs and ACLs with.
+# and acl (setfacl) are what the runner probes and keeps xattrs and ACLs with;
+# findutils (GNU find, its pre-scan) and coreutils (cp -a, its first copy) are
+# in every Debian image already, named so that no slimmer base drops them.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends rsync tini attr acl \
+ && apt-get install -y --no-install-recommends rsync tini attr acl findutils coreutils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pvshift's tests and demo need on a fresh Debian machine, then
 # builds the control-plane binaries (cached by version, so a warm run is quick):
-#   rsync (the copy engine), acl and attr (getfacl/getfattr, for fidelity checks),
+#   rsync (the copy engine), findutils (find -printf, the runner's pre-scan),
+#   acl and attr (getfacl/getfattr, for fidelity checks),
 #   util-linux (unshare, setpriv: the fake kubelet), e2fsprogs (loop filesystems
 #   in the runner tests), openssl, and Go for the binaries.
 # Without root it only says what is missing.
@@ -10,6 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 need=()
 command -v rsync >/dev/null || need+=(rsync)
+command -v find >/dev/null || need+=(findutils)
 command -v setfacl >/dev/null || need+=(acl)
 command -v setfattr >/dev/null || need+=(attr)
 command -v unshare >/dev/null && command -v setpriv >/dev/null || need+=(util-linux)
