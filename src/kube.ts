@@ -108,7 +108,6 @@ export class Kube {
     return this.baseOptions;
   }
 
-  /** One HTTP exchange; the body as text. Tokens are re-read each time (they rotate). */
   /**
    * Options of one request to the API server: TLS from the kubeconfig, and the
    * credentials read afresh (tokens rotate). `keepAlive` uses the shared agent;
