@@ -2,7 +2,7 @@
 // level and the options, so every choice has a table-driven test. Figures
 // behind the thresholds are in runner/README.md ("Engine"), measured with
 // hack/bench-copy.ts on a 2-core machine.
-import type { TreeTotals } from './tree-walk.js';
+import { linkComponents, type TreeTotals } from './tree-walk.js';
 
 export interface CopyPlan {
   /**
@@ -37,29 +37,6 @@ export interface PlanInput {
 export const PARALLEL_MIN_FILES = 20_000;
 /** A split where one group holds more than this share of the entries gains too little. */
 const PARALLEL_MAX_SHARE = 0.75;
-
-/** Top-level names that share a hard-linked inode end up in one component. */
-function linkComponents(names: readonly string[], pairs: readonly [string, string][]): string[][] {
-  const parent = new Map<string, string>(names.map((n) => [n, n]));
-  const find = (n: string): string => {
-    let r = n;
-    while (parent.get(r) !== r && parent.get(r) !== undefined) r = parent.get(r) as string;
-    parent.set(n, r);
-    return r;
-  };
-  for (const [a, b] of pairs) {
-    if (!parent.has(a) || !parent.has(b)) continue;
-    const ra = find(a);
-    const rb = find(b);
-    if (ra !== rb) parent.set(rb, ra);
-  }
-  const byRoot = new Map<string, string[]>();
-  for (const n of names) {
-    const r = find(n);
-    byRoot.set(r, [...(byRoot.get(r) ?? []), n]);
-  }
-  return [...byRoot.values()];
-}
 
 /**
  * Splits the top level into `n` groups of about equal entry counts (largest

@@ -149,6 +149,29 @@ export interface ScanEntry {
   mtimeNs: bigint;
 }
 
+/** Top-level names that share a hard-linked inode end up in one component. */
+export function linkComponents(names: readonly string[], pairs: readonly [string, string][]): string[][] {
+  const parent = new Map<string, string>(names.map((n) => [n, n]));
+  const find = (n: string): string => {
+    let r = n;
+    while (parent.get(r) !== r && parent.get(r) !== undefined) r = parent.get(r) as string;
+    parent.set(n, r);
+    return r;
+  };
+  for (const [a, b] of pairs) {
+    if (!parent.has(a) || !parent.has(b)) continue;
+    const ra = find(a);
+    const rb = find(b);
+    if (ra !== rb) parent.set(rb, ra);
+  }
+  const byRoot = new Map<string, string[]>();
+  for (const n of names) {
+    const r = find(n);
+    byRoot.set(r, [...(byRoot.get(r) ?? []), n]);
+  }
+  return [...byRoot.values()];
+}
+
 /**
  * Totals fed one entry at a time: only multiply-linked inodes are remembered
  * (with the top-level name they were first seen under), so memory stays small.
@@ -156,8 +179,8 @@ export interface ScanEntry {
 class TotalsBuilder {
   private readonly totals = emptyTotals();
   private readonly seenLinked = new Map<string, string>();
-  /** Top-level names tied by hard links, each pointing towards the smallest name of its component. */
-  private readonly tiedTo = new Map<string, string>();
+  /** Pairs of top-level names seen sharing an inode, each once (keyed "a\0b", a < b). */
+  private readonly tied = new Map<string, [string, string]>();
 
   /** `rel` is "." for the root. */
   add(rel: string, e: ScanEntry): void {
@@ -190,17 +213,9 @@ class TotalsBuilder {
     }
   }
 
-  private leader(name: string): string {
-    let r = name;
-    for (let next = this.tiedTo.get(r); next !== undefined; next = this.tiedTo.get(r)) r = next;
-    return r;
-  }
-
   private tie(a: string, b: string): void {
-    const ra = this.leader(a);
-    const rb = this.leader(b);
-    if (ra < rb) this.tiedTo.set(rb, ra);
-    else if (rb < ra) this.tiedTo.set(ra, rb);
+    const pair: [string, string] = a < b ? [a, b] : [b, a];
+    this.tied.set(`${pair[0]}\0${pair[1]}`, pair);
   }
 
   /**
@@ -209,8 +224,13 @@ class TotalsBuilder {
    * differ), and all copy-plan.ts needs to keep a component together.
    */
   finish(): TreeTotals {
-    this.totals.linkedTopLevels = [...this.tiedTo.keys()]
-      .map((n): [string, string] => [this.leader(n), n])
+    const pairs = [...this.tied.values()];
+    const names = [...new Set(pairs.flat())];
+    this.totals.linkedTopLevels = linkComponents(names, pairs)
+      .flatMap((component) => {
+        const [smallest, ...rest] = [...component].sort();
+        return rest.map((n): [string, string] => [smallest as string, n]);
+      })
       .sort(([a1, b1], [a2, b2]) => (a1 === a2 ? (b1 < b2 ? -1 : 1) : a1 < a2 ? -1 : 1));
     return this.totals;
   }
