@@ -30,7 +30,9 @@ export const HELP = `Usage: pvshift --mode=runner --source DIR --target DIR [opt
 
 Copies the directory tree SOURCE into TARGET with rsync, keeping owners, modes,
 nanosecond times, hard links, symlinks, devices, FIFOs, sparse files, xattrs and
-POSIX ACLs; then verifies. Safe to rerun: an up-to-date target transfers nothing.
+POSIX ACLs; then verifies. Done means on disk: the target's filesystem is
+flushed (syncfs) while the copy runs and before the run succeeds. Safe to
+rerun: an up-to-date target transfers nothing.
 
 Options:
   --source DIR              directory to copy from (required)
@@ -56,7 +58,7 @@ Exit codes:
   ${RUNNER_EXIT.TRANSIENT}  transient: retry (rsync 23/24 partial or vanished, 12 stream,
        20 signal, 30/35 timeout, I/O errors, SIGTERM/SIGINT)
   ${RUNNER_EXIT.TERMINAL}  terminal: do not retry (no space, target too small, permission
-       denied, source or target missing)
+       denied, source or target missing, the target's disk lost writes)
   ${RUNNER_EXIT.VERIFY_FAILED}  verification failed: the target differs from the source (terminal)
 `;
 

@@ -11,7 +11,7 @@ export const RUNNER_EXIT = {
   USAGE: 2,
   /** Worth a retry: partial transfer, vanished files, I/O or protocol error, a signal. */
   TRANSIENT: 75,
-  /** Will not get better by retrying: no space, permission denied, source missing. */
+  /** Will not get better by retrying: no space, permission denied, source missing, the target's disk lost writes. */
   TERMINAL: 76,
   /** The copy finished but the target differs from the source (terminal too). */
   VERIFY_FAILED: 77,

@@ -22,6 +22,7 @@ import { fitSummary, type Summary } from './summary.js';
 import { checkCapacity, probeFeatures, readFsSpace, type FeatureProbe } from './target-probe.js';
 import { compareTrees, displayPath, type Difference } from './tree-diff.js';
 import { emptyTotals, nameArgument, readListing, scanTotals, type TreeTotals } from './tree-walk.js';
+import { Flusher, WriteBackError } from './write-back.js';
 
 /**
  * rsync's temp files go here (--temp-dir) instead of beside each file as
@@ -70,6 +71,7 @@ function errnoCode(e: unknown): string | undefined {
 }
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+const asWriteBackError = (e: unknown): WriteBackError => (e instanceof WriteBackError ? e : new WriteBackError(errorText(e)));
 
 /** Errors of the filesystem that a retry cannot fix; the rest (EIO, ...) are transient. */
 const TERMINAL_ERRNO = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT', 'EROFS']);
@@ -77,6 +79,8 @@ const TERMINAL_ERRNO = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'ENOSPC'
 function classifyError(e: unknown, aborted: string | undefined): RunFailure {
   if (e instanceof RunFailure) return e;
   if (aborted) return new RunFailure(`stopped by ${aborted}`, RUNNER_EXIT.TRANSIENT);
+  // Lost writes on the target: see write-back.ts for why a retry must not follow.
+  if (e instanceof WriteBackError) return new RunFailure(`${e.message}: the target volume lost writes and cannot be trusted; the source is untouched`, RUNNER_EXIT.TERMINAL);
   const code = errnoCode(e);
   return new RunFailure(errorText(e), code && TERMINAL_ERRNO.has(code) ? RUNNER_EXIT.TERMINAL : RUNNER_EXIT.TRANSIENT);
 }
@@ -363,6 +367,8 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
   let exitCode: number = RUNNER_EXIT.OK;
   let message: string;
   let differences: { count: number; differences: Difference[] } | undefined;
+  let flusher: Flusher | undefined;
+  let flushed: Promise<WriteBackError | undefined> | undefined;
 
   try {
     await requireDirectory(options.source, 'source');
@@ -414,6 +420,8 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
       cpus: os.availableParallelism(),
     });
     say('info', `engine: ${plan.reason}`);
+    flusher = new Flusher(options.target, children);
+    flusher.start();
     let bulkCopied = false;
     if (plan.bulk) {
       bulkCopied = await bulkCopy(options.source, options.target, tempDir, plan.groups, totals.bytes, tracker, children, controller.signal, say);
@@ -438,6 +446,10 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     // Making and removing the temp dir touched the root's mtime after rsync set it.
     await copyRootMtime(options.source, options.target);
 
+    // The last flush runs while verification reads (both must succeed); a
+    // rejection is turned into a value so it cannot go unhandled meanwhile.
+    say('info', 'flushing the copy to the target\'s disk');
+    flushed = flusher.finish().then(() => undefined, asWriteBackError);
     if (options.verify !== 'none') {
       say('info', `verifying (${options.verify})`);
       const listingOptions = {
@@ -466,9 +478,14 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
       }
       verified = options.verify;
     }
+    const flushError = await flushed;
+    if (flushError !== undefined) throw flushError;
     message = `copied ${totals.files} files, ${formatBytes(totals.bytes)}; transferred ${stats.filesTransferred} files, ${formatBytes(stats.bytesTransferred)}${verified === 'none' ? '' : `; verified (${verified})`}`;
   } catch (e: unknown) {
-    const failure = classifyError(e, aborted);
+    // Lost writes explain whatever else then went wrong on the target (seen:
+    // rmdir failing with EIO): ask the disk before blaming anything else.
+    const lost = aborted || !flusher ? undefined : await flusher.finish().then(() => undefined, asWriteBackError);
+    const failure = classifyError(lost ?? e, aborted);
     exitCode = failure.exitCode;
     message = failure.message;
     differences = failure.differences;
@@ -476,6 +493,9 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     for (const d of differences?.differences ?? []) say('error', `differs: ${JSON.stringify(d.path)}: ${d.what}`);
   } finally {
     if (timer) clearInterval(timer);
+    // A run that failed still waits for its flushes: no sync outlives the summary.
+    await flusher?.stop();
+    await flushed;
     io.signal?.removeEventListener('abort', onAbort);
     if (io.handleSignals) {
       process.off('SIGTERM', stop);
