@@ -42,12 +42,10 @@ export function syncFilesystem(dir: string, children: Set<ChildProcess>): Promis
   });
 }
 
-export interface FlusherOptions {
-  /** A flush quicker than this found little to write ... */
-  quickMs?: number;
-  /** ... so the next one waits this long: a tree of small files would otherwise force a journal commit every ~2 ms. */
-  pauseMs?: number;
-}
+/** A flush quicker than this found little to write ... */
+const QUICK_MS = 5;
+/** ... so the next one waits this long: a tree of small files would otherwise force a journal commit every ~2 ms. */
+const PAUSE_MS = 20;
 
 /**
  * Keeps write-back going on the target's filesystem from start() until
@@ -58,17 +56,11 @@ export class Flusher {
   private error: WriteBackError | undefined;
   private wake: (() => void) | undefined;
   private loop: Promise<void> = Promise.resolve();
-  private readonly quickMs: number;
-  private readonly pauseMs: number;
 
   constructor(
     private readonly dir: string,
     private readonly children: Set<ChildProcess>,
-    options: FlusherOptions = {},
-  ) {
-    this.quickMs = options.quickMs ?? 5;
-    this.pauseMs = options.pauseMs ?? 20;
-  }
+  ) {}
 
   start(): void {
     this.loop = this.run();
@@ -84,9 +76,9 @@ export class Flusher {
         this.error ??= e instanceof WriteBackError ? e : new WriteBackError(String(e));
         return;
       }
-      if (Date.now() - started < this.quickMs && !this.stopped) {
+      if (Date.now() - started < QUICK_MS && !this.stopped) {
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, this.pauseMs);
+          const timer = setTimeout(resolve, PAUSE_MS);
           this.wake = () => {
             clearTimeout(timer);
             resolve();
