@@ -131,6 +131,7 @@ export class Reconciler {
       siblings: this.caches.migrations.list().filter((m) => m.metadata.namespace === ns),
       namespaceLabelled: namespace?.metadata?.labels?.[LABEL_NAMESPACE_ACTIVE] === 'true',
       copySlotFree: true,
+      yieldCopySlot: false,
       settings: this.settings,
     };
     const active = PASSES.map((p) => copyPods[p]).find((p) => p !== undefined);

@@ -67,5 +67,11 @@ export interface World {
   namespaceLabelled: boolean;
   /** Whether a copy pod may start now (global and per-node caps). */
   copySlotFree: boolean;
+  /**
+   * Whether this migration's running pre-sync should give its slot up now, so
+   * that a final copy (an application held by its gate) can start: pre-syncs
+   * are resumable, finals are downtime.
+   */
+  yieldCopySlot: boolean;
   settings: ControllerSettings;
 }

@@ -21,8 +21,14 @@ export const ANNOTATION_TARGET_SIZE = `${PREFIX}/target-size`;
  * On a retained source PV: `namespace/name` of the migration that left it there.
  */
 export const ANNOTATION_MIGRATION = `${PREFIX}/migration`;
-/** On a PV whose reclaim policy pvshift changed: the policy to restore. */
+/** On a PV whose reclaim policy pvshift changed: the policy to restore (only by the migration of ANNOTATION_MIGRATION_UID). */
 export const ANNOTATION_ORIGINAL_RECLAIM_POLICY = `${PREFIX}/original-reclaim-policy`;
+/**
+ * On a PV: the UID of the migration that retained it (source) or had it
+ * provisioned (target). pvshift acts on a volume only when this names the
+ * migration at hand: status fields are a record, never an authority.
+ */
+export const ANNOTATION_MIGRATION_UID = `${PREFIX}/migration-uid`;
 /** On a copy pod: how many failures of its pass were recorded before it started (so each failure counts once). */
 export const ANNOTATION_COPY_ATTEMPT = `${PREFIX}/copy-attempt`;
 /** On a gated pod: when the gate was added (RFC 3339), the start of downtime. */
@@ -38,6 +44,15 @@ export const SCHEDULING_GATE = `${PREFIX}/migration`;
  * outage from blocking claims in namespaces that have nothing to do with it.
  */
 export const LABEL_NAMESPACE_ACTIVE = `${PREFIX}/migration-active`;
+
+/** Pod Security Admission's enforce level of a namespace (privileged, baseline, restricted). */
+export const LABEL_POD_SECURITY_ENFORCE = 'pod-security.kubernetes.io/enforce';
+/**
+ * Namespace label an administrator sets (`true`) to let pvshift's copy pods run
+ * with CAP_SYS_ADMIN, which `trusted.*` extended attributes need; only a
+ * namespace whose Pod Security level is privileged admits such pods.
+ */
+export const LABEL_PRIVILEGED_COPY = `${PREFIX}/privileged-copy`;
 
 export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'pvshift';

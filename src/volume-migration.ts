@@ -33,6 +33,7 @@ export const PHASES = [
   'CuttingOver', // original claim deleted; helper and replacement claims being made
   'Populating', // final copy from the retained source PV into the target
   'Binding', // target PV being handed to the replacement claim
+  'Held', // after cutover, no way back and no way on: pods stay gated, claims stay rewritten, the data is kept (keptVolumes)
   'Succeeded',
   'RollingBack', // putting the original claim back on the source PV
   'RolledBack',
@@ -78,6 +79,24 @@ export interface CopyResult {
   dropped?: string[];
 }
 
+/** A volume pvshift keeps on purpose (Retain, owned by nothing), and why. */
+export interface KeptVolume {
+  name: string;
+  /** source: the original data; copy: the (possibly only) full copy on the target class. */
+  role: 'source' | 'copy';
+  message: string;
+}
+
+/** What the copy pods may do in the namespace, decided from its Pod Security level before anything starts. */
+export interface CopyFidelity {
+  /** The namespace's `pod-security.kubernetes.io/enforce` level (privileged when unset). */
+  level: string;
+  /** Whether copy pods get CAP_SYS_ADMIN (trusted.* xattrs): privileged level and the namespace opt-in. */
+  privileged: boolean;
+  /** What the copy cannot keep at this level, e.g. ['trusted xattrs']; empty for full fidelity. */
+  dropped: string[];
+}
+
 export interface VolumeMigrationStatus {
   phase?: Phase;
   observedGeneration?: number;
@@ -104,6 +123,9 @@ export interface VolumeMigrationStatus {
   completionTime?: string;
   /** Gate added (first gated pod) to gate lifted. */
   downtimeSeconds?: number;
+  /** Volumes kept on purpose after a failure or rollback, with what the user can do with each. */
+  keptVolumes?: KeptVolume[];
+  copyFidelity?: CopyFidelity;
 }
 
 export interface VolumeMigration {
@@ -116,7 +138,7 @@ export interface VolumeMigration {
 
 const TERMINAL: ReadonlySet<Phase> = new Set(['Succeeded', 'RolledBack', 'Aborted', 'Failed']);
 /** Phases in which the original claim is gone and a claim of its name must be the replacement. */
-const REWRITING: ReadonlySet<Phase> = new Set(['CuttingOver', 'Populating', 'Binding']);
+const REWRITING: ReadonlySet<Phase> = new Set(['CuttingOver', 'Populating', 'Binding', 'Held']);
 
 export function phaseOf(m: VolumeMigration): Phase {
   return m.status?.phase ?? 'Pending';
