@@ -1,6 +1,14 @@
 // Managed mode: pvshift makes its own CA and serving certificate, keeps them in
 // a Secret so every replica serves the same pair, renews them at two thirds of
 // their life, and puts the CA into its MutatingWebhookConfiguration.
+//
+// The order of a CA rotation matters: the API server verifies the webhook's
+// certificate against the caBundle of the configuration, and with
+// failurePolicy Fail a certificate it cannot verify refuses every claim. So a
+// new CA goes into the caBundle first, next to the old one (the Secret's
+// `ca.crt` holds both), and a replica serves a certificate signed by it only
+// once it has seen that CA published in an earlier check; the old CA leaves the
+// bundle at a later rotation, after it has expired.
 import { X509Certificate } from 'node:crypto';
 import { AdmissionregistrationV1Api, CoreV1Api, type KubeConfig, type V1Secret } from '@kubernetes/client-node';
 import { errorMessage, isAlreadyExists, isConflict, isNotFound } from '../src/errors.js';
@@ -86,6 +94,44 @@ export async function carryOut(
   }
   const serving = await issueServingCertificate(ca, { names, now, validityDays: validity.servingDays ?? SERVING_VALIDITY_DAYS });
   return { caBundlePem, caKeyPem: ca.keyPem, certPem: serving.certPem, keyPem: serving.keyPem };
+}
+
+/** Whether one of the CAs (PEM) signed the certificate. */
+export function isSignedByOneOf(certPem: string, caPems: readonly string[]): boolean {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(certPem);
+  } catch {
+    return false;
+  }
+  return caPems.some((pem) => {
+    try {
+      const ca = new X509Certificate(pem);
+      return cert.checkIssued(ca) && cert.verify(ca.publicKey);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * What the API server is known to trust: not gated when there is no webhook
+ * configuration to keep in step (none named, or none there yet: nothing calls
+ * the webhook), else the CAs every one of its entries holds (none after a
+ * failed read or write: nothing is known).
+ */
+export type PublishedCas = { gated: false } | { gated: true; cas: string[] };
+
+/**
+ * Whether a certificate may be served: its CA was published when this replica
+ * looked at the previous check, and still is. The check interval between the
+ * two is the time the API server has to see the configuration change (it reads
+ * webhook configurations through an informer, so a write is not in use the
+ * moment it returns).
+ */
+export function isServable(certPem: string, before: PublishedCas, now: PublishedCas): boolean {
+  if (!now.gated) return true;
+  return before.gated && isSignedByOneOf(certPem, before.cas) && isSignedByOneOf(certPem, now.cas);
 }
 
 function isStillValid(pem: string, now: Date): boolean {
@@ -208,29 +254,32 @@ export async function startManagedCertificates(options: ManagedCertificateOption
     }
   };
 
-  /** Puts `bundle` into every entry of the webhook configuration; false when there is none yet. */
-  const ensureCaBundle = async (bundle: string): Promise<void> => {
+  /**
+   * Puts `bundle` into every entry of the webhook configuration, and says what
+   * the API server trusts afterwards.
+   */
+  const publishCaBundle = async (bundle: string): Promise<PublishedCas> => {
     const configName = options.webhookConfigurationName;
-    if (!configName) return;
+    if (!configName) return { gated: false };
     const encoded = Buffer.from(bundle).toString('base64');
-    for (let attempt = 1; attempt <= 3; attempt++) {
+    for (let attempt = 1; ; attempt++) {
       let config;
       try {
         config = await admission.readMutatingWebhookConfiguration({ name: configName });
       } catch (e: unknown) {
         if (isNotFound(e)) {
           log.warn({ webhookConfiguration: configName }, 'MutatingWebhookConfiguration not found; caBundle not set yet');
-          return;
+          return { gated: false };
         }
         throw e;
       }
       const webhooks = config.webhooks ?? [];
-      if (webhooks.every((w) => w.clientConfig.caBundle === encoded)) return;
+      if (webhooks.every((w) => w.clientConfig.caBundle === encoded)) return { gated: true, cas: splitPemBundle(bundle) };
       for (const webhook of webhooks) webhook.clientConfig.caBundle = encoded;
       try {
         await admission.replaceMutatingWebhookConfiguration({ name: configName, body: config });
-        log.info({ webhookConfiguration: configName, webhooks: webhooks.length }, 'CA bundle set in the webhook configuration');
-        return;
+        log.info({ webhookConfiguration: configName, webhooks: webhooks.length, cas: splitPemBundle(bundle).length }, 'CA bundle set in the webhook configuration');
+        return { gated: true, cas: splitPemBundle(bundle) };
       } catch (e: unknown) {
         if (isConflict(e) && attempt < 3) continue;
         throw e;
@@ -239,20 +288,30 @@ export async function startManagedCertificates(options: ManagedCertificateOption
   };
 
   let stored = await reconcileSecret();
+  // At start nothing is served yet: publish, then serve what the Secret holds.
+  let published = await publishCaBundle(stored.caBundlePem);
   let served: KeyPair = { certPem: stored.certPem, keyPem: stored.keyPem };
-  await ensureCaBundle(stored.caBundlePem);
 
   let running: Promise<void> | undefined;
   const check = (): Promise<void> =>
     (running ??= (async () => {
       try {
         stored = await reconcileSecret();
+        const before = published;
+        // Until this check's publication is through, nothing is known to be trusted.
+        published = { gated: true, cas: [] };
+        published = await publishCaBundle(stored.caBundlePem);
         if (stored.certPem !== served.certPem || stored.keyPem !== served.keyPem) {
-          served = { certPem: stored.certPem, keyPem: stored.keyPem };
-          log.info({ serial: new X509Certificate(served.certPem).serialNumber }, 'serving certificate replaced');
-          listeners.emit(served);
+          const serial = new X509Certificate(stored.certPem).serialNumber;
+          if (isServable(stored.certPem, before, published)) {
+            served = { certPem: stored.certPem, keyPem: stored.keyPem };
+            log.info({ serial }, 'serving certificate replaced');
+            listeners.emit(served);
+          } else {
+            // The certificate in use stays valid long past the renewal point, so waiting a check costs nothing.
+            log.info({ serial }, 'new serving certificate waits until its CA has been published for a check');
+          }
         }
-        await ensureCaBundle(stored.caBundlePem);
       } catch (e: unknown) {
         // The certificate in use stays valid for a third of its life after the
         // renewal point, so a failed check is retried, not fatal.

@@ -1,11 +1,12 @@
 // Managed mode without the API server: what the plan decides for each state of
 // the Secret, and a rotated certificate reaching a real TLS client without a
-// restart. (The Secret and caBundle round trip runs in test/webhook/cluster.test.ts.)
+// restart. (The Secret and caBundle round trip runs in test/webhook/cluster.test.ts,
+// the order of a CA rotation against the API server in managed-rotation.test.ts.)
 import { X509Certificate } from 'node:crypto';
 import t from 'tap';
 import { Registry } from 'prom-client';
 import { issueServingCertificate, serviceDnsNames, splitPemBundle } from '../../certs/authority.js';
-import { carryOut, planCertificates, secretToStored, type StoredCertificates } from '../../certs/managed.js';
+import { carryOut, isServable, planCertificates, secretToStored, type PublishedCas, type StoredCertificates } from '../../certs/managed.js';
 import { silentLogger } from '../../src/logger.js';
 import { buildWebhookApp, secureServerOf } from '../../webhook/admission.js';
 import { createMemoryLookup } from '../../webhook/migration-cache.js';
@@ -78,6 +79,28 @@ void t.test('carrying out the plan', (t) => {
     t.end();
   });
   t.end();
+});
+
+void t.test('a certificate is served only once its CA was published at the previous check and still is', async (t) => {
+  const rotated = (await carryOut({ action: 'new-ca', reason: 'test' }, fresh, later(244), NAMES))!;
+  const [newCa, oldCa] = splitPemBundle(rotated.caBundlePem);
+  const other = (await carryOut({ action: 'new-ca', reason: 'test' }, undefined, NOW, NAMES))!;
+  const gated = (...cas: (string | undefined)[]): PublishedCas => ({ gated: true, cas: cas.map((c) => c!) });
+  const ungated: PublishedCas = { gated: false };
+  const cases: { name: string; cert: string; before: PublishedCas; now: PublishedCas; servable: boolean }[] = [
+    { name: 'no webhook configuration to keep in step', cert: rotated.certPem, before: ungated, now: ungated, servable: true },
+    { name: 'new CA published at the previous check and now', cert: rotated.certPem, before: gated(newCa, oldCa), now: gated(newCa, oldCa), servable: true },
+    { name: 'new CA published only by this check', cert: rotated.certPem, before: gated(oldCa), now: gated(newCa, oldCa), servable: false },
+    { name: 'the previous check could not publish', cert: rotated.certPem, before: gated(), now: gated(newCa, oldCa), servable: false },
+    { name: 'the configuration appeared since the previous check', cert: rotated.certPem, before: ungated, now: gated(newCa, oldCa), servable: false },
+    { name: 'this check could not publish', cert: rotated.certPem, before: gated(newCa, oldCa), now: gated(), servable: false },
+    { name: 'the old certificate while old and new CA are published', cert: fresh.certPem, before: gated(newCa, oldCa), now: gated(newCa, oldCa), servable: true },
+    { name: 'a bundle of another CA only', cert: rotated.certPem, before: gated(splitPemBundle(other.caBundlePem)[0]), now: gated(splitPemBundle(other.caBundlePem)[0]), servable: false },
+    { name: 'garbage in the bundle', cert: rotated.certPem, before: gated('nonsense'), now: gated('nonsense'), servable: false },
+  ];
+  for (const c of cases) {
+    t.equal(isServable(c.cert, c.before, c.now), c.servable, `${c.name}: ${c.servable ? 'served' : 'waits'}`);
+  }
 });
 
 void t.test('hot reload: a rotated certificate reaches a new TLS client without a restart', async (t) => {

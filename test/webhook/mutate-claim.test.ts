@@ -17,6 +17,7 @@ const EXPECTED: Record<Phase, Expectation> = {
   CuttingOver: 'rewritten',
   Populating: 'rewritten',
   Binding: 'rewritten',
+  Held: 'rewritten',
   Succeeded: 'unchanged',
   RollingBack: 'restored',
   RolledBack: 'unchanged',
@@ -29,10 +30,12 @@ void t.test('every phase of a migration decides what the claim becomes', (t) => 
   for (const phase of PHASES) {
     void t.test(`${phase}: ${EXPECTED[phase]}`, (t) => {
       const claim = statefulSetClaim();
+      // A copy taken before: comparing with `claim` itself would pass even if the mutation wrote into it.
+      const before = structuredClone(claim);
       const { object, warnings } = mutateClaim(claim, [migration('data-web-0', phase)]);
       const spec = object.spec!;
       if (EXPECTED[phase] === 'unchanged') {
-        t.same(object, claim);
+        t.same(object, before);
         t.same(warnings, []);
       } else if (EXPECTED[phase] === 'rewritten') {
         t.equal(spec.storageClassName, 'fast-ssd');
@@ -48,13 +51,15 @@ void t.test('every phase of a migration decides what the claim becomes', (t) => 
         t.notOk(spec.dataSourceRef);
         t.equal(object.metadata?.annotations?.[ANNOTATION_MIGRATION], 'data-web-0');
       }
-      t.same(claim, statefulSetClaim(), 'the input is not modified');
+      t.same(claim, before, 'the input is not modified');
       t.end();
     });
   }
   void t.test('no phase yet counts as Pending: unchanged', (t) => {
     const claim = statefulSetClaim();
-    t.same(mutateClaim(claim, [migration('data-web-0', undefined)]).object, claim);
+    const before = structuredClone(claim);
+    t.same(mutateClaim(claim, [migration('data-web-0', undefined)]).object, before);
+    t.same(claim, before, 'the input is not modified');
     t.end();
   });
   t.end();
@@ -187,6 +192,7 @@ void t.test('which migrations count', (t) => {
   for (const c of cases) {
     void t.test(`${c.name}: ${c.expect}`, (t) => {
       const claim = statefulSetClaim();
+      const before = structuredClone(claim);
       if (c.expect === 'denied') {
         t.throws(() => mutateClaim(claim, c.migrations), new AdmissionDenial(
           'claim "data-web-0" is claimed by several VolumeMigrations in cutover (a, b); pvshift cannot tell which one this claim belongs to: abort all but one',
@@ -195,8 +201,9 @@ void t.test('which migrations count', (t) => {
         return;
       }
       const { object } = mutateClaim(claim, c.migrations);
-      if (c.expect === 'unchanged') t.same(object, claim);
+      if (c.expect === 'unchanged') t.same(object, before);
       else t.equal(object.spec?.storageClassName, 'fast-ssd');
+      t.same(claim, before, 'the input is not modified');
       t.end();
     });
   }
@@ -204,7 +211,9 @@ void t.test('which migrations count', (t) => {
     const claim = statefulSetClaim();
     delete claim.metadata!.name;
     claim.metadata!.generateName = 'data-web-0';
-    t.same(mutateClaim(claim, [migration('data-web-0', 'CuttingOver')]).object, claim);
+    const before = structuredClone(claim);
+    t.same(mutateClaim(claim, [migration('data-web-0', 'CuttingOver')]).object, before);
+    t.same(claim, before, 'the input is not modified');
     t.end();
   });
   t.end();
@@ -215,16 +224,20 @@ void t.test('reinvocation and the patch', (t) => {
     void t.test(`${phase}: applying the mutation to its own output changes nothing`, (t) => {
       const migrations = [migration('data-web-0', phase)];
       const once = mutateClaim(statefulSetClaim(), migrations).object;
+      const onceBefore = structuredClone(once);
       const twice = mutateClaim(once, migrations);
-      t.same(twice.object, once);
-      t.same(diff(once, twice.object), [], 'no patch');
+      t.same(twice.object, onceBefore);
+      t.same(once, onceBefore, 'the input is not modified');
+      t.same(diff(onceBefore, twice.object), [], 'no patch');
       t.same(twice.warnings, [], 'no warning the second time');
       t.end();
     });
   }
   void t.test('the patch escapes / in annotation keys and reproduces the mutation', (t) => {
     const claim = statefulSetClaim();
+    const before = structuredClone(claim);
     const { object } = mutateClaim(claim, [migration('data-web-0', 'CuttingOver')]);
+    t.same(claim, before, 'the input is not modified');
     const operations = diff(claim, object);
     t.ok(operations.some((op) => op.path === '/metadata/annotations/pvshift.io~1migration'));
     t.same(jsonpatch.applyPatch(structuredClone(claim), operations).newDocument, object);

@@ -16,9 +16,12 @@ void t.test('every phase: gated while the migration is unfinished', (t) => {
     const gated = isGatingPods(phase);
     void t.test(`${phase}: ${gated ? 'gated' : 'untouched'}`, (t) => {
       const pod = statefulSetPod();
+      // A copy taken before: comparing with `pod` itself would pass even if the mutation wrote into it.
+      const before = structuredClone(pod);
       const { object, warnings } = mutatePod(pod, [migration('data-web-0', phase)], NOW);
+      t.same(pod, before, 'the input is not modified');
       if (!gated) {
-        t.same(object, pod);
+        t.same(object, before);
         t.same(warnings, []);
         t.end();
         return;
@@ -83,9 +86,11 @@ void t.test('which pods are gated', (t) => {
   for (const c of cases) {
     void t.test(c.name, (t) => {
       const pod = statefulSetPod(c.claims, { gates: c.gates });
+      const before = structuredClone(pod);
       const { object } = mutatePod(pod, c.migrations, NOW);
+      t.same(pod, before, 'the input is not modified');
       if (!c.expectGates) {
-        t.same(object, pod, 'untouched');
+        t.same(object, before, 'untouched');
         t.end();
         return;
       }
@@ -96,13 +101,17 @@ void t.test('which pods are gated', (t) => {
   }
   void t.test('pvshift copy pods are never gated', (t) => {
     const pod = statefulSetPod(['data-web-0'], { labels: { 'app.kubernetes.io/managed-by': 'pvshift' } });
-    t.same(mutatePod(pod, [migration('data-web-0', 'PreSyncing')], NOW).object, pod);
+    const before = structuredClone(pod);
+    t.same(mutatePod(pod, [migration('data-web-0', 'PreSyncing')], NOW).object, before);
+    t.same(pod, before, 'the input is not modified');
     t.end();
   });
   void t.test('a pod with spec.nodeName is let through with a warning (the API rejects gates on it)', (t) => {
     const pod = statefulSetPod(['data-web-0'], { nodeName: 'node-1' });
+    const before = structuredClone(pod);
     const { object, warnings } = mutatePod(pod, [migration('data-web-0', 'CuttingOver')], NOW);
-    t.same(object, pod);
+    t.same(object, before);
+    t.same(pod, before, 'the input is not modified');
     t.same(warnings, ['pvshift: this pod sets spec.nodeName, so it cannot be held while data-web-0 is migrated (data-web-0)']);
     t.end();
   });
@@ -118,9 +127,11 @@ void t.test('reinvocation and the patch', (t) => {
   void t.test('a second call, later, changes nothing: gated-at keeps the first time', (t) => {
     const migrations = [migration('data-web-0', 'CuttingOver')];
     const once = mutatePod(statefulSetPod(), migrations, NOW).object;
+    const onceBefore = structuredClone(once);
     const twice = mutatePod(once, migrations, LATER);
-    t.same(twice.object, once);
-    t.same(diff(once, twice.object), [], 'no patch');
+    t.same(twice.object, onceBefore);
+    t.same(once, onceBefore, 'the input is not modified');
+    t.same(diff(onceBefore, twice.object), [], 'no patch');
     t.same(twice.warnings, []);
     t.end();
   });
@@ -141,7 +152,9 @@ void t.test('reinvocation and the patch', (t) => {
   });
   void t.test('the patch escapes / in keys and reproduces the mutation', (t) => {
     const pod = statefulSetPod();
+    const before = structuredClone(pod);
     const { object } = mutatePod(pod, [migration('data-web-0', 'CuttingOver')], NOW);
+    t.same(pod, before, 'the input is not modified');
     const operations = diff(pod, object);
     t.ok(operations.some((op) => op.path === '/metadata/annotations/pvshift.io~1gated-at'));
     t.same(jsonpatch.applyPatch(structuredClone(pod), operations).newDocument, object);
