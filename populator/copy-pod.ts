@@ -1,6 +1,7 @@
 // The copy pod of each pass, as a pure function of the migration and the world.
 // Children are named from the migration's UID, so a rerun finds its pod again.
-import type { V1Affinity, V1PersistentVolume, V1Pod, V1Toleration } from '@kubernetes/client-node';
+import type { V1Affinity, V1NodeSelectorTerm, V1PersistentVolume, V1Pod, V1Toleration } from '@kubernetes/client-node';
+import { BASELINE_CAPABILITIES, PRIVILEGED_CAPABILITIES } from '../src/pod-security.js';
 import { ANNOTATION_COPY_ATTEMPT, COMPONENT_COPY, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MIGRATION_UID, MANAGED_BY_VALUE, copyPodName, sourceHelperClaimName, stagingClaimName } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 import type { Pass, World } from './world.js';
@@ -31,19 +32,51 @@ export function pinnedNode(w: World, pass: Pass): string | undefined {
   return running?.spec?.nodeName;
 }
 
+/** How far before the migration was created a change counts as "since the pre-sync began" (clock skew between nodes and API server). */
+const CHANGED_SINCE_MARGIN_MS = 60_000;
+
+/**
+ * The final copy runs where the held pod can run: its nodeSelector, required node
+ * affinity and tolerations go on the copy pod, so a WaitForFirstConsumer target is
+ * provisioned on a node the application can use (the scheduler picks that node
+ * for the copy pod, and the volume follows it).
+ */
+function heldPodPlacement(w: World): { nodeSelector?: Record<string, string>; terms?: V1NodeSelectorTerm[]; tolerations?: V1Toleration[] } {
+  const held = w.consumers.find((p) => (p.spec?.schedulingGates ?? []).length > 0 && !p.metadata?.deletionTimestamp);
+  if (!held?.spec) return {};
+  const terms = held.spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms;
+  return {
+    ...(held.spec.nodeSelector && Object.keys(held.spec.nodeSelector).length ? { nodeSelector: held.spec.nodeSelector } : {}),
+    ...(terms?.length ? { terms } : {}),
+    ...(held.spec.tolerations?.length ? { tolerations: held.spec.tolerations } : {}),
+  };
+}
+
 export function buildCopyPod(w: World, pass: Pass): V1Pod {
   const m: VolumeMigration = w.migration;
   const uid = m.metadata.uid ?? '';
   const settings = w.settings;
   const node = pinnedNode(w, pass);
   const sourceClaim = pass === 'final' ? sourceHelperClaimName(uid) : m.spec.claimName;
-  const affinity: V1Affinity | undefined = node
-    ? { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] }] } } }
-    : undefined;
+  const held = pass === 'final' ? heldPodPlacement(w) : {};
+  const pin: V1NodeSelectorTerm[] | undefined = node ? [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] }] : held.terms;
+  const affinity: V1Affinity | undefined = pin ? { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: pin } } } : undefined;
+  const nodeSelector = { ...held.nodeSelector, ...settings.copyNodeSelector };
+  const tolerations = [...(settings.copyTolerations as V1Toleration[]), ...(held.tolerations ?? [])];
+  // What the namespace's Pod Security level admits, read from its labels now (never from status).
+  const privileged = w.fidelity.ok && w.fidelity.fidelity.privileged;
   const verify = pass === 'final' ? (m.spec.verify ?? 'metadata') : 'none';
   const runnerArgs = ['--mode=runner', `--source=${SOURCE_MOUNT}`, `--target=${TARGET_MOUNT}`, `--verify=${verify}`, '--progress-interval=2'];
-  // The final pass mirrors: whatever the application deleted since pre-sync goes too.
-  if (pass === 'final') runnerArgs.push('--delete');
+  if (pass === 'final') {
+    // The final pass mirrors: whatever the application deleted since pre-sync goes too.
+    runnerArgs.push('--delete');
+    // And compares the contents of everything changed since the migration began
+    // (ctime, which no one can set back): size and mtime alone can lie.
+    const created = Date.parse(String(m.metadata.creationTimestamp ?? ''));
+    if (!Number.isNaN(created)) runnerArgs.push(`--changed-since=${new Date(created - CHANGED_SINCE_MARGIN_MS).toISOString()}`);
+  }
+  // A live source changes under a pre-sync: files that vanish are the final pass's business.
+  if (pass === 'presync') runnerArgs.push('--allow-vanished');
   if (settings.copyBandwidthLimitKiBps > 0) runnerArgs.push(`--bwlimit=${settings.copyBandwidthLimitKiBps}`);
   const measure = pass === 'measure';
   return {
@@ -61,12 +94,13 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
       automountServiceAccountToken: false,
       enableServiceLinks: false,
       terminationGracePeriodSeconds: 30,
-      ...(Object.keys(settings.copyNodeSelector).length ? { nodeSelector: settings.copyNodeSelector } : {}),
-      ...(settings.copyTolerations.length ? { tolerations: settings.copyTolerations as V1Toleration[] } : {}),
+      ...(Object.keys(nodeSelector).length ? { nodeSelector } : {}),
+      ...(tolerations.length ? { tolerations } : {}),
       ...(settings.copyPriorityClassName ? { priorityClassName: settings.copyPriorityClassName } : {}),
       ...(affinity ? { affinity } : {}),
-      // Root, so that every owner and mode can be written as it was.
-      securityContext: { runAsUser: 0, runAsGroup: 0 },
+      // Root, so that every owner and mode can be written as it was; the runtime's
+      // default seccomp profile always (Pod Security baseline and up require it not be Unconfined).
+      securityContext: { runAsUser: 0, runAsGroup: 0, seccompProfile: { type: 'RuntimeDefault' } },
       containers: [
         {
           name: 'copy',
@@ -76,7 +110,10 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
             : { args: runnerArgs }),
           ...(settings.copyResources ? { resources: settings.copyResources } : {}),
           terminationMessagePolicy: 'FallbackToLogsOnError',
-          securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'], add: ['CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'MKNOD', 'SETFCAP', 'SYS_ADMIN'] } },
+          securityContext: {
+            allowPrivilegeEscalation: false,
+            capabilities: { drop: ['ALL'], add: [...BASELINE_CAPABILITIES, ...(privileged ? PRIVILEGED_CAPABILITIES : [])] },
+          },
           volumeMounts: [
             { name: 'source', mountPath: SOURCE_MOUNT, readOnly: true },
             ...(measure ? [] : [{ name: 'target', mountPath: TARGET_MOUNT }]),

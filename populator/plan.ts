@@ -11,19 +11,22 @@ import {
   ANNOTATION_COPY_ATTEMPT,
   ANNOTATION_GATED_AT,
   ANNOTATION_MIGRATION,
+  ANNOTATION_MIGRATION_UID,
   ANNOTATION_ORIGINAL_RECLAIM_POLICY,
   ANNOTATION_TARGET_CLASS,
   ANNOTATION_TARGET_SIZE,
   API_GROUP,
   FINALIZER,
+  LABEL_MIGRATION_UID,
   MIGRATION_KIND,
   SCHEDULING_GATE,
   sourceHelperClaimName,
   stagingClaimName,
 } from '../src/names.js';
 import { formatBytes, parseQuantity } from '../src/quantity.js';
-import { isTerminal, phaseOf, type ClaimSnapshot, type CopyResult, type Phase, type VolumeMigration, type VolumeMigrationStatus } from '../src/volume-migration.js';
+import { isTerminal, phaseOf, type ClaimSnapshot, type CopyResult, type KeptVolume, type Phase, type VolumeMigration, type VolumeMigrationStatus } from '../src/volume-migration.js';
 import { classifyRunnerExit } from '../runner/exit-codes.js';
+import { placementConflict } from './placement.js';
 import type { Pass, RunnerProgress, RunnerSummary, World } from './world.js';
 
 export type ClaimRole = 'staging' | 'helper' | 'replacement' | 'restored';
@@ -39,15 +42,18 @@ export type Step =
   | { kind: 'removeFinalizer' }
   | { kind: 'setPhase'; phase: Phase; status: VolumeMigrationStatus; event: EventNote }
   | { kind: 'patchStatus'; status: VolumeMigrationStatus; event?: EventNote }
-  | { kind: 'retainVolume'; volumeName: string; originalPolicy: string; migrationKey: string; event?: EventNote }
-  | { kind: 'restoreVolumePolicy'; volumeName: string; policy: string }
-  | { kind: 'setVolumePolicy'; volumeName: string; policy: string; event: EventNote }
-  | { kind: 'annotateVolume'; volumeName: string; annotations: Record<string, string | null> }
+  // Every PV write carries the resourceVersion the plan saw: a PV changed since is a conflict, never a blind overwrite.
+  | { kind: 'retainVolume'; volumeName: string; resourceVersion: string; originalPolicy: string; migrationKey: string; migrationUid: string; event?: EventNote }
+  | { kind: 'restoreVolumePolicy'; volumeName: string; resourceVersion: string; policy: string }
+  | { kind: 'setVolumePolicy'; volumeName: string; resourceVersion: string; policy: string; event: EventNote }
+  | { kind: 'annotateVolume'; volumeName: string; resourceVersion: string; annotations: Record<string, string | null> }
   | { kind: 'labelNamespace'; active: boolean }
   | { kind: 'createClaim'; role: ClaimRole; claim: V1PersistentVolumeClaim; event?: EventNote }
   | { kind: 'deleteClaim'; name: string; uid: string; why: string; event?: EventNote }
+  /** Drops the ownerReference of a claim pvshift made, so deleting the migration cannot collect what it holds. */
+  | { kind: 'disownClaim'; name: string; uid: string; resourceVersion: string }
   | { kind: 'createCopyPod'; pass: Pass; event?: EventNote }
-  | { kind: 'deleteCopyPod'; pass: Pass; name: string }
+  | { kind: 'deleteCopyPod'; pass: Pass; name: string; event?: EventNote }
   | { kind: 'rebindVolume'; volumeName: string; resourceVersion: string; claimRef: V1ObjectReference; event?: EventNote }
   | { kind: 'evictPods'; pods: string[]; event: EventNote }
   | { kind: 'liftGates'; pods: string[]; event?: EventNote }
@@ -56,6 +62,7 @@ export type Step =
 
 const WAIT_SHORT = 1000;
 const WAIT_COPY = 2000;
+const WAIT_HELD = 30_000;
 
 // --- small readers -----------------------------------------------------------
 
@@ -109,6 +116,53 @@ function copyOf(status: VolumeMigrationStatus | undefined, pass: Pass): CopyResu
 
 function attemptsOf(status: VolumeMigrationStatus | undefined, pass: Pass): number {
   return status?.attempts?.[pass] ?? 0;
+}
+
+function nameOf(o: { metadata?: { name?: string } } | undefined): string {
+  return o?.metadata?.name ?? '';
+}
+
+function rvOf(o: { metadata?: { resourceVersion?: string } } | undefined): string {
+  return o?.metadata?.resourceVersion ?? '';
+}
+
+/** Invariant 6: a volume is this migration's when pvshift stamped it with the migration's UID and it is claimed in its namespace. */
+export function isStampedBy(pv: V1PersistentVolume | undefined, m: VolumeMigration): boolean {
+  return !!pv && !!uidOf(m) && pv.metadata?.annotations?.[ANNOTATION_MIGRATION_UID] === uidOf(m) && pv.spec?.claimRef?.namespace === m.metadata.namespace;
+}
+
+/** The user's claim and its volume point at each other (name, namespace and uid): the one volume a migration may take. */
+function isBoundTo(pv: V1PersistentVolume | undefined, claim: V1PersistentVolumeClaim | undefined): boolean {
+  const ref = pv?.spec?.claimRef;
+  return !!pv && !!claim && ref?.namespace === claim.metadata?.namespace && ref?.name === claim.metadata?.name && !!ref?.uid && ref.uid === claim.metadata?.uid && claim.spec?.volumeName === pv.metadata?.name;
+}
+
+/** A claim of pvshift's own for this migration: labelled with its UID (the name alone could be taken first by anyone). */
+function isMadeBy(claim: V1PersistentVolumeClaim | undefined, m: VolumeMigration): boolean {
+  return !!claim && claim.metadata?.labels?.[LABEL_MIGRATION_UID] === uidOf(m);
+}
+
+/** Whether the migration's status names volumes it cannot prove are its own: status is a record, never an authority. */
+function provenanceProblem(w: World): string | undefined {
+  const m = w.migration;
+  const status = m.status ?? {};
+  const ns = m.metadata.namespace;
+  const source = w.sourceVolume;
+  if (status.sourceVolumeName && source && !isStampedBy(source, m)) {
+    return `volume ${nameOf(source)} (named in status.sourceVolumeName) does not carry this migration's ${ANNOTATION_MIGRATION_UID} or is claimed outside namespace ${ns}`;
+  }
+  for (const claim of [w.stagingClaim, w.helperClaim]) {
+    if (claim && !isMadeBy(claim, m)) return `claim ${ns}/${nameOf(claim)} has the name of one of this migration's claims but was not made by it (no ${LABEL_MIGRATION_UID}=${uidOf(m)})`;
+  }
+  const target = w.stagingVolume;
+  if (target) {
+    const ref = target.spec?.claimRef;
+    // Claimed in our namespace by our staging claim (its name carries our UID; the claim itself may be gone) or by our replacement.
+    const claimedByOurs =
+      ref?.namespace === ns && (ref.name === stagingClaimName(uidOf(m)) || (!!ref.uid && belongsToMigration(w.claim, m) && ref.uid === w.claim?.metadata?.uid));
+    if (!claimedByOurs && !isStampedBy(target, m)) return `volume ${nameOf(target)} (the target) is neither bound to this migration's claims in namespace ${ns} nor stamped with its UID`;
+  }
+  return undefined;
 }
 
 function belongsToMigration(claim: V1PersistentVolumeClaim | undefined, m: VolumeMigration): boolean {
@@ -235,12 +289,28 @@ function fail(reason: string, message: string): Step {
   return { kind: 'setPhase', phase: 'Failed', status: { message }, event: { type: 'Warning', reason, message } };
 }
 
+/** Phases in which nothing of the user's has changed but the source's reclaim policy. */
+const BEFORE_CUTOVER: ReadonlySet<Phase> = new Set(['Pending', 'PreSyncing', 'WaitingForCutover']);
+
 export function plan(w: World): Step {
   const m = w.migration;
   const phase = phaseOf(m);
   const deleting = !!m.metadata.deletionTimestamp;
+  // A namespace being deleted takes every claim and pod with it, and refuses new
+  // ones: create nothing, let the migration go. Retained volumes stay Retain.
+  if (w.namespaceTerminating) return hasFinalizer(m) ? { kind: 'removeFinalizer' } : { kind: 'done' };
   if (!deleting && !hasFinalizer(m) && !isTerminal(phase)) return { kind: 'addFinalizer' };
   if (isTerminal(phase)) return planTerminal(w, phase);
+  const problem = provenanceProblem(w);
+  if (problem) {
+    const message = `${problem}; pvshift changes nothing it cannot prove is this migration's`;
+    if (BEFORE_CUTOVER.has(phase)) return fail('VolumeNotOwned', message);
+    if (phase === 'Held') return { kind: 'wait', reason: 'VolumeNotOwned', message, afterMs: WAIT_HELD };
+    return hold(w, 'VolumeNotOwned', message);
+  }
+  // The webhooks select namespaces by this label; a tool that strips it would
+  // let claims and pods through unrewritten and ungated. Put it back at once.
+  if (phase !== 'Pending' && !w.namespaceLabelled) return { kind: 'labelNamespace', active: true };
   const abort = !!m.spec.abort || deleting;
   switch (phase) {
     case 'Pending':
@@ -254,9 +324,11 @@ export function plan(w: World): Step {
     case 'Populating':
       return planPopulate(w, abort);
     case 'Binding':
-      return planBinding(w);
+      return planBinding(w, abort);
     case 'RollingBack':
       return planRollback(w);
+    case 'Held':
+      return planHeld(w);
   }
   return { kind: 'done' };
 }
@@ -282,6 +354,12 @@ export function validate(w: World): { reason: string; message: string } | undefi
     return { reason: 'ClaimNotBound', message: `claim ${ns}/${m.spec.claimName} is ${claim.status?.phase ?? 'Pending'}, not Bound: there is no volume to copy from` };
   }
   if (!w.sourceVolume) return { reason: 'VolumeNotFound', message: `claim ${ns}/${m.spec.claimName} is bound to ${claim.spec.volumeName}, which does not exist` };
+  if (!isBoundTo(w.sourceVolume, claim)) {
+    return { reason: 'VolumeNotOwned', message: `volume ${claim.spec.volumeName} is not bound to claim ${ns}/${m.spec.claimName} (its claimRef names another claim): pvshift takes only the volume the claim and the volume agree on` };
+  }
+  const retainedBy = w.sourceVolume.metadata?.annotations?.[ANNOTATION_MIGRATION_UID];
+  const holder = retainedBy && retainedBy !== uidOf(m) ? w.siblings.find((s) => s.metadata.uid === retainedBy && !isTerminal(phaseOf(s))) : undefined;
+  if (holder) return { reason: 'DuplicateMigration', message: `volume ${claim.spec.volumeName} is held by VolumeMigration ${holder.metadata.name}, which has not finished` };
   if ((claim.spec.volumeMode ?? 'Filesystem') === 'Block') {
     return { reason: 'BlockVolumeUnsupported', message: `claim ${ns}/${m.spec.claimName} has volumeMode Block; pvshift copies files and supports Filesystem volumes only` };
   }
@@ -295,6 +373,10 @@ export function validate(w: World): { reason: string; message: string } | undefi
   }
   const target = parseQuantity(m.spec.targetSize ?? requestOf(claim.spec));
   if (target === undefined || target <= 0) return { reason: 'InvalidSize', message: `target size ${m.spec.targetSize} is not a valid quantity` };
+  if (m.spec.sourceRetention === 'DeleteAfterVerify' && m.spec.verify !== 'checksum') {
+    return { reason: 'InvalidRetention', message: 'sourceRetention: DeleteAfterVerify deletes the old volume, so it requires verify: checksum' };
+  }
+  if (!w.fidelity.ok) return { reason: w.fidelity.reason, message: w.fidelity.message };
   return undefined;
 }
 
@@ -329,11 +411,17 @@ function planPending(w: World, abort: boolean): Step {
   if (policy !== 'Retain') {
     return {
       kind: 'retainVolume',
-      volumeName: source.metadata!.name!,
+      volumeName: nameOf(source),
+      resourceVersion: rvOf(source),
       originalPolicy: policy,
       migrationKey: migrationKey(m),
+      migrationUid: uidOf(m),
       event: { type: 'Normal', reason: 'SourceRetained', message: `set reclaim policy of ${source.metadata?.name} to Retain (was ${policy})` },
     };
+  }
+  // Retain already (by the user, or by an earlier migration of the claim): stamp it as this migration's.
+  if (source.metadata?.annotations?.[ANNOTATION_MIGRATION_UID] !== uidOf(m)) {
+    return { kind: 'retainVolume', volumeName: nameOf(source), resourceVersion: rvOf(source), originalPolicy: policy, migrationKey: migrationKey(m), migrationUid: uidOf(m) };
   }
   if (!status.originalClaim) {
     return {
@@ -343,6 +431,7 @@ function planPending(w: World, abort: boolean): Step {
         sourceVolumeName: source.metadata?.name,
         sourceStorageClassName: source.spec?.storageClassName,
         startTime: w.now.toISOString(),
+        ...(w.fidelity.ok ? { copyFidelity: w.fidelity.fidelity } : {}),
       },
     };
   }
@@ -359,7 +448,11 @@ function planPending(w: World, abort: boolean): Step {
     kind: 'setPhase',
     phase: next,
     status: { message: next === 'PreSyncing' ? 'copying while the application runs' : 'waiting for the consumer pod to be recreated' },
-    event: { type: 'Normal', reason: 'Validated', message: `migration of ${m.spec.claimName} to ${m.spec.targetStorageClassName} validated; source ${source.metadata?.name} retained` },
+    event: {
+      type: 'Normal',
+      reason: 'Validated',
+      message: `migration of ${m.spec.claimName} to ${m.spec.targetStorageClassName} validated; source ${source.metadata?.name} retained${w.fidelity.ok && w.fidelity.fidelity.dropped.length ? `; ${w.fidelity.note}` : ''}`,
+    },
   };
 }
 
@@ -368,7 +461,23 @@ function planPreSync(w: World, abort: boolean): Step {
   const snapshot = m.status?.originalClaim;
   if (abort) return { kind: 'setPhase', phase: 'Aborted', status: { message: 'aborted before cutover; cleaning up' }, event: { type: 'Normal', reason: 'Aborted', message: 'migration aborted during pre-sync' } };
   if (!snapshot) return fail('SnapshotMissing', 'the status lost the snapshot of the original claim');
+  const gone = claimDeletedBeforeCutover(w);
+  if (gone) return gone;
+  const { gated, scheduled } = consumersOf(w);
+  if (gated.length > 0 && scheduled.length === 0 && w.stagingClaim) {
+    // The application is being recreated and waits behind its gate: it must not
+    // wait for the rest of a pre-sync, and an RWO source must not stay mounted by
+    // a copy pod. Stop the pre-sync; the final copy goes on from where it got to.
+    const running = w.copyPods.presync;
+    if (running && !isFinished(running)) return { kind: 'deleteCopyPod', pass: 'presync', name: nameOf(running) };
+    return startCutover(w, gated, 'the pre-sync was cut short: the final copy continues from where it got to');
+  }
   if (!w.stagingClaim) return { kind: 'createClaim', role: 'staging', claim: stagingClaim(m, snapshot) };
+  const running = w.copyPods.presync;
+  if (w.yieldCopySlot && running && !isFinished(running)) {
+    // A final copy (an application held by its gate) needs the slot; a pre-sync resumes later.
+    return { kind: 'deleteCopyPod', pass: 'presync', name: nameOf(running), event: { type: 'Normal', reason: 'PreSyncYielded', message: 'pre-sync paused: its copy slot went to a final copy; it resumes when a slot is free' } };
+  }
   const result = copyOf(m.status, 'presync');
   if (!result) return planCopy(w, 'presync');
   if (isShrinking(w)) {
@@ -391,11 +500,19 @@ function planPreSync(w: World, abort: boolean): Step {
 function planCopy(w: World, pass: Pass): Step {
   const m = w.migration;
   const pod = w.copyPods[pass];
+  if (!pod && w.copyPodRefused?.pass === pass) {
+    // Admission said no (Pod Security, a policy): asking again gets the same answer.
+    const message = `the ${pass} copy pod was refused by admission: ${w.copyPodRefused.message}`;
+    if (pass === 'final') return rollBack('CopyPodRefused', message);
+    return fail('CopyPodRefused', message);
+  }
   if (!pod) {
     if (!w.copySlotFree) return { kind: 'wait', reason: 'WaitingForCopySlot', message: 'waiting for a free copy slot (max concurrent copies reached)', afterMs: WAIT_COPY };
     return { kind: 'createCopyPod', pass, event: { type: 'Normal', reason: pass === 'final' ? 'FinalSyncStarted' : pass === 'presync' ? 'PreSyncStarted' : 'MeasureStarted', message: `started ${pass} copy pod` } };
   }
   if (!isFinished(pod)) {
+    const stalled = stalledSeconds(w, pod);
+    if (stalled > w.settings.copyStallSeconds) return copyFailed(w, pod, pass, true, `${pass} copy made no progress for ${Math.round(stalled)} s (--copy-stall-timeout ${w.settings.copyStallSeconds} s)`);
     return { kind: 'wait', reason: 'Copying', message: `${pass} copy running`, afterMs: WAIT_COPY, ...(w.progress ? { progress: w.progress } : {}) };
   }
   const terminated = pod.status?.containerStatuses?.[0]?.state?.terminated;
@@ -432,24 +549,34 @@ function planCopy(w: World, pass: Pass): Step {
       ...(summary.dropped?.length ? { event: { type: 'Warning' as const, reason: 'FeaturesDropped', message: `the target cannot hold ${summary.dropped.join(', ')}: dropped` } } : {}),
     };
   }
-  // Failed: transient codes (and a pod killed from outside) are retried a few times.
+  const transient = classifyRunnerExit(exitCode) === 'transient';
+  return copyFailed(w, pod, pass, transient, `${pass} copy failed (exit ${exitCode}): ${summaryMessage(w.summary, terminated?.message)}`);
+}
+
+/** Seconds since the running copy last moved (or started, before its first progress). */
+function stalledSeconds(w: World, pod: V1Pod): number {
+  const started = Date.parse(String(pod.status?.startTime ?? pod.metadata?.creationTimestamp ?? ''));
+  const advanced = Date.parse(w.migration.status?.progress?.advancedAt ?? '');
+  const since = Math.max(Number.isNaN(started) ? -Infinity : started, Number.isNaN(advanced) ? -Infinity : advanced);
+  return Number.isFinite(since) ? (w.now.getTime() - since) / 1000 : 0;
+}
+
+/** A failed (or stalled) copy: transient failures are retried a few times, then the pass fails for good. */
+function copyFailed(w: World, pod: V1Pod, pass: Pass, transient: boolean, message: string): Step {
+  const m = w.migration;
   // This pod's failure is number (failures recorded when it started) + 1, however
   // often the failed pod is seen again: counting from the status alone would add
   // one per reconcile and spend the whole budget on a single failure.
   const startedAfter = Number(pod.metadata?.annotations?.[ANNOTATION_COPY_ATTEMPT]);
   const attempts = (Number.isInteger(startedAfter) && startedAfter >= 0 ? startedAfter : attemptsOf(m.status, pass)) + 1;
-  const transient = classifyRunnerExit(exitCode) === 'transient';
-  const message = `${pass} copy failed (exit ${exitCode}): ${summaryMessage(w.summary, terminated?.message)}`;
   if (transient && attempts < w.settings.copyAttempts) {
     const recorded = m.status?.attempts ?? {};
     if ((recorded[pass] ?? 0) < attempts) {
       return { kind: 'patchStatus', status: { attempts: { ...recorded, [pass]: attempts } }, event: { type: 'Warning', reason: 'CopyRetrying', message: `${message}; retrying (attempt ${attempts + 1} of ${w.settings.copyAttempts})` } };
     }
-    return { kind: 'deleteCopyPod', pass, name: pod.metadata!.name! };
+    return { kind: 'deleteCopyPod', pass, name: nameOf(pod) };
   }
-  if (pass === 'final') {
-    return { kind: 'setPhase', phase: 'RollingBack', status: { message }, event: { type: 'Warning', reason: 'CopyFailed', message: `${message}; rolling back to the original volume` } };
-  }
+  if (pass === 'final') return rollBack('CopyFailed', message);
   return fail('CopyFailed', message);
 }
 
@@ -470,6 +597,8 @@ function consumersOf(w: World): { gated: V1Pod[]; scheduled: V1Pod[] } {
 function planWaiting(w: World, abort: boolean): Step {
   const m = w.migration;
   if (abort) return { kind: 'setPhase', phase: 'Aborted', status: { message: 'aborted before cutover; cleaning up' }, event: { type: 'Normal', reason: 'Aborted', message: 'migration aborted before cutover' } };
+  const gone = claimDeletedBeforeCutover(w);
+  if (gone) return gone;
   const { gated, scheduled } = consumersOf(w);
   if (m.spec.cutover === 'Evict') {
     const toEvict = scheduled.filter((p) => !p.metadata?.deletionTimestamp && !isFinished(p));
@@ -477,18 +606,44 @@ function planWaiting(w: World, abort: boolean): Step {
       return { kind: 'evictPods', pods: toEvict.map((p) => p.metadata!.name!), event: { type: 'Normal', reason: 'Evicting', message: `evicting ${toEvict.map((p) => p.metadata?.name).join(', ')} for cutover` } };
     }
   }
-  if (gated.length > 0 && scheduled.length === 0) {
-    const stamps = gated.map((p) => p.metadata?.annotations?.[ANNOTATION_GATED_AT]).filter((s): s is string => !!s && !Number.isNaN(Date.parse(s)));
-    const gatedAt = stamps.sort()[0] ?? w.now.toISOString();
-    return {
-      kind: 'setPhase',
-      phase: 'CuttingOver',
-      status: { cutoverStartTime: w.now.toISOString(), gatedAt, message: 'cutover: replacing the claim' },
-      event: { type: 'Normal', reason: 'CutoverStarted', message: `pod ${gated.map((p) => p.metadata?.name).join(', ')} is held until the data is in place` },
-    };
-  }
+  if (gated.length > 0 && scheduled.length === 0) return startCutover(w, gated);
   const why = scheduled.length ? `waiting for ${scheduled.map((p) => p.metadata?.name).join(', ')} to go (recreate or evict it to cut over)` : 'waiting for a new pod of the claim';
   return { kind: 'wait', reason: 'WaitingForCutover', message: why, afterMs: 5000 };
+}
+
+function startCutover(w: World, gated: V1Pod[], note?: string): Step {
+  const stamps = gated.map((p) => p.metadata?.annotations?.[ANNOTATION_GATED_AT]).filter((s): s is string => !!s && !Number.isNaN(Date.parse(s)));
+  const gatedAt = stamps.sort()[0] ?? w.now.toISOString();
+  const held = `pod ${gated.map((p) => p.metadata?.name).join(', ')} is held until the data is in place`;
+  return {
+    kind: 'setPhase',
+    phase: 'CuttingOver',
+    status: { cutoverStartTime: w.now.toISOString(), gatedAt, message: 'cutover: replacing the claim' },
+    event: { type: 'Normal', reason: 'CutoverStarted', message: note ? `${held}; ${note}` : held },
+  };
+}
+
+/**
+ * Before cutover the user's claim is theirs: deleted (or being deleted) with no
+ * pod coming back for it, the migration has nothing left to do. It ends, cleans
+ * up what it made, and keeps the old volume (Retain): the user may still want it.
+ */
+function claimDeletedBeforeCutover(w: World): Step | undefined {
+  const m = w.migration;
+  const original = w.claim && w.claim.metadata?.uid === snapshotUid(m.status) ? w.claim : undefined;
+  const gone = !original || !!original.metadata?.deletionTimestamp;
+  const { gated, scheduled } = consumersOf(w);
+  if (!gone || gated.length > 0 || scheduled.length > 0) return undefined;
+  const source = m.status?.sourceVolumeName ?? '(unknown)';
+  return {
+    kind: 'setPhase',
+    phase: 'Failed',
+    status: {
+      message: `claim ${m.spec.claimName} was deleted before cutover; the migration ends and its old volume ${source} is kept (reclaim policy Retain)`,
+      keptVolumes: keptVolumesOf(w),
+    },
+    event: { type: 'Warning', reason: 'ClaimDeleted', message: `claim ${m.spec.claimName} was deleted before cutover; old volume ${source} kept (Retain)` },
+  };
 }
 
 function planCutover(w: World, abort: boolean): Step {
@@ -499,7 +654,7 @@ function planCutover(w: World, abort: boolean): Step {
   if (abort) return { kind: 'setPhase', phase: 'RollingBack', status: { message: 'aborted during cutover: restoring the original claim' }, event: { type: 'Normal', reason: 'RollingBack', message: 'abort requested during cutover; restoring the original claim on its volume' } };
   if (!snapshot || !source) return { kind: 'setPhase', phase: 'RollingBack', status: { message: 'the source volume or the claim snapshot is missing' }, event: { type: 'Warning', reason: 'SourceMissing', message: `source volume ${status.sourceVolumeName} or the claim snapshot is missing; rolling back` } };
   if (source.spec?.persistentVolumeReclaimPolicy !== 'Retain') {
-    return { kind: 'retainVolume', volumeName: source.metadata!.name!, originalPolicy: source.spec?.persistentVolumeReclaimPolicy ?? 'Delete', migrationKey: migrationKey(m) };
+    return { kind: 'retainVolume', volumeName: nameOf(source), resourceVersion: rvOf(source), originalPolicy: source.spec?.persistentVolumeReclaimPolicy ?? 'Delete', migrationKey: migrationKey(m), migrationUid: uidOf(m) };
   }
   const claim = w.claim;
   const originalUid = snapshotUid(status);
@@ -516,6 +671,17 @@ function planCutover(w: World, abort: boolean): Step {
     // Created under this name without the webhook's rewrite (say, before the
     // namespace was labelled). It is new and empty and its pod is gated: replace it.
     if (claim.metadata?.deletionTimestamp) return { kind: 'wait', reason: 'ClaimTerminating', message: 'waiting for an unrewritten claim to go', afterMs: WAIT_SHORT };
+    const users = consumersOf(w).scheduled;
+    if (users.length) {
+      // A pod got through ungated (the scope label stripped, the webhook bypassed) and
+      // uses it: pvshift never deletes a claim in use. Stop here and say why.
+      return {
+        kind: 'wait',
+        reason: 'ClaimInUse',
+        message: `claim ${claim.metadata?.name} was created without pvshift's rewrite and pod ${users.map(nameOf).join(', ')} already uses it (was the namespace label ${'pvshift.io/migration-active'} removed?); pvshift does not delete a claim in use: delete that pod to go on, or abort`,
+        afterMs: 5000,
+      };
+    }
     return { kind: 'deleteClaim', name: claim.metadata!.name!, uid: claim.metadata!.uid!, why: 'unrewritten', event: { type: 'Warning', reason: 'UnrewrittenClaimReplaced', message: `claim ${claim.metadata?.name} was created without pvshift's rewrite; replacing it` } };
   }
   const helperName = sourceHelperClaimName(uidOf(m));
@@ -530,7 +696,11 @@ function planCutover(w: World, abort: boolean): Step {
     };
   }
   if (!w.helperClaim) return { kind: 'createClaim', role: 'helper', claim: helperClaim(m, source) };
-  if (!w.stagingClaim) return { kind: 'createClaim', role: 'staging', claim: stagingClaim(m, snapshot) };
+  if (!w.stagingClaim) {
+    // The copy lands where the held pod can run: a WaitForFirstConsumer target is
+    // provisioned on the node of the final copy pod, which carries the pod's constraints.
+    return { kind: 'createClaim', role: 'staging', claim: stagingClaim(m, snapshot) };
+  }
   if (!claim) return { kind: 'createClaim', role: 'replacement', claim: replacementClaim(m, snapshot), event: { type: 'Normal', reason: 'ReplacementCreated', message: `created claim ${m.spec.claimName} on ${m.spec.targetStorageClassName}, to be populated from ${source.metadata?.name}` } };
   return { kind: 'setPhase', phase: 'Populating', status: { message: 'final copy from the retained source volume' }, event: { type: 'Normal', reason: 'Populating', message: 'final copy started' } };
 }
@@ -538,6 +708,7 @@ function planCutover(w: World, abort: boolean): Step {
 function planPopulate(w: World, abort: boolean): Step {
   const m = w.migration;
   if (abort) return { kind: 'setPhase', phase: 'RollingBack', status: { message: 'aborted during the final copy' }, event: { type: 'Normal', reason: 'RollingBack', message: 'abort requested during the final copy; restoring the original claim' } };
+  if (!w.stagingClaim) return rollBack('StagingClaimLost', `the staging claim ${stagingClaimName(uidOf(m))} was deleted during the final copy`);
   if (w.helperClaim?.status?.phase !== 'Bound') return { kind: 'wait', reason: 'SourceBinding', message: 'waiting for the retained source volume to bind to the helper claim', afterMs: WAIT_SHORT };
   const result = copyOf(m.status, 'final');
   if (!result) return planCopy(w, 'final');
@@ -550,11 +721,26 @@ function planPopulate(w: World, abort: boolean): Step {
   };
 }
 
-function planBinding(w: World): Step {
+function rollBack(reason: string, why: string): Step {
+  return { kind: 'setPhase', phase: 'RollingBack', status: { message: `${why}; rolling back to the original volume` }, event: { type: 'Warning', reason, message: `${why}; rolling back to the original volume` } };
+}
+
+function planBinding(w: World, abort: boolean): Step {
   const m = w.migration;
   const status = m.status ?? {};
   const replacement = w.claim;
   const staging = w.stagingVolume;
+  const boundToTarget = !!replacement && belongsToMigration(replacement, m) && replacement.status?.phase === 'Bound' && !!status.targetVolumeName && replacement.spec?.volumeName === status.targetVolumeName;
+  if (!boundToTarget) {
+    // Until the replacement is bound to the copy, the original is one rollback away.
+    if (abort) return rollBack('RollingBack', 'abort requested while binding');
+    const retained = staging?.spec?.persistentVolumeReclaimPolicy === 'Retain';
+    // Gone for good only when its claim says so too (Lost, or gone itself): a volume just
+    // provisioned may be in the claims cache before it is in the volumes cache.
+    const stagingLost = !w.stagingClaim || w.stagingClaim.status?.phase === 'Lost';
+    if (status.targetVolumeName && !staging && stagingLost) return rollBack('TargetMissing', `the target volume ${status.targetVolumeName} is gone`);
+    if (!w.stagingClaim && !retained) return rollBack('StagingClaimLost', `the staging claim ${stagingClaimName(uidOf(m))} was deleted before its volume was kept`);
+  }
   if (!replacement || !belongsToMigration(replacement, m)) {
     return { kind: 'wait', reason: 'ReplacementMissing', message: 'waiting for the replacement claim (the workload recreates it, or pvshift does)', afterMs: WAIT_SHORT };
   }
@@ -563,13 +749,17 @@ function planBinding(w: World): Step {
     if (!name) return { kind: 'wait', reason: 'TargetBinding', message: 'waiting for the target volume', afterMs: WAIT_SHORT };
     return { kind: 'patchStatus', status: { targetVolumeName: name } };
   }
+  if (staging && !boundToTarget) {
+    const unreachable = consumersOf(w).gated.map((p) => placementConflict(p, staging)).find((c) => c !== undefined);
+    if (unreachable) return rollBack('TargetUnreachable', unreachable);
+  }
   const target = staging ?? undefined;
   const bound = replacement.status?.phase === 'Bound' && replacement.spec?.volumeName === status.targetVolumeName;
   if (!bound) {
     if (!target) return { kind: 'wait', reason: 'TargetMissing', message: `waiting for volume ${status.targetVolumeName}`, afterMs: WAIT_SHORT };
     const policy = target.spec?.persistentVolumeReclaimPolicy ?? 'Delete';
     // Retain while the staging claim is let go: its deletion must not take the new data.
-    if (policy !== 'Retain') return { kind: 'retainVolume', volumeName: status.targetVolumeName, originalPolicy: policy, migrationKey: migrationKey(m) };
+    if (policy !== 'Retain') return { kind: 'retainVolume', volumeName: status.targetVolumeName, resourceVersion: rvOf(target), originalPolicy: policy, migrationKey: migrationKey(m), migrationUid: uidOf(m) };
     const ref = target.spec?.claimRef;
     if (ref?.uid !== replacement.metadata?.uid) {
       return {
@@ -585,13 +775,21 @@ function planBinding(w: World): Step {
   if (w.stagingClaim) return { kind: 'deleteClaim', name: w.stagingClaim.metadata!.name!, uid: w.stagingClaim.metadata!.uid!, why: 'staging' };
   if (w.helperClaim) return { kind: 'deleteClaim', name: w.helperClaim.metadata!.name!, uid: w.helperClaim.metadata!.uid!, why: 'helper' };
   const original = target?.metadata?.annotations?.[ANNOTATION_ORIGINAL_RECLAIM_POLICY];
-  if (target && original) return { kind: 'restoreVolumePolicy', volumeName: status.targetVolumeName, policy: w.targetClass?.reclaimPolicy ?? original };
+  if (target && (original || target.metadata?.annotations?.[ANNOTATION_MIGRATION_UID])) {
+    // The new volume is the user's from now on: its class's policy, none of pvshift's marks.
+    return { kind: 'restoreVolumePolicy', volumeName: status.targetVolumeName, resourceVersion: rvOf(target), policy: w.targetClass?.reclaimPolicy ?? original ?? target.spec?.persistentVolumeReclaimPolicy ?? 'Delete' };
+  }
   const source = w.sourceVolume;
   if (source && source.metadata?.annotations?.[ANNOTATION_MIGRATION] !== migrationKey(m)) {
-    return { kind: 'annotateVolume', volumeName: source.metadata!.name!, annotations: { [ANNOTATION_MIGRATION]: migrationKey(m) } };
+    return { kind: 'annotateVolume', volumeName: nameOf(source), resourceVersion: rvOf(source), annotations: { [ANNOTATION_MIGRATION]: migrationKey(m) } };
   }
-  const gated = consumersOf(w).gated;
-  if (gated.length) return { kind: 'liftGates', pods: gated.map((p) => p.metadata!.name!), event: { type: 'Normal', reason: 'GateLifted', message: `released ${gated.map((p) => p.metadata?.name).join(', ')}` } };
+  const gated = releasable(w, consumersOf(w).gated);
+  if (gated.length) {
+    // Never lift a gate onto a volume the pod cannot reach (node affinity): roll back instead.
+    const unreachable = target ? gated.map((p) => placementConflict(p, target)).find((c) => c !== undefined) : undefined;
+    if (unreachable) return rollBack('TargetUnreachable', unreachable);
+    return { kind: 'liftGates', pods: gated.map(nameOf), event: { type: 'Normal', reason: 'GateLifted', message: `released ${gated.map(nameOf).join(', ')}` } };
+  }
   const downtime = downtimeSeconds(w);
   return {
     kind: 'setPhase',
@@ -619,11 +817,19 @@ function planRollback(w: World): Step {
     if (pod) return { kind: 'deleteCopyPod', pass, name: pod.metadata!.name! };
   }
   const source = w.sourceVolume;
-  if (!snapshot || !sourceName || !source) return fail('RollbackImpossible', `cannot roll back: source volume ${sourceName ?? '(unknown)'} or the claim snapshot is gone`);
+  if (!snapshot || !sourceName || !source) {
+    // No way back, and no way on: the pods stay held and the claims rewritten (so
+    // nothing starts on an empty volume) and whatever copy there is, is kept.
+    return hold(w, 'RollbackImpossible', `cannot roll back: source volume ${sourceName ?? '(unknown)'} or the claim snapshot is gone`);
+  }
   const claim = w.claim;
   const isRestored = (c: V1PersistentVolumeClaim) => c.spec?.volumeName === sourceName && !belongsToMigration(c, m);
   if (claim && claim.metadata?.uid !== snapshotUid(status) && !isRestored(claim)) {
     if (claim.metadata?.deletionTimestamp) return { kind: 'wait', reason: 'ClaimTerminating', message: 'waiting for the replacement claim to go', afterMs: WAIT_SHORT };
+    const users = consumersOf(w).scheduled;
+    if (users.length) {
+      return { kind: 'wait', reason: 'ClaimInUse', message: `rollback waits: pod ${users.map(nameOf).join(', ')} uses claim ${nameOf(claim)}, and pvshift does not delete a claim in use; delete that pod to go on`, afterMs: 5000 };
+    }
     return { kind: 'deleteClaim', name: claim.metadata!.name!, uid: claim.metadata!.uid!, why: 'replacement' };
   }
   if (w.helperClaim) return { kind: 'deleteClaim', name: w.helperClaim.metadata!.name!, uid: w.helperClaim.metadata!.uid!, why: 'helper' };
@@ -640,8 +846,8 @@ function planRollback(w: World): Step {
   if (!claim) return { kind: 'createClaim', role: 'restored', claim: restoredClaim(m, snapshot, sourceName), event: { type: 'Normal', reason: 'OriginalRestored', message: `recreated claim ${m.spec.claimName} on its original volume ${sourceName}` } };
   if (claim.status?.phase !== 'Bound') return { kind: 'wait', reason: 'RestoreBinding', message: 'waiting for the restored claim to bind', afterMs: WAIT_SHORT };
   if (w.stagingClaim) return { kind: 'deleteClaim', name: w.stagingClaim.metadata!.name!, uid: w.stagingClaim.metadata!.uid!, why: 'staging' };
-  const gated = consumersOf(w).gated;
-  if (gated.length) return { kind: 'liftGates', pods: gated.map((p) => p.metadata!.name!), event: { type: 'Normal', reason: 'GateLifted', message: `released ${gated.map((p) => p.metadata?.name).join(', ')} on the original volume` } };
+  const gated = releasable(w, consumersOf(w).gated);
+  if (gated.length) return { kind: 'liftGates', pods: gated.map(nameOf), event: { type: 'Normal', reason: 'GateLifted', message: `released ${gated.map(nameOf).join(', ')} on the original volume` } };
   return { kind: 'setPhase', phase: 'RolledBack', status: { completionTime: w.now.toISOString() }, event: { type: 'Normal', reason: 'RolledBack', message: `claim ${m.spec.claimName} is back on its original volume ${sourceName}` } };
 }
 
@@ -651,31 +857,112 @@ function planTerminal(w: World, phase: Phase): Step {
   const status = m.status ?? {};
   for (const pass of ['final', 'presync', 'measure'] as const) {
     const pod = w.copyPods[pass];
-    if (pod) return { kind: 'deleteCopyPod', pass, name: pod.metadata!.name! };
+    if (pod) return { kind: 'deleteCopyPod', pass, name: nameOf(pod) };
   }
-  // A Failed after cutover (rollback impossible) may leave the staging volume as the only full copy: keep it.
+  // After cutover a Failed migration was Held: its copy may be the only one, and stays.
   const beforeCutover = phase === 'Aborted' || (phase === 'Failed' && !status.cutoverStartTime);
-  if (beforeCutover && w.stagingClaim) return { kind: 'deleteClaim', name: w.stagingClaim.metadata!.name!, uid: w.stagingClaim.metadata!.uid!, why: 'staging' };
+  if (beforeCutover && w.stagingClaim && isMadeBy(w.stagingClaim, m)) return { kind: 'deleteClaim', name: nameOf(w.stagingClaim), uid: w.stagingClaim.metadata?.uid ?? '', why: 'staging' };
   const source = w.sourceVolume;
   const original = source?.metadata?.annotations?.[ANNOTATION_ORIGINAL_RECLAIM_POLICY];
-  // Back on (or never off) the source: its reclaim policy is the user's again.
-  if (source && original && phase !== 'Succeeded' && source.spec?.claimRef?.name === m.spec.claimName) {
-    return { kind: 'restoreVolumePolicy', volumeName: source.metadata!.name!, policy: original };
+  // Back on (or never off) the source: its reclaim policy is the user's again. Only
+  // the migration that recorded the policy restores it, only while the user's claim
+  // is bound to it, and never while another migration of the claim is unfinished:
+  // that one may be between deleting the claim and rebinding the volume (Released).
+  const othersOfClaim = w.siblings.some((s) => s.metadata.uid !== m.metadata.uid && s.spec.claimName === m.spec.claimName && !isTerminal(phaseOf(s)));
+  if (source && original && phase !== 'Succeeded' && isStampedBy(source, m) && isBoundTo(source, w.claim) && !othersOfClaim) {
+    return { kind: 'restoreVolumePolicy', volumeName: nameOf(source), resourceVersion: rvOf(source), policy: original };
   }
-  const gated = w.consumers.filter((p) => isGated(p) && (p.metadata?.annotations?.[ANNOTATION_MIGRATION] ?? '').split(',').includes(m.metadata.name));
-  if (gated.length) return { kind: 'liftGates', pods: gated.map((p) => p.metadata!.name!), event: { type: 'Normal', reason: 'GateLifted', message: `released ${gated.map((p) => p.metadata?.name).join(', ')}` } };
+  const gated = releasable(
+    w,
+    w.consumers.filter((p) => isGated(p) && migrationsOfPod(p).includes(m.metadata.name)),
+  );
+  if (gated.length) return { kind: 'liftGates', pods: gated.map(nameOf), event: { type: 'Normal', reason: 'GateLifted', message: `released ${gated.map(nameOf).join(', ')}` } };
   if (
     phase === 'Succeeded' &&
     m.spec.sourceRetention === 'DeleteAfterVerify' &&
+    m.spec.verify === 'checksum' &&
     source &&
+    isStampedBy(source, m) &&
     source.status?.phase === 'Released' &&
     source.spec?.persistentVolumeReclaimPolicy !== 'Delete' &&
-    (status.copies ?? []).some((c) => c.pass === 'final' && c.verified !== 'none')
+    !othersOfClaim &&
+    (status.copies ?? []).some((c) => c.pass === 'final' && c.verified === 'checksum')
   ) {
-    return { kind: 'setVolumePolicy', volumeName: source.metadata!.name!, policy: 'Delete', event: { type: 'Normal', reason: 'SourceReleased', message: `copy verified; old volume ${source.metadata?.name} handed back to its provisioner for deletion (sourceRetention: DeleteAfterVerify)` } };
+    return { kind: 'setVolumePolicy', volumeName: nameOf(source), resourceVersion: rvOf(source), policy: 'Delete', event: { type: 'Normal', reason: 'SourceReleased', message: `copy verified; old volume ${source.metadata?.name} handed back to its provisioner for deletion (sourceRetention: DeleteAfterVerify)` } };
   }
   const othersActive = w.siblings.some((s) => s.metadata.name !== m.metadata.name && !isTerminal(phaseOf(s)));
   if (w.namespaceLabelled && !othersActive) return { kind: 'labelNamespace', active: false };
-  if (m.metadata.deletionTimestamp && hasFinalizer(m)) return { kind: 'removeFinalizer' };
+  // A finished migration needs no finalizer: nothing is left to clean up, and an
+  // uninstalled pvshift must not leave records (and namespaces) no one can delete.
+  if (hasFinalizer(m)) return { kind: 'removeFinalizer' };
   return { kind: 'done' };
+}
+
+function migrationsOfPod(pod: V1Pod): string[] {
+  return (pod.metadata?.annotations?.[ANNOTATION_MIGRATION] ?? '').split(',').filter(Boolean);
+}
+
+/**
+ * The gated pods this migration may release: one gate holds a pod for every
+ * migration of its claims, so it is lifted by the last of them to finish.
+ */
+function releasable(w: World, pods: V1Pod[]): V1Pod[] {
+  const m = w.migration;
+  return pods.filter((p) =>
+    migrationsOfPod(p).every((name) => name === m.metadata.name || !w.siblings.some((s) => s.metadata.name === name && !isTerminal(phaseOf(s)))),
+  );
+}
+
+/** What pvshift keeps for the user, and what they can do with it. */
+function keptVolumesOf(w: World): KeptVolume[] {
+  const m = w.migration;
+  const kept: KeptVolume[] = [];
+  const source = w.sourceVolume;
+  if (source && isStampedBy(source, m)) {
+    kept.push({
+      name: nameOf(source),
+      role: 'source',
+      message: `the original data, reclaim policy Retain; to use it again, point its claimRef at a claim (name and namespace, no uid) and create that claim with spec.volumeName: ${nameOf(source)}`,
+    });
+  }
+  const target = w.stagingVolume;
+  if (target && (isStampedBy(target, m) || target.spec?.claimRef?.uid === w.stagingClaim?.metadata?.uid)) {
+    const verified = (m.status?.copies ?? []).some((c) => c.pass === 'final');
+    kept.push({
+      name: nameOf(target),
+      role: 'copy',
+      message: `${verified ? 'the verified final copy' : 'a copy that may be incomplete'} on ${m.spec.targetStorageClassName}, reclaim policy Retain, owned by nothing${w.stagingClaim ? ` (claim ${nameOf(w.stagingClaim)})` : ''}`,
+    });
+  }
+  return kept;
+}
+
+function hold(w: World, reason: string, why: string): Step {
+  const message = `${why}; held: pods stay gated and new claims of the name stay rewritten, so nothing starts on an empty volume; see keptVolumes for the data, and delete this VolumeMigration to release the pods`;
+  return { kind: 'setPhase', phase: 'Held', status: { message, keptVolumes: keptVolumesOf(w) }, event: { type: 'Warning', reason, message } };
+}
+
+/**
+ * Held: after cutover, with no way back (the source is gone) and no way on. The
+ * copy is made safe (Retain, no ownerReference), the pods stay gated, and the
+ * user decides: deleting the migration releases the pods. spec.abort does not:
+ * it is usually what started the rollback that could not finish.
+ */
+function planHeld(w: World): Step {
+  const m = w.migration;
+  const kept = keptVolumesOf(w);
+  const target = w.stagingVolume;
+  if (target && target.spec?.persistentVolumeReclaimPolicy !== 'Retain') {
+    return { kind: 'retainVolume', volumeName: nameOf(target), resourceVersion: rvOf(target), originalPolicy: target.spec?.persistentVolumeReclaimPolicy ?? 'Delete', migrationKey: migrationKey(m), migrationUid: uidOf(m) };
+  }
+  const staging = w.stagingClaim;
+  if (staging && (staging.metadata?.ownerReferences ?? []).length > 0) {
+    return { kind: 'disownClaim', name: nameOf(staging), uid: staging.metadata?.uid ?? '', resourceVersion: rvOf(staging) };
+  }
+  if (m.metadata.deletionTimestamp) {
+    const message = `released from hold: pods are no longer gated; ${kept.length ? `the data is kept on ${kept.map((k) => k.name).join(', ')}` : 'no volume of this migration is left'}`;
+    return { kind: 'setPhase', phase: 'Failed', status: { message, keptVolumes: kept }, event: { type: 'Warning', reason: 'ReleasedFromHold', message } };
+  }
+  if (JSON.stringify(m.status?.keptVolumes ?? []) !== JSON.stringify(kept)) return { kind: 'patchStatus', status: { keptVolumes: kept } };
+  return { kind: 'wait', reason: 'Held', message: m.status?.message ?? 'held', afterMs: WAIT_HELD };
 }

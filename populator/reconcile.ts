@@ -7,6 +7,7 @@ import { ApiError, paths, type Informer, type Kube } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
 import {
   ANNOTATION_MIGRATION,
+  ANNOTATION_MIGRATION_UID,
   ANNOTATION_ORIGINAL_RECLAIM_POLICY,
   API_GROUP_VERSION,
   COMPONENT_COPY,
@@ -20,8 +21,10 @@ import {
   sourceHelperClaimName,
   stagingClaimName,
 } from '../src/names.js';
+import { copyFidelityFor } from '../src/pod-security.js';
 import type { Condition, Phase, VolumeMigration, VolumeMigrationStatus } from '../src/volume-migration.js';
 import { buildCopyPod, copyPodNameFor, pinnedNode } from './copy-pod.js';
+import { CopySlots, copyPassOf, copySlotPods, passAboutToStart, type CopyPodState } from './copy-slots.js';
 import type { EventRecorder } from './events.js';
 import type { ControllerMetrics } from './metrics.js';
 import { plan, progressText, type EventNote, type Step } from './plan.js';
@@ -47,10 +50,14 @@ const PASSES: Pass[] = ['presync', 'final', 'measure'];
 /** How long to leave a PodDisruptionBudget that refused an eviction before asking again. */
 const EVICTION_RETRY_MS = 5000;
 
+/** A copy pod pvshift made: its labels, and a controller owner whose uid its label and name carry (labels alone anyone can set). */
 export function isCopyPod(pod: V1Pod): boolean {
   const labels = pod.metadata?.labels ?? {};
-  return labels[LABEL_MANAGED_BY] === MANAGED_BY_VALUE && labels[LABEL_COMPONENT] === COMPONENT_COPY;
+  return labels[LABEL_MANAGED_BY] === MANAGED_BY_VALUE && labels[LABEL_COMPONENT] === COMPONENT_COPY && copyPassOf(pod) !== undefined;
 }
+
+/** How soon to try again when plan started a copy whose slot went to another migration meanwhile. */
+const COPY_SLOT_RETRY_MS = 2000;
 
 function mountsClaim(pod: V1Pod, claimName: string): boolean {
   return (pod.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === claimName);
@@ -74,6 +81,8 @@ export function lastRunnerLine<T>(text: string, type: 'progress' | 'summary'): T
 
 export class Reconciler {
   private readonly lastProgressAt = new Map<string, number>();
+  /** Copy pods admission refused, by migration key: the same pod would be refused again. */
+  private readonly refused = new Map<string, { pass: Pass; message: string }>();
 
   constructor(
     private readonly kube: Kube,
@@ -82,12 +91,15 @@ export class Reconciler {
     private readonly events: EventRecorder,
     private readonly metrics: ControllerMetrics,
     private readonly logger: Logger,
+    /** Shared by every worker of the process: the caps hold across them. */
+    private readonly slots: CopySlots = new CopySlots({ maxConcurrent: settings.maxConcurrentCopies, maxPerNode: settings.maxCopiesPerNode }),
   ) {}
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const migration = this.caches.migrations.get(key);
     if (!migration) {
       this.lastProgressAt.delete(key);
+      this.refused.delete(key);
       return { step: 'done' };
     }
     const world = await this.observe(migration);
@@ -130,6 +142,9 @@ export class Reconciler {
       copyPods,
       siblings: this.caches.migrations.list().filter((m) => m.metadata.namespace === ns),
       namespaceLabelled: namespace?.metadata?.labels?.[LABEL_NAMESPACE_ACTIVE] === 'true',
+      namespaceTerminating: !!namespace?.metadata?.deletionTimestamp || namespace?.status?.phase === 'Terminating',
+      fidelity: copyFidelityFor(ns, namespace?.metadata?.labels),
+      ...(this.refused.has(`${ns}/${migration.metadata.name}`) ? { copyPodRefused: this.refused.get(`${ns}/${migration.metadata.name}`)! } : {}),
       copySlotFree: true,
       yieldCopySlot: false,
       settings: this.settings,
@@ -141,16 +156,38 @@ export class Reconciler {
       world.summary = await this.readSummary(active);
     }
     if (!active) world.copySlotFree = this.hasCopySlot(world);
+    else world.yieldCopySlot = this.mustYieldCopySlot(active, world.now);
     return world;
   }
 
-  private hasCopySlot(world: World): boolean {
-    const running = this.caches.pods.list().filter((p) => isCopyPod(p) && !['Succeeded', 'Failed'].includes(p.status?.phase ?? ''));
-    if (running.length >= this.settings.maxConcurrentCopies) return false;
-    const pass = world.migration.status?.phase === 'Populating' ? 'final' : 'presync';
+  /**
+   * Asks for a slot for the copy this migration would start next, and takes it
+   * if one is free: check and reservation are one synchronous call, so two
+   * workers never both take the last slot. The controller releases what the
+   * step did not use; a created pod holds it until the informer shows the pod.
+   */
+  private hasCopySlot(world: World, pass: Pass | undefined = passAboutToStart(world)): boolean {
+    // No copy is next: nothing to reserve. Should plan start one after all, execute asks for it.
+    if (!pass) return true;
+    const m = world.migration;
     const node = pinnedNode(world, pass);
-    if (!node) return true;
-    return running.filter((p) => p.spec?.nodeName === node).length < this.settings.maxCopiesPerNode;
+    const request = {
+      key: `${m.metadata.namespace}/${copyPodNameFor(m.metadata.uid ?? '', pass)}`,
+      migration: `${m.metadata.namespace}/${m.metadata.name}`,
+      pass,
+      ...(node ? { node } : {}),
+    };
+    return this.slots.tryReserve(request, this.ownCopyPods(), world.now.getTime());
+  }
+
+  /** Whether this migration's running pre-sync must hand its slot to a final copy (or the cap was lowered). */
+  private mustYieldCopySlot(pod: V1Pod, now: Date): boolean {
+    if (copyPassOf(pod) !== 'presync' || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return false;
+    return this.slots.mustYield(`${pod.metadata?.namespace}/${pod.metadata?.name}`, this.ownCopyPods(), now.getTime());
+  }
+
+  private ownCopyPods(): CopyPodState[] {
+    return copySlotPods(this.caches.pods.list(), this.caches.migrations.list());
   }
 
   private async readProgress(pod: V1Pod): Promise<RunnerProgress | undefined> {
@@ -227,6 +264,10 @@ export class Reconciler {
           conditions: conditionsFor(m.status?.conditions ?? [], step.phase, step.event, world.now),
         };
         if (!status.message) status.message = step.event.message;
+        const fidelity = step.status.copyFidelity ?? m.status?.copyFidelity;
+        if (fidelity?.dropped.length) {
+          status.conditions = status.conditions!.map((c) => (c.type === 'Validated' && c.status === 'True' ? { ...c, message: `${c.message}; not copied at Pod Security level ${fidelity.level}: ${fidelity.dropped.join(', ')}` } : c));
+        }
         await this.patchStatus(m, status);
         await this.note(world, step.event);
         this.observeMetrics(m, step.phase, status);
@@ -239,30 +280,46 @@ export class Reconciler {
       }
       case 'retainVolume': {
         const pv = this.caches.volumes.get(step.volumeName);
-        const annotations: Record<string, string> = { [ANNOTATION_MIGRATION]: step.migrationKey };
+        const annotations: Record<string, string> = { [ANNOTATION_MIGRATION]: step.migrationKey, [ANNOTATION_MIGRATION_UID]: step.migrationUid };
         // Record the policy to restore only once: a second pass would record Retain.
         if (!pv?.metadata?.annotations?.[ANNOTATION_ORIGINAL_RECLAIM_POLICY]) annotations[ANNOTATION_ORIGINAL_RECLAIM_POLICY] = step.originalPolicy;
+        // resourceVersion in a merge patch is a precondition: a PV changed since the plan read it is a 409, not an overwrite.
         await this.kube.patch(
           paths.volumes(step.volumeName),
-          { metadata: { resourceVersion: pv?.metadata?.resourceVersion, annotations }, spec: { persistentVolumeReclaimPolicy: 'Retain' } },
+          { metadata: { resourceVersion: step.resourceVersion, annotations }, spec: { persistentVolumeReclaimPolicy: 'Retain' } },
           'merge',
         );
         await this.note(world, step.event);
         return;
       }
       case 'restoreVolumePolicy':
+        // The volume is the user's again: its policy, and none of pvshift's marks.
         await this.kube.patch(
           paths.volumes(step.volumeName),
-          { metadata: { annotations: { [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null } }, spec: { persistentVolumeReclaimPolicy: step.policy } },
+          {
+            metadata: { resourceVersion: step.resourceVersion, annotations: { [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null, [ANNOTATION_MIGRATION_UID]: null, [ANNOTATION_MIGRATION]: null } },
+            spec: { persistentVolumeReclaimPolicy: step.policy },
+          },
           'merge',
         );
         return;
       case 'setVolumePolicy':
-        await this.kube.patch(paths.volumes(step.volumeName), { spec: { persistentVolumeReclaimPolicy: step.policy } }, 'merge');
+        await this.kube.patch(paths.volumes(step.volumeName), { metadata: { resourceVersion: step.resourceVersion }, spec: { persistentVolumeReclaimPolicy: step.policy } }, 'merge');
         await this.note(world, step.event);
         return;
       case 'annotateVolume':
-        await this.kube.patch(paths.volumes(step.volumeName), { metadata: { annotations: step.annotations } }, 'merge');
+        await this.kube.patch(paths.volumes(step.volumeName), { metadata: { resourceVersion: step.resourceVersion, annotations: step.annotations } }, 'merge');
+        return;
+      case 'disownClaim':
+        await this.kube.patch(
+          paths.claims(ns, step.name),
+          [
+            { op: 'test', path: '/metadata/uid', value: step.uid },
+            { op: 'test', path: '/metadata/resourceVersion', value: step.resourceVersion },
+            { op: 'remove', path: '/metadata/ownerReferences' },
+          ],
+          'json',
+        );
         return;
       case 'labelNamespace':
         await this.kube.patch(paths.namespaces(ns), { metadata: { labels: { [LABEL_NAMESPACE_ACTIVE]: step.active ? 'true' : null } } }, 'merge');
@@ -273,15 +330,29 @@ export class Reconciler {
       case 'deleteClaim':
         if (await this.kube.delete(paths.claims(ns, step.name), { preconditions: { uid: step.uid } })) await this.note(world, step.event);
         return;
-      case 'createCopyPod':
-        if (await this.createIfAbsent(paths.pods(ns), buildCopyPod(world, step.pass))) {
+      case 'createCopyPod': {
+        const slot = `${ns}/${copyPodNameFor(m.metadata.uid ?? '', step.pass)}`;
+        // observe reserved a slot for the pass it expected; for any other, take one now or wait.
+        if (!this.slots.isReserved(slot) && !this.hasCopySlot(world, step.pass)) return COPY_SLOT_RETRY_MS;
+        let created: boolean;
+        try {
+          created = await this.createCopyPod(world, step.pass);
+        } catch (e: unknown) {
+          this.slots.release(slot);
+          throw e;
+        }
+        // Not created: it exists already (it holds the slot until the informer shows it), or admission refused it (nothing holds it).
+        if (created || this.refused.get(`${ns}/${m.metadata.name}`)?.pass !== step.pass) this.slots.created(slot, Date.now());
+        else this.slots.release(slot);
+        if (created) {
           // The progress shown is the new pass's from now on, not the last pass's end.
           await this.patchStatus(m, { progress: null, progressText: `starting the ${step.pass} copy` } as unknown as VolumeMigrationStatus);
           await this.note(world, step.event);
         }
         return;
+      }
       case 'deleteCopyPod':
-        await this.kube.delete(paths.pods(ns, step.name));
+        if (await this.kube.delete(paths.pods(ns, step.name))) await this.note(world, step.event);
         return;
       case 'rebindVolume':
         await this.kube.patch(
@@ -336,6 +407,21 @@ export class Reconciler {
     }
   }
 
+  /** Creates the pass's copy pod; a refusal by admission is remembered for plan (it would be refused again). */
+  private async createCopyPod(world: World, pass: Pass): Promise<boolean> {
+    const key = `${world.migration.metadata.namespace}/${world.migration.metadata.name}`;
+    try {
+      return await this.createIfAbsent(paths.pods(world.migration.metadata.namespace), buildCopyPod(world, pass));
+    } catch (e: unknown) {
+      // 403 on a create we have RBAC for is admission (Pod Security says "violates PodSecurity"); 422/400 a policy webhook.
+      if (e instanceof ApiError && e.code === 403 && /violates PodSecurity|admission webhook|denied the request/i.test(e.message)) {
+        this.refused.set(key, { pass, message: e.message });
+        return false;
+      }
+      throw e;
+    }
+  }
+
   private async createIfAbsent(path: string, body: unknown): Promise<boolean> {
     try {
       await this.kube.create(path, body);
@@ -355,6 +441,8 @@ export class Reconciler {
     const last = this.lastProgressAt.get(key) ?? 0;
     if (step.progress && world.now.getTime() - last >= PROGRESS_EVERY_MS) {
       const p = step.progress;
+      const before = m.status?.progress;
+      const moved = !before || before.bytesDone !== p.bytesDone || before.filesDone !== p.filesDone || !before.advancedAt;
       status.progress = {
         bytesDone: p.bytesDone,
         bytesTotal: p.bytesTotal,
@@ -363,6 +451,7 @@ export class Reconciler {
         bytesPerSecond: p.bytesPerSecond,
         ...(typeof p.etaSeconds === 'number' ? { etaSeconds: p.etaSeconds } : {}),
         updatedAt: world.now.toISOString(),
+        advancedAt: moved ? world.now.toISOString() : before.advancedAt!,
       };
       status.progressText = progressText(p);
     }

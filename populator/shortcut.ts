@@ -3,16 +3,52 @@
 // Pure: a claim and the migrations of its namespace in, what to do out.
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE, API_GROUP_VERSION, MIGRATION_KIND, PREFIX, migrationNameForClaim } from '../src/names.js';
-import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
+import { parseQuantity } from '../src/quantity.js';
+import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
 
 export const LABEL_CREATED_FROM = `${PREFIX}/created-from`;
+/**
+ * On a VolumeMigration pvshift aborted because the claim's annotation was
+ * removed: annotating the claim again then means "migrate after all", and the
+ * record makes way for a new migration even with the same target.
+ */
+export const ANNOTATION_ABORTED_BY = `${PREFIX}/aborted-by`;
+const ABORTED_BY_WITHDRAWAL = 'annotation-removed';
+/** The merge patch of the abort, marked as the shortcut's (one write: the mark and the abort land together). */
+export const ABORT_PATCH = { metadata: { annotations: { [ANNOTATION_ABORTED_BY]: ABORTED_BY_WITHDRAWAL } }, spec: { abort: true } } as const;
+
+/** The reason of the Event on a claim whose annotation pvshift cannot act on. */
+export const INVALID_ANNOTATION_REASON = 'InvalidMigrationAnnotation';
 
 export type ShortcutAction =
   | { kind: 'create'; migration: VolumeMigration }
   | { kind: 'abort'; name: string }
   /** A finished migration made from an earlier annotation stands in the name's way: delete it, then create. */
   | { kind: 'replace'; name: string }
+  /** The annotation cannot be acted on: say why on the claim (once per value), create nothing. */
+  | { kind: 'invalid'; reason: typeof INVALID_ANNOTATION_REASON; message: string }
   | { kind: 'none' };
+
+/** The annotations the shortcut reads, as one string: what "the same annotation value" means. */
+export function annotationSignature(claim: V1PersistentVolumeClaim): string {
+  const annotations = claim.metadata?.annotations ?? {};
+  return JSON.stringify([annotations[ANNOTATION_TARGET_CLASS] ?? null, annotations[ANNOTATION_TARGET_SIZE] ?? null]);
+}
+
+/** Why a target size annotation cannot be used, or undefined if it can (the API server's quantity grammar is checked by the CRD). */
+function invalidSize(size: string | undefined): string | undefined {
+  if (size === undefined) return undefined;
+  const bytes = parseQuantity(size);
+  if (bytes === undefined) return `${ANNOTATION_TARGET_SIZE} "${size}" is not a quantity (write it as the claim's storage request is written, such as 20Gi or 500M); no migration was created`;
+  if (bytes <= 0) return `${ANNOTATION_TARGET_SIZE} "${size}" must be greater than zero; no migration was created`;
+  return undefined;
+}
+
+/** Ended because pvshift withdrew it when the annotation was removed (before cutover: Aborted; an abort that landed after: RolledBack). */
+function isWithdrawn(m: VolumeMigration): boolean {
+  const ended: Phase[] = ['Aborted', 'RolledBack'];
+  return m.metadata.annotations?.[ANNOTATION_ABORTED_BY] === ABORTED_BY_WITHDRAWAL && ended.includes(phaseOf(m));
+}
 
 /** Before cutover a migration is only a plan; removing the annotation then withdraws it. */
 const ABORTABLE = new Set(['Pending', 'PreSyncing', 'WaitingForCutover']);
@@ -26,16 +62,20 @@ export function shortcutAction(claim: V1PersistentVolumeClaim, migrations: Volum
   if (target) {
     if (claim.metadata?.deletionTimestamp) return { kind: 'none' };
     const size = annotations[ANNOTATION_TARGET_SIZE];
+    const invalid = invalidSize(size);
+    if (invalid) return { kind: 'invalid', reason: INVALID_ANNOTATION_REASON, message: invalid };
     // Annotated again with another target after an earlier migration ended (done,
-    // aborted, failed): that one's record makes way. The same target never does,
-    // so a migration that failed on its input is not retried in a loop.
+    // aborted, failed): that one's record makes way. The same target does only
+    // where pvshift itself withdrew the record because the annotation was
+    // removed; so a migration that failed on its input is not retried in a
+    // loop, and one that succeeded is not done again.
     const stale = mine.find(
       (m) =>
         m.metadata.name === migrationNameForClaim(name) &&
         m.metadata.labels?.[LABEL_CREATED_FROM] === 'annotation' &&
         isTerminal(phaseOf(m)) &&
         !m.metadata.deletionTimestamp &&
-        (m.spec.targetStorageClassName !== target || (m.spec.targetSize ?? '') !== (size ?? '')),
+        (m.spec.targetStorageClassName !== target || (m.spec.targetSize ?? '') !== (size ?? '') || isWithdrawn(m)),
     );
     if (stale && mine.every((m) => isTerminal(phaseOf(m)))) return { kind: 'replace', name: stale.metadata.name };
     if (mine.length > 0) return { kind: 'none' };

@@ -1,6 +1,7 @@
 // What the controller knows about one migration at one moment: read from the
 // informer caches by reconcile, handed to plan. Pure data, no clients.
 import type { V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type { FidelityDecision } from '../src/pod-security.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 
 export type Pass = 'presync' | 'final' | 'measure';
@@ -42,6 +43,8 @@ export interface ControllerSettings {
   copyBandwidthLimitKiBps: number;
   /** Target must exceed the measured data by this fraction. */
   sizeHeadroom: number;
+  /** A running copy whose progress has not moved for this long counts as a failed attempt. */
+  copyStallSeconds: number;
 }
 
 export interface World {
@@ -65,6 +68,12 @@ export interface World {
   siblings: VolumeMigration[];
   /** Whether the namespace carries the active label. */
   namespaceLabelled: boolean;
+  /** The namespace is being deleted: nothing can be created there any more. */
+  namespaceTerminating: boolean;
+  /** What copy pods may be here, from the namespace's Pod Security labels as they are now. */
+  fidelity: FidelityDecision;
+  /** Admission refused this migration's copy pod (Pod Security, a policy webhook): its message. */
+  copyPodRefused?: { pass: Pass; message: string };
   /** Whether a copy pod may start now (global and per-node caps). */
   copySlotFree: boolean;
   /**

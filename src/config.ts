@@ -34,6 +34,7 @@ export interface Config {
     maxCopiesPerNode: number;
     copyAttempts: number;
     copyBandwidthLimitKiBps: number;
+    copyStallSeconds: number;
   };
   metricsPort: number;
 }
@@ -71,6 +72,8 @@ Flags (each also read from PVSHIFT_<NAME>, e.g. PVSHIFT_COPY_IMAGE):
   --max-concurrent-copies N      default 4
   --max-copies-per-node N        default 2
   --copy-attempts N              transient copy failures tolerated (default 3)
+  --copy-stall-timeout SECONDS   a copy whose progress has not moved for this long is stopped and
+                                 counts as a failed attempt (default 600)
   --copy-bandwidth-limit KIBPS   throttle every copy (rsync --bwlimit), to spare production I/O (default 0: none)
 `;
 
@@ -99,6 +102,7 @@ const OPTIONS = {
   'max-concurrent-copies': { type: 'string' },
   'max-copies-per-node': { type: 'string' },
   'copy-attempts': { type: 'string' },
+  'copy-stall-timeout': { type: 'string' },
   'copy-bandwidth-limit': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -189,6 +193,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       maxCopiesPerNode: integer('max-copies-per-node', 2, 1),
       copyAttempts: integer('copy-attempts', 3, 1),
       copyBandwidthLimitKiBps: integer('copy-bandwidth-limit', 0, 0),
+      copyStallSeconds: integer('copy-stall-timeout', 600, 5),
     },
     metricsPort: integer('metrics-port', 8080, 0),
   };

@@ -52,6 +52,7 @@ async function runServices(config: Config, logger: Logger): Promise<void> {
           maxCopiesPerNode: c.maxCopiesPerNode,
           copyAttempts: c.copyAttempts,
           copyBandwidthLimitKiBps: c.copyBandwidthLimitKiBps,
+          copyStallSeconds: c.copyStallSeconds,
           sizeHeadroom: 0.1,
         },
         workers: c.workers,

@@ -67,6 +67,8 @@ export interface CopyProgress {
   bytesPerSecond: number;
   etaSeconds?: number;
   updatedAt: string;
+  /** When bytesDone or filesDone last moved: a copy stalled past --copy-stall-timeout is stopped. */
+  advancedAt?: string;
 }
 
 export interface CopyResult {

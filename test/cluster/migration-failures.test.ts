@@ -9,6 +9,7 @@ import type { VolumeMigration } from '../../src/volume-migration.js';
 import { clusterFor, freshNamespace, volumeOf, waitFor, waitForClaimBound, waitForPodReady } from '../helpers/cluster.js';
 import { createMigration, eventReasonsWith, fillVolume, snapshotTree, waitForPhase } from '../helpers/migration.js';
 import { installPvshift } from '../helpers/pvshift.js';
+import { appWithData as appWithDataIn, claimSpec, recreateApp as recreateAppIn } from '../helpers/app.js';
 
 // A copy image whose runner always fails for good, as when the target cannot hold the data.
 const BROKEN_IMAGE = 'pvshift:broken';
@@ -22,37 +23,8 @@ const installation = await installPvshift(cluster);
 // 4 MiB/s: slow enough that a 48 MiB copy can be watched and aborted in flight.
 let pvshift = await installation.start(['--copy-bandwidth-limit=4096']);
 t.teardown(() => pvshift.stop());
-
-function claimSpec(extra: Partial<V1PersistentVolumeClaim['spec']> = {}): V1PersistentVolumeClaim['spec'] {
-  return { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '1Gi' } }, ...extra };
-}
-
-async function appWithData(ns: string, name: string, megabytes: number): Promise<{ pv: V1PersistentVolume; before: ReturnType<typeof snapshotTree> }> {
-  await kube.create(paths.claims(ns), { metadata: { name }, spec: claimSpec() });
-  await kube.create(paths.pods(ns), appPod(name));
-  await waitForPodReady(kube, ns, `${name}-app`);
-  const pv = await volumeOf(kube, ns, name);
-  fillVolume(pv.spec!.hostPath!.path, megabytes);
-  return { pv, before: snapshotTree(pv.spec!.hostPath!.path) };
-}
-
-function appPod(claimName: string): V1Pod {
-  return {
-    metadata: { name: `${claimName}-app` },
-    spec: {
-      terminationGracePeriodSeconds: 1,
-      containers: [{ name: 'app', image: 'registry.example/app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] }],
-      volumes: [{ name: 'data', persistentVolumeClaim: { claimName } }],
-    },
-  };
-}
-
-/** Deletes the app pod and creates it again, as its controller would. */
-async function recreateApp(ns: string, claimName: string): Promise<void> {
-  await kube.delete(paths.pods(ns, `${claimName}-app`));
-  await waitFor('old app pod gone', async () => ((await kube.get(paths.pods(ns, `${claimName}-app`))) ? undefined : true));
-  await kube.create(paths.pods(ns), appPod(claimName));
-}
+const appWithData = (ns: string, name: string, megabytes: number) => appWithDataIn(kube, ns, name, megabytes);
+const recreateApp = (ns: string, claimName: string) => recreateAppIn(kube, ns, claimName);
 
 async function assertRolledBack(t: Test, ns: string, name: string, pv: V1PersistentVolume, before: ReturnType<typeof snapshotTree>): Promise<void> {
   const claim = await waitForClaimBound(kube, ns, name);

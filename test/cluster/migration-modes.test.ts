@@ -130,7 +130,7 @@ t.test('removing the annotation before cutover aborts the migration made from it
 t.test('sourceRetention: DeleteAfterVerify hands the old volume back to its provisioner; Keep keeps it', async (t) => {
   const ns = await freshNamespace(kube);
   const apps = { drop: await appWithData(ns, 'drop'), keep: await appWithData(ns, 'keep') };
-  await createMigration(kube, ns, 'drop', { claimName: 'data-drop-0', targetStorageClassName: 'fast', preSync: false, sourceRetention: 'DeleteAfterVerify' });
+  await createMigration(kube, ns, 'drop', { claimName: 'data-drop-0', targetStorageClassName: 'fast', preSync: false, sourceRetention: 'DeleteAfterVerify', verify: 'checksum' });
   await createMigration(kube, ns, 'keep', { claimName: 'data-keep-0', targetStorageClassName: 'fast', preSync: false });
   await waitForPhase(kube, ns, 'drop', ['WaitingForCutover']);
   await waitForPhase(kube, ns, 'keep', ['WaitingForCutover']);

@@ -3,7 +3,8 @@
 import t from 'tap';
 import { buildCopyPod, pinnedNode, SOURCE_MOUNT, TARGET_MOUNT } from '../../populator/copy-pod.js';
 import type { Pass } from '../../populator/world.js';
-import { ANNOTATION_COPY_ATTEMPT } from '../../src/names.js';
+import { ANNOTATION_COPY_ATTEMPT, LABEL_POD_SECURITY_ENFORCE, LABEL_PRIVILEGED_COPY } from '../../src/names.js';
+import { copyFidelityFor } from '../../src/pod-security.js';
 import { CLAIM, HELPER, NS, SETTINGS, SOURCE_PV, STAGING, UID, migration, pod, prepared, volume, world } from './fixtures/world.js';
 
 const consumers = [pod('old', { node: 'node-9', terminating: true }), pod('app-0', { node: 'node-2' }), pod('gated', { gated: true })];
@@ -24,8 +25,9 @@ t.test('pinning: RWO pre-sync (and measure) runs on the node of the running cons
 
 t.test('each pass: name, mounts, runner arguments', (t) => {
   const cases: { pass: Pass; source: string; args?: string[]; target: boolean }[] = [
-    { pass: 'presync', source: CLAIM, target: true, args: ['--mode=runner', `--source=${SOURCE_MOUNT}`, `--target=${TARGET_MOUNT}`, '--verify=none', '--progress-interval=2'] },
-    { pass: 'final', source: HELPER, target: true, args: ['--mode=runner', `--source=${SOURCE_MOUNT}`, `--target=${TARGET_MOUNT}`, '--verify=metadata', '--progress-interval=2', '--delete'] },
+    { pass: 'presync', source: CLAIM, target: true, args: ['--mode=runner', `--source=${SOURCE_MOUNT}`, `--target=${TARGET_MOUNT}`, '--verify=none', '--progress-interval=2', '--allow-vanished'] },
+    // The fixture migration was created 2024-05-01T11:00:00Z: contents changed since a minute before are compared.
+    { pass: 'final', source: HELPER, target: true, args: ['--mode=runner', `--source=${SOURCE_MOUNT}`, `--target=${TARGET_MOUNT}`, '--verify=metadata', '--progress-interval=2', '--delete', '--changed-since=2024-05-01T10:59:00.000Z'] },
     { pass: 'measure', source: CLAIM, target: false },
   ];
   for (const c of cases) {
@@ -89,5 +91,33 @@ t.test('the pod records how many failures of its pass preceded it', (t) => {
   const retried = { ...rwo, migration: migration({ status: prepared({ attempts: { final: 2, presync: 1 } }) }) };
   t.equal(buildCopyPod(retried, 'final').metadata?.annotations?.[ANNOTATION_COPY_ATTEMPT], '2');
   t.equal(buildCopyPod(retried, 'presync').metadata?.annotations?.[ANNOTATION_COPY_ATTEMPT], '1');
+  t.end();
+});
+
+t.test('Pod Security: baseline capabilities and RuntimeDefault seccomp always; SYS_ADMIN only with the opt-in on a privileged namespace', (t) => {
+  const caps = (w: typeof rwo) => buildCopyPod(w, 'presync').spec!.containers[0]!.securityContext?.capabilities?.add;
+  const baselineCaps = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'MKNOD', 'SETFCAP'];
+  t.same(caps(rwo), baselineCaps, 'no labels (privileged by default, no opt-in): only what baseline admits');
+  t.same(caps({ ...rwo, fidelity: copyFidelityFor(NS, { [LABEL_POD_SECURITY_ENFORCE]: 'baseline' }) }), baselineCaps, 'baseline: the same');
+  t.same(caps({ ...rwo, fidelity: copyFidelityFor(NS, { [LABEL_POD_SECURITY_ENFORCE]: 'baseline', [LABEL_PRIVILEGED_COPY]: 'true' }) }), baselineCaps, 'the opt-in on a baseline namespace cannot add what baseline refuses');
+  t.same(caps({ ...rwo, fidelity: copyFidelityFor(NS, { [LABEL_PRIVILEGED_COPY]: 'true' }) }), [...baselineCaps, 'SYS_ADMIN'], 'privileged with the opt-in: SYS_ADMIN for trusted.* xattrs');
+  const p = buildCopyPod(rwo, 'final');
+  t.same(p.spec?.securityContext?.seccompProfile, { type: 'RuntimeDefault' }, 'seccomp RuntimeDefault');
+  t.equal(p.spec!.containers[0]!.securityContext?.allowPrivilegeEscalation, false);
+  t.notOk(p.spec!.containers[0]!.securityContext?.capabilities?.add?.includes('DAC_READ_SEARCH'), 'no DAC_READ_SEARCH (baseline refuses it; DAC_OVERRIDE covers search)');
+  t.end();
+});
+
+t.test('the final copy runs where the held pod can run (its nodeSelector, node affinity and tolerations)', (t) => {
+  const held = pod('app-0', { gated: true });
+  held.spec!.nodeSelector = { 'kubernetes.io/hostname': 'node-2' };
+  held.spec!.tolerations = [{ key: 'dedicated', operator: 'Equal', value: 'db', effect: 'NoSchedule' }];
+  held.spec!.affinity = { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'zone', operator: 'In', values: ['a'] }] }] } } };
+  const w = world({ migration: migration({ phase: 'Populating', status: prepared() }), sourceVolume: volume(SOURCE_PV), consumers: [held] });
+  const final = buildCopyPod(w, 'final');
+  t.same(final.spec?.nodeSelector, { 'kubernetes.io/hostname': 'node-2' }, 'the nodeSelector');
+  t.same(final.spec?.tolerations, held.spec!.tolerations, 'the tolerations');
+  t.same(final.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms, [{ matchExpressions: [{ key: 'zone', operator: 'In', values: ['a'] }] }], 'the required node affinity');
+  t.notOk(buildCopyPod(w, 'presync').spec?.nodeSelector, 'pre-sync is placed by the running consumer, not the held one');
   t.end();
 });

@@ -5,7 +5,7 @@ import t, { type Test } from 'tap';
 import { plan, validate, type Step } from '../../populator/plan.js';
 import type { World } from '../../populator/world.js';
 import { ANNOTATION_MIGRATION, FINALIZER } from '../../src/names.js';
-import { PHASES, type Phase, type VolumeMigrationStatus } from '../../src/volume-migration.js';
+import { PHASES, phaseOf, type Phase, type VolumeMigrationStatus } from '../../src/volume-migration.js';
 import {
   CLAIM,
   HELPER,
@@ -126,12 +126,20 @@ t.test('Pending: the source is made Retain first, then snapshot, namespace label
     migrationKey: KEY,
     event: { type: 'Normal', reason: 'SourceRetained', message: 'set reclaim policy of pv-source to Retain (was Delete)' },
   }, 'a Delete source: Retain before the snapshot and before the namespace label');
-  check(t, world({ migration: migration(), claim, sourceVolume: volume(SOURCE_PV, { policy: 'Recycle' }) }), { kind: 'retainVolume', originalPolicy: 'Recycle' }, 'any policy but Retain is recorded and replaced');
+  check(t, world({ migration: migration(), claim, sourceVolume: volume(SOURCE_PV, { policy: 'Recycle', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }) }), { kind: 'retainVolume', originalPolicy: 'Recycle', migrationUid: UID, resourceVersion: `rv-${SOURCE_PV}` }, 'any policy but Retain is recorded and replaced, stamped with the migration UID, guarded by resourceVersion');
+  check(t, world({ migration: migration(), claim, sourceVolume: volume(SOURCE_PV, { policy: 'Retain', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }) }), { kind: 'retainVolume', originalPolicy: 'Retain', migrationUid: UID }, 'already Retain (by the user): stamped as this migration\'s before anything else');
+  check(t, world({ migration: migration(), claim, sourceVolume: volume(SOURCE_PV, { policy: 'Delete', claimRef: { name: 'other', uid: 'uid-other' } }) }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'VolumeNotOwned' } }, "a volume whose claimRef names another claim is not taken, whatever the claim's volumeName says");
   const retained = retainedSource();
   const snap = plan(world({ migration: migration(), claim, sourceVolume: retained, namespaceLabelled: false }));
   t.same(snap, {
     kind: 'patchStatus',
-    status: { originalClaim: { labels: claim.metadata!.labels, annotations: claim.metadata!.annotations, spec: claim.spec, uid: ORIGINAL_UID }, sourceVolumeName: SOURCE_PV, sourceStorageClassName: 'standard', startTime: NOW.toISOString() },
+    status: {
+      originalClaim: { labels: claim.metadata!.labels, annotations: claim.metadata!.annotations, spec: claim.spec, uid: ORIGINAL_UID },
+      sourceVolumeName: SOURCE_PV,
+      sourceStorageClassName: 'standard',
+      startTime: NOW.toISOString(),
+      copyFidelity: { level: 'privileged', privileged: false, dropped: ['trusted xattrs'] },
+    },
   }, 'Retain: the claim snapshot (with its uid) goes into the status');
   check(t, world({ migration: migration({ status: prepared() }), claim, sourceVolume: retained, namespaceLabelled: false }), { kind: 'labelNamespace', active: true }, 'then the namespace enters the webhooks scope');
   check(t, world({ migration: migration({ status: prepared() }), claim, sourceVolume: retained }), {
@@ -270,7 +278,8 @@ t.test('CuttingOver: Retain, original deleted by uid, source rebound to the help
   const helper = claimWithVolume(HELPER, SOURCE_PV, 'Pending');
   const toHelper = retainedSource({ claimRef: { name: HELPER } });
   const steps: [string, World, Expect][] = [
-    ['the source lost Retain: Retain again, before the claim is touched', world({ migration: m(), claim: originalClaim(), sourceVolume: volume(SOURCE_PV, { policy: 'Delete', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }), consumers: gated }), { kind: 'retainVolume', volumeName: SOURCE_PV, originalPolicy: 'Delete', migrationKey: KEY }],
+    ['the source lost Retain: Retain again, before the claim is touched', world({ migration: m(), claim: originalClaim(), sourceVolume: volume(SOURCE_PV, { policy: 'Delete', migrationUid: UID, claimRef: { name: CLAIM, uid: ORIGINAL_UID } }), consumers: gated }), { kind: 'retainVolume', volumeName: SOURCE_PV, originalPolicy: 'Delete', migrationKey: KEY }],
+    ['the source in status is not stamped with this migration: Held, nothing touched', world({ migration: m(), claim: originalClaim(), sourceVolume: volume(SOURCE_PV, { policy: 'Retain', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }), consumers: gated }), { kind: 'setPhase', phase: 'Held', event: { type: 'Warning', reason: 'VolumeNotOwned' } }],
     ['the original: deleted, by uid', world({ migration: m(), claim: originalClaim(), sourceVolume: retainedSource(), consumers: gated }), { kind: 'deleteClaim', name: CLAIM, uid: ORIGINAL_UID, why: 'original', event: { reason: 'OriginalClaimDeleted', message: 'deleted claim data; its data stays on the retained volume pv-source' } }],
     ['the original terminating: wait', world({ migration: m(), claim: originalClaim({ terminating: true }), sourceVolume: retainedSource(), consumers: gated }), { kind: 'wait', reason: 'ClaimTerminating' }],
     ['a claim of the name without the rewrite: replaced', world({ migration: m(), claim: unrewrittenClaim(), sourceVolume: retainedSource(), consumers: gated }), { kind: 'deleteClaim', name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000003', why: 'unrewritten', event: { type: 'Warning', reason: 'UnrewrittenClaimReplaced' } }],
@@ -317,19 +326,25 @@ t.test('invariant 1: no plan deletes the original claim while its source PV is n
   let walked = 0;
   let originalDeletes = 0;
   let guarded = 0;
+  let policyWrites = 0;
   const bad: string[] = [];
   const phases: Phase[] = ['CuttingOver', 'CuttingOver', 'CuttingOver', ...PHASES];
   for (let i = 0; i < 20_000; i++) {
     const phase = pick(phases);
     const policy = pick(['Retain', 'Retain', 'Delete', 'Recycle', undefined]);
     const ref = pick([{ name: CLAIM, uid: ORIGINAL_UID }, { name: HELPER }, { name: CLAIM }, undefined]);
-    const source = maybe(volume(SOURCE_PV, { ...(policy ? { policy } : {}), ...(ref ? { claimRef: ref } : {}), originalPolicy: pick(['Delete', undefined]) as string, phase: pick(['Bound', 'Released']) }));
+    const stamp = pick([UID, UID, UID, 'uid-other', undefined]);
+    const source = maybe(volume(SOURCE_PV, { ...(policy ? { policy } : {}), ...(ref ? { claimRef: ref } : {}), originalPolicy: pick(['Delete', undefined]) as string, ...(stamp ? { migrationUid: stamp } : {}), phase: pick(['Bound', 'Released']) }));
     if (source && policy === undefined) delete source.spec!.persistentVolumeReclaimPolicy;
     const claim = pick([originalClaim(), originalClaim(), originalClaim({ terminating: true }), replacementClaim(), unrewrittenClaim(), restoredClaim(), undefined]);
     const consumers = [maybe(pod('a', { gated: true })), next() < 0.25 ? pod('b', { node: 'node-1' }) : undefined, next() < 0.25 ? pod('c', { node: 'node-1', terminating: true }) : undefined].filter((p) => p !== undefined);
     const status = { ...prepared(), ...(next() < 0.1 ? { originalClaim: undefined } : {}), cutoverStartTime: NOW.toISOString() };
+    // Another migration of the same claim (a duplicate left Failed, or the live one), which may have stamped the source.
+    const other = next() < 0.5 ? migration({ name: 'other', phase: pick(['Failed', 'Aborted', 'RolledBack', 'WaitingForCutover', 'CuttingOver', 'Populating', 'Binding']), status: prepared() }) : undefined;
+    const self = migration({ phase, spec: { abort: next() < 0.1, ...(next() < 0.2 ? { cutover: 'Evict' as const } : {}) }, status, deleting: next() < 0.05, finalizer: next() < 0.95 });
     const w = world({
-      migration: migration({ phase, spec: { abort: next() < 0.1, ...(next() < 0.2 ? { cutover: 'Evict' as const } : {}) }, status, deleting: next() < 0.05, finalizer: next() < 0.95 }),
+      migration: self,
+      siblings: other ? [self, other] : [self],
       ...(claim ? { claim } : {}),
       ...(source ? { sourceVolume: source } : {}),
       ...(next() < 0.5 ? { helperClaim: claimWithVolume(HELPER, SOURCE_PV, pick(['Bound', 'Pending'])) } : {}),
@@ -344,8 +359,16 @@ t.test('invariant 1: no plan deletes the original claim while its source PV is n
       originalDeletes += 1;
       if (w.sourceVolume?.spec?.persistentVolumeReclaimPolicy !== 'Retain') bad.push(`world ${i}: ${phase}, source ${policy}`);
     }
+    // Item 1 of the safety review: a leftover migration flipped the live source back to Delete.
+    const setsPolicy = (step.kind === 'restoreVolumePolicy' || step.kind === 'setVolumePolicy') && step.volumeName === SOURCE_PV && step.policy !== 'Retain';
+    if (setsPolicy) {
+      policyWrites += 1;
+      const otherUnfinished = other && !['Failed', 'Aborted', 'RolledBack'].includes(phaseOf(other));
+      if (stamp !== UID || otherUnfinished) bad.push(`world ${i}: ${phase} sets ${step.policy} on a source stamped ${stamp ?? 'by nobody'} while ${other ? `${phaseOf(other)} other` : 'no other'}`);
+    }
   }
-  t.same(bad, [], `${walked} worlds walked; the original was deleted in ${originalDeletes} of them, always from a Retain source`);
+  t.same(bad, [], `${walked} worlds walked; the original was deleted in ${originalDeletes} of them, always from a Retain source; the source's policy set ${policyWrites} times, never on a volume another unfinished migration (or another UID) holds`);
+  t.ok(policyWrites > 20, 'the walk reached policy writes often enough to mean something');
   t.ok(guarded > 100, `in ${guarded} CuttingOver worlds with the original and a source not Retain, the step was to make it Retain`);
   t.ok(originalDeletes > 50, 'the walk reached the delete often enough to mean something');
   t.end();
@@ -394,7 +417,8 @@ t.test('Binding: target recorded, staging PV Retain, claimRef to the replacement
     ['the staging PV is made Retain before its claim is let go', world({ ...base, migration: m(withTarget), claim: replacementClaim(), stagingVolume: targetVolume({ claimRef: { name: STAGING, uid: `uid-${STAGING}` } }) }), { kind: 'retainVolume', volumeName: TARGET_PV, originalPolicy: 'Delete', migrationKey: KEY }],
     ['then its claimRef goes to the replacement, with uid', world({ ...base, migration: m(withTarget), claim: replacementClaim(), stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: STAGING, uid: `uid-${STAGING}` } }) }), { kind: 'rebindVolume', volumeName: TARGET_PV, resourceVersion: `rv-${TARGET_PV}`, claimRef: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace: NS, name: CLAIM, uid: REPLACEMENT_UID }, event: { reason: 'Binding' } }],
     ['claimRef set: wait for the replacement to bind', world({ ...base, migration: m(withTarget), claim: replacementClaim(), stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'wait', reason: 'Binding' }],
-    ['the target volume missing: wait', world({ ...base, migration: m(withTarget), claim: replacementClaim() }), { kind: 'wait', reason: 'TargetMissing' }],
+    ['the target volume not in the cache while its claim is bound to it: wait (caches lag)', world({ ...base, migration: m(withTarget), claim: replacementClaim() }), { kind: 'wait', reason: 'TargetMissing' }],
+    ['the target volume missing and its claim Lost: roll back (there is nothing to bind)', world({ ...base, migration: m(withTarget), claim: replacementClaim(), stagingClaim: claimWithVolume(STAGING, TARGET_PV, 'Lost') }), { kind: 'setPhase', phase: 'RollingBack', event: { reason: 'TargetMissing' } }],
     ['bound: the staging claim is deleted', world({ ...base, migration: m(withTarget), claim: bound, stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'deleteClaim', name: STAGING, uid: `uid-${STAGING}`, why: 'staging' }],
     ['then the helper claim', world({ ...base, migration: m(withTarget), claim: bound, stagingClaim: undefined, stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'deleteClaim', name: HELPER, uid: `uid-${HELPER}`, why: 'helper' }],
     ["then the new volume's policy goes back to its class's", world({ ...base, migration: m(withTarget), claim: bound, stagingClaim: undefined, helperClaim: undefined, stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'restoreVolumePolicy', volumeName: TARGET_PV, policy: 'Retain' }],
@@ -435,7 +459,7 @@ t.test('RollingBack: copy pods, replacement, helper, source rebound, original re
     ['then the gates are lifted', world({ migration: m(), claim: restoredClaim(), sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } }), consumers: gated }), { kind: 'liftGates', pods: ['app-0'] }],
     ['then RolledBack', world({ migration: m(), claim: restoredClaim(), sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } }) }), { kind: 'setPhase', phase: 'RolledBack', status: { completionTime: NOW.toISOString() }, event: { reason: 'RolledBack', message: 'claim data is back on its original volume pv-source' } }],
     ['aborted before the original was deleted: nothing to rebind, just clean up', world({ migration: m(), claim: originalClaim(), sourceVolume: retainedSource(), stagingClaim: staging, consumers: gated }), { kind: 'deleteClaim', name: STAGING, why: 'staging' }],
-    ['the source volume gone: Failed, RollbackImpossible', world({ migration: m(), consumers: gated }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'RollbackImpossible', message: 'cannot roll back: source volume pv-source or the claim snapshot is gone' } }],
+    ['the source volume gone: Held (pods stay gated), RollbackImpossible', world({ migration: m(), consumers: gated }), { kind: 'setPhase', phase: 'Held', event: { type: 'Warning', reason: 'RollbackImpossible' } }],
   ];
   for (const [name, w, expected] of steps) check(t, w, expected, name);
   const restored = plan(world({ migration: m(), sourceVolume: retainedSource({ claimRef: { name: CLAIM } }) }));
@@ -455,40 +479,49 @@ t.test('finished migrations tidy up', (t) => {
   }
   check(t, world({ migration: finished('Aborted'), stagingClaim: staging }), { kind: 'deleteClaim', name: STAGING, why: 'staging' }, 'Aborted: the staging claim is deleted');
   check(t, world({ migration: finished('Failed'), stagingClaim: staging }), { kind: 'deleteClaim', name: STAGING, why: 'staging' }, 'Failed before cutover: the staging claim is deleted');
-  check(t, world({ migration: finished('Failed', { status: { cutoverStartTime: NOW.toISOString() } }), stagingClaim: staging, namespaceLabelled: false }), { kind: 'done' }, 'Failed after cutover (rollback impossible): the staging volume may be the only full copy, kept');
-  check(t, world({ migration: finished('Succeeded'), stagingClaim: staging, namespaceLabelled: false }), { kind: 'done' }, 'Succeeded: no staging claim is touched');
+  check(t, world({ migration: finished('Failed', { status: { cutoverStartTime: NOW.toISOString() } }), stagingClaim: staging, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'Failed after cutover (rollback impossible): the staging volume may be the only full copy, kept');
+  check(t, world({ migration: finished('Succeeded'), stagingClaim: staging, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'Succeeded: no staging claim is touched');
 
   const onClaim = retainedSource();
-  check(t, world({ migration: finished('Aborted'), sourceVolume: onClaim }), { kind: 'restoreVolumePolicy', volumeName: SOURCE_PV, policy: 'Delete' }, 'Aborted: the source policy is the user\'s again');
-  check(t, world({ migration: finished('RolledBack'), sourceVolume: onClaim }), { kind: 'restoreVolumePolicy', policy: 'Delete' }, 'RolledBack: so is it');
-  check(t, world({ migration: finished('Failed'), sourceVolume: onClaim }), { kind: 'restoreVolumePolicy', policy: 'Delete' }, 'Failed: so is it');
-  check(t, world({ migration: finished('Succeeded'), sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Released' }), namespaceLabelled: false }), { kind: 'done' }, 'Succeeded: the old volume stays Retain');
-  check(t, world({ migration: finished('Failed'), sourceVolume: retainedSource({ claimRef: { name: HELPER } }), namespaceLabelled: false }), { kind: 'done' }, 'a source still on the helper claim keeps Retain');
+  const claim = originalClaim();
+  check(t, world({ migration: finished('Aborted'), claim, sourceVolume: onClaim }), { kind: 'restoreVolumePolicy', volumeName: SOURCE_PV, policy: 'Delete', resourceVersion: `rv-${SOURCE_PV}` }, 'Aborted: the source policy is the user\'s again (guarded by resourceVersion)');
+  check(t, world({ migration: finished('RolledBack'), claim, sourceVolume: onClaim }), { kind: 'restoreVolumePolicy', policy: 'Delete' }, 'RolledBack: so is it');
+  check(t, world({ migration: finished('Failed'), claim, sourceVolume: onClaim }), { kind: 'restoreVolumePolicy', policy: 'Delete' }, 'Failed: so is it');
+  check(t, world({ migration: finished('Failed'), sourceVolume: onClaim, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'the claim deleted by its user: the old volume stays Retain (nothing restored onto a Released volume)');
+  check(t, world({ migration: finished('Failed'), claim, sourceVolume: retainedSource({ migrationUid: 'uid-other' }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'a policy recorded by another migration is not restored by this one');
+  check(
+    t,
+    world({ migration: finished('Failed'), claim, sourceVolume: onClaim, siblings: [finished('Failed'), migration({ name: 'live', phase: 'CuttingOver', status: prepared() })], namespaceLabelled: true }),
+    { kind: 'removeFinalizer' },
+    'never while another migration of the claim is unfinished (it may be between deleting the claim and rebinding)',
+  );
+  check(t, world({ migration: finished('Succeeded'), sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Released' }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'Succeeded: the old volume stays Retain');
+  check(t, world({ migration: finished('Failed'), sourceVolume: retainedSource({ claimRef: { name: HELPER } }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'a source still on the helper claim keeps Retain');
 
   const pods = [pod('mine', { gated: true }), pod('both', { gated: true, migrations: `logs,${NAME}` }), pod('theirs', { gated: true, migrations: 'logs' }), pod('running', { node: 'node-1' })];
   check(t, world({ migration: finished('Aborted'), consumers: pods }), { kind: 'liftGates', pods: ['mine', 'both'] }, 'gates lifted only for pods that name this migration');
 
-  const verified = { copies: [FINAL_COPY] };
+  const verified = { copies: [{ ...FINAL_COPY, verified: 'checksum' as const }] };
   const released = retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' }, phase: 'Released' });
-  const dav = { sourceRetention: 'DeleteAfterVerify' };
+  const dav = { sourceRetention: 'DeleteAfterVerify', verify: 'checksum' };
   check(t, world({ migration: finished('Succeeded', { spec: dav, status: verified }), sourceVolume: released }), {
     kind: 'setVolumePolicy',
     volumeName: SOURCE_PV,
     policy: 'Delete',
     event: { reason: 'SourceReleased', message: 'copy verified; old volume pv-source handed back to its provisioner for deletion (sourceRetention: DeleteAfterVerify)' },
   }, 'DeleteAfterVerify, verified final copy, Released: the source goes back to Delete');
-  check(t, world({ migration: finished('Succeeded', { spec: dav, status: { copies: [{ ...FINAL_COPY, verified: 'none' }] } }), sourceVolume: released, namespaceLabelled: false }), { kind: 'done' }, 'DeleteAfterVerify with verify none: kept');
-  check(t, world({ migration: finished('Succeeded', { spec: dav, status: { copies: [{ ...PRESYNC_COPY, verified: 'metadata' }] } }), sourceVolume: released, namespaceLabelled: false }), { kind: 'done' }, 'DeleteAfterVerify with only a pre-sync recorded: kept');
-  check(t, world({ migration: finished('Succeeded', { spec: dav, status: verified }), sourceVolume: retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } }), namespaceLabelled: false }), { kind: 'done' }, 'DeleteAfterVerify while the source is still Bound: not yet');
-  check(t, world({ migration: finished('Succeeded', { spec: dav, status: verified }), sourceVolume: volume(SOURCE_PV, { policy: 'Delete', phase: 'Released' }), namespaceLabelled: false }), { kind: 'done' }, 'DeleteAfterVerify already Delete: done');
-  check(t, world({ migration: finished('RolledBack', { spec: dav, status: verified }), sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Released' }), namespaceLabelled: false }), { kind: 'done' }, 'DeleteAfterVerify on a rollback: never');
-  check(t, world({ migration: finished('Succeeded', { status: verified }), sourceVolume: released, namespaceLabelled: false }), { kind: 'done' }, 'Keep: kept');
+  check(t, world({ migration: finished('Succeeded', { spec: dav, status: { copies: [{ ...FINAL_COPY, verified: 'none' }] } }), sourceVolume: released, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify with verify none: kept');
+  check(t, world({ migration: finished('Succeeded', { spec: dav, status: { copies: [{ ...PRESYNC_COPY, verified: 'metadata' }] } }), sourceVolume: released, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify with only a pre-sync recorded: kept');
+  check(t, world({ migration: finished('Succeeded', { spec: dav, status: verified }), sourceVolume: retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify while the source is still Bound: not yet');
+  check(t, world({ migration: finished('Succeeded', { spec: dav, status: verified }), sourceVolume: volume(SOURCE_PV, { policy: 'Delete', phase: 'Released' }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify already Delete: done');
+  check(t, world({ migration: finished('RolledBack', { spec: dav, status: verified }), sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Released' }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify on a rollback: never');
+  check(t, world({ migration: finished('Succeeded', { status: verified }), sourceVolume: released, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'Keep: kept');
 
   check(t, world({ migration: finished('Succeeded') }), { kind: 'labelNamespace', active: false }, 'no sibling active: the namespace label goes');
-  check(t, world({ migration: finished('Succeeded'), siblings: [finished('Succeeded'), migration({ name: 'logs', phase: 'PreSyncing' })] }), { kind: 'done' }, 'a sibling still active: the label stays');
+  check(t, world({ migration: finished('Succeeded'), siblings: [finished('Succeeded'), migration({ name: 'logs', phase: 'PreSyncing' })] }), { kind: 'removeFinalizer' }, 'a sibling still active: the label stays');
   check(t, world({ migration: finished('Succeeded'), siblings: [finished('Succeeded'), migration({ name: 'logs', phase: 'Failed' })] }), { kind: 'labelNamespace', active: false }, 'finished siblings do not hold it');
   check(t, world({ migration: finished('Succeeded', { deleting: true }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'deleting: the finalizer goes last');
-  check(t, world({ migration: finished('Succeeded'), namespaceLabelled: false }), { kind: 'done' }, 'not deleting: the finalizer stays');
+  check(t, world({ migration: finished('Succeeded'), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'not deleting: a finished migration needs no finalizer (an uninstalled pvshift leaves nothing undeletable)');
   const deletingNoFinalizer = migration({ phase: 'Succeeded', status: prepared(), deleting: true, finalizer: false });
   check(t, world({ migration: deletingNoFinalizer, namespaceLabelled: false }), { kind: 'done' }, 'deleting without the finalizer: done');
   t.ok(FINALIZER.startsWith('pvshift.io/'));
@@ -515,9 +548,17 @@ t.test('abort (spec.abort or deletion) in each phase goes where it should', (t) 
     stagingVolume: volume(TARGET_PV, { policy: 'Retain', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }),
     sourceVolume: retainedSource({ claimRef: { name: HELPER } }),
   });
-  check(t, binding, { kind: 'wait', reason: 'Binding' }, 'abort in Binding is ignored: the data is already copied and verified');
+  check(t, binding, { kind: 'setPhase', phase: 'RollingBack' }, 'abort in Binding before the replacement is bound: roll back (the original is one step away)');
+  const bound = world({
+    migration: migration({ phase: 'Binding', spec: { abort: true }, status: prepared({ targetVolumeName: TARGET_PV }) }),
+    claim: replacementClaim({ phase: 'Bound', volumeName: TARGET_PV }),
+    stagingVolume: volume(TARGET_PV, { policy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }),
+    sourceVolume: retainedSource({ claimRef: { name: HELPER } }),
+    consumers: [pod('app-0', { gated: true })],
+  });
+  check(t, bound, { kind: 'liftGates' }, 'abort in Binding once the replacement is bound to the copy: it finishes');
   check(t, world({ ...ready, migration: migration({ phase: 'RollingBack', spec: { abort: true }, status: prepared() }) }), { kind: 'liftGates' }, 'RollingBack carries on');
-  check(t, world({ migration: migration({ phase: 'Aborted', spec: { abort: true }, status: prepared() }), namespaceLabelled: false }), { kind: 'done' }, 'a finished migration stays finished');
+  check(t, world({ migration: migration({ phase: 'Aborted', spec: { abort: true }, status: prepared() }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'a finished migration stays finished');
   t.equal(UID.length, 36, 'fixture uid has the length of a real one');
   t.end();
 });

@@ -2,7 +2,7 @@
 // the controller does about them out.
 import t from 'tap';
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import { LABEL_CREATED_FROM, shortcutAction } from '../../populator/shortcut.js';
+import { ABORT_PATCH, ANNOTATION_ABORTED_BY, INVALID_ANNOTATION_REASON, LABEL_CREATED_FROM, annotationSignature, shortcutAction } from '../../populator/shortcut.js';
 import { ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE } from '../../src/names.js';
 import type { Phase, VolumeMigration } from '../../src/volume-migration.js';
 
@@ -71,5 +71,45 @@ t.test('removing the annotation before cutover aborts the migration made from it
   }
   t.same(shortcutAction(claim(), [made('Pending')]), { kind: 'abort', name: 'data' }, 'before the snapshot holds a uid');
   t.same(shortcutAction(claim({ 'other.example/x': 'y' }), [made('PreSyncing', { snapshotUid: CLAIM_UID })]), { kind: 'abort', name: 'data' }, 'other annotations do not matter');
+  t.end();
+});
+
+t.test('an annotation pvshift cannot act on is said once, not retried', (t) => {
+  const cases: [string, Record<string, string>, RegExp][] = [
+    ['a size that is no quantity', { [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_TARGET_SIZE]: 'ten gigs' }, /pvshift\.io\/target-size "ten gigs" is not a quantity/],
+    ['a size of zero', { [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_TARGET_SIZE]: '0' }, /pvshift\.io\/target-size "0" .*greater than zero/],
+  ];
+  for (const [name, annotations, message] of cases) {
+    const action = shortcutAction(claim(annotations), []);
+    t.match(action, { kind: 'invalid', reason: INVALID_ANNOTATION_REASON, message }, name);
+    t.same(shortcutAction(claim(annotations), [made('Aborted')]).kind, 'invalid', `${name}: even where a finished record would make way`);
+  }
+  t.equal(INVALID_ANNOTATION_REASON, 'InvalidMigrationAnnotation', 'a constant reason');
+  t.match(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_TARGET_SIZE]: '1.5Gi' }), []), { kind: 'create', migration: { spec: { targetSize: '1.5Gi' } } }, 'a valid size is created as written');
+  const sig = annotationSignature(claim({ [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_TARGET_SIZE]: 'ten gigs' }));
+  t.equal(sig, annotationSignature(claim({ [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_TARGET_SIZE]: 'ten gigs', 'other.example/x': 'y' })), 'the signature is the annotations pvshift reads, nothing else');
+  t.not(sig, annotationSignature(claim({ [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_TARGET_SIZE]: '10Gi' })), 'another value, another signature');
+  t.end();
+});
+
+t.test('annotated again after pvshift aborted the record because the annotation went: a new migration', (t) => {
+  const withdrawn = (phase: Phase) => {
+    const m = made(phase);
+    m.metadata.annotations = { ...ABORT_PATCH.metadata.annotations };
+    return m;
+  };
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [withdrawn('Aborted')]), { kind: 'replace', name: 'data' }, 'Aborted after the annotation was removed: replaced, same class');
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [withdrawn('RolledBack')]), { kind: 'replace', name: 'data' }, 'rolled back after the annotation was removed (the abort landed after cutover): replaced');
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [made('Aborted')]), { kind: 'none' }, 'aborted by hand (no mark): left for the user');
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [withdrawn('Failed')]), { kind: 'none' }, 'failed on its input with the same target: not recreated in a loop');
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [withdrawn('Succeeded')]), { kind: 'none' }, 'succeeded with the same target: not redone');
+  const aborting = made('WaitingForCutover', { abort: true });
+  aborting.metadata.annotations = { ...ABORT_PATCH.metadata.annotations };
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [aborting]), { kind: 'none' }, 'still aborting: wait for it to end');
+  const deleting = withdrawn('Aborted');
+  deleting.metadata.deletionTimestamp = new Date();
+  t.same(shortcutAction(claim({ [ANNOTATION_TARGET_CLASS]: 'fast' }), [deleting]), { kind: 'none' }, 'already being replaced: wait for it to go');
+  t.same(ABORT_PATCH.spec, { abort: true }, 'the abort patch aborts');
+  t.match(ABORT_PATCH.metadata.annotations, { [ANNOTATION_ABORTED_BY]: 'annotation-removed' }, 'and says why, on the record');
   t.end();
 });
