@@ -10,7 +10,7 @@ import { Kube, paths } from '../src/kube.js';
 import { findBinaries, REPO_ROOT, type Binaries } from './binaries.js';
 import { FakeKubelet, type ImageEntrypoints } from './fake-kubelet.js';
 import { HostPathProvisioner } from './hostpath-provisioner.js';
-import { createClusterPki } from './pki.js';
+import { createClusterPki, signClientCertificate } from './pki.js';
 import { freePort, startProcess, waitFor, type ManagedProcess } from './processes.js';
 
 export interface LocalClusterOptions {
@@ -28,9 +28,16 @@ export interface LocalClusterOptions {
 
 export interface LocalCluster {
   dir: string;
+  /** The admin's (group system:masters): for setup, never for pvshift itself. */
   kubeconfigPath: string;
   kubeConfig: KubeConfig;
   kube: Kube;
+  /**
+   * A kubeconfig for another identity, written to a file in `dir`: a client
+   * certificate signed by the cluster's CA, `user` as its CN and `groups` as its
+   * O attributes. It has only what RBAC grants that user and those groups.
+   */
+  kubeconfigFor(user: string, groups?: string[]): Promise<{ kubeConfig: KubeConfig; path: string }>;
   server: string;
   /** Host directory under which the hostPath provisioner makes volumes. */
   storageRoot: string;
@@ -65,15 +72,18 @@ const K8S_CONTROLLERS = [
   'persistentvolume-binder-controller',
   'persistentvolume-protection-controller',
   'persistentvolumeclaim-protection-controller',
+  // Type-checks ValidatingAdmissionPolicies into their status, so a bad
+  // expression in the chart's policy shows as a warning, not only as denials.
+  'validatingadmissionpolicy-status-controller',
 ];
 
-function kubeconfigFor(server: string, caPem: string, certPem: string, keyPem: string): KubeConfig {
+function buildKubeConfig(server: string, caPem: string, certPem: string, keyPem: string, user = 'pvshift-admin'): KubeConfig {
   const kc = new KubeConfig();
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   kc.loadFromOptions({
     clusters: [{ name: 'pvshift-local', server, caData: b64(caPem) }],
-    users: [{ name: 'pvshift-admin', certData: b64(certPem), keyData: b64(keyPem) }],
-    contexts: [{ name: 'pvshift-local', cluster: 'pvshift-local', user: 'pvshift-admin', namespace: 'default' }],
+    users: [{ name: user, certData: b64(certPem), keyData: b64(keyPem) }],
+    contexts: [{ name: 'pvshift-local', cluster: 'pvshift-local', user, namespace: 'default' }],
     currentContext: 'pvshift-local',
   });
   return kc;
@@ -186,7 +196,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
       '--profiling=false',
       '--v=1',
     ]);
-    const kubeConfig = kubeconfigFor(server, pki.ca.certPem, pki.admin.certPem, pki.admin.keyPem);
+    const kubeConfig = buildKubeConfig(server, pki.ca.certPem, pki.admin.certPem, pki.admin.keyPem);
     kube = new Kube(kubeConfig);
     const api = kube;
     await waitFor(
@@ -199,6 +209,13 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     );
     const kubeconfigPath = join(dir, 'kubeconfig');
     await writeFile(kubeconfigPath, kubeConfig.exportConfig(), { mode: 0o600 });
+    const kubeconfigFor = async (user: string, groups: string[] = []): Promise<{ kubeConfig: KubeConfig; path: string }> => {
+      const pair = signClientCertificate(pki.ca, user, groups);
+      const userConfig = buildKubeConfig(server, pki.ca.certPem, pair.certPem, pair.keyPem, user);
+      const path = join(dir, `kubeconfig-${user.replace(/[^A-Za-z0-9.-]+/g, '_')}`);
+      await writeFile(path, userConfig.exportConfig(), { mode: 0o600 });
+      return { kubeConfig: userConfig, path };
+    };
 
     log('starting kube-controller-manager and kube-scheduler');
     start('kube-controller-manager', binaries.kubeControllerManager, [
@@ -245,7 +262,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     // Pods can only be created once the namespace's default ServiceAccount exists.
     await waitFor('the default ServiceAccount', () => api.get(paths.serviceAccounts('default', 'default')), 60_000);
     log(`local cluster ready in ${((Date.now() - started) / 1000).toFixed(1)} s; kubeconfig ${kubeconfigPath}`);
-    return { dir, kubeconfigPath, kubeConfig, kube: api, server, storageRoot, nodes, binaries, kubelet, provisioner, logs, stop };
+    return { dir, kubeconfigPath, kubeConfig, kubeconfigFor, kube: api, server, storageRoot, nodes, binaries, kubelet, provisioner, logs, stop };
   } catch (e: unknown) {
     await stop();
     throw e;

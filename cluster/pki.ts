@@ -1,6 +1,8 @@
 // Certificates for the local control plane: one CA, the API server's serving
 // certificate, an admin client certificate (group system:masters), the fake
-// kubelets' serving certificate, and the service-account signing key pair.
+// kubelets' serving certificate, and the service-account signing key pair; and
+// client certificates for any other identity (pvshift's ServiceAccount, a
+// tenant), signed by the same CA, which the API server trusts for clients.
 // Keys come from node:crypto (native, fast); node-forge only signs.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import forge from 'node-forge';
@@ -29,7 +31,8 @@ function rsaKeys(): { publicKeyPem: string; privateKeyPem: string } {
 
 interface CertRequest {
   commonName: string;
-  organization?: string;
+  /** Each becomes an O attribute; the API server reads them as the user's groups. */
+  organizations?: string[];
   isCa?: boolean;
   dnsNames?: string[];
   ips?: string[];
@@ -48,7 +51,7 @@ function sign(request: CertRequest, issuer?: KeyPair): KeyPair {
   cert.validity.notBefore = new Date(now - 60_000);
   cert.validity.notAfter = new Date(now + 7 * 24 * 3600_000);
   const subject: forge.pki.CertificateField[] = [{ name: 'commonName', value: request.commonName }];
-  if (request.organization) subject.push({ name: 'organizationName', value: request.organization });
+  for (const organization of request.organizations ?? []) subject.push({ name: 'organizationName', value: organization });
   cert.setSubject(subject);
   const issuerCert = issuer ? forge.pki.certificateFromPem(issuer.certPem) : undefined;
   cert.setIssuer(issuerCert ? issuerCert.subject.attributes : subject);
@@ -81,8 +84,20 @@ export function createClusterPki(): ClusterPki {
     },
     ca,
   );
-  const admin = sign({ commonName: 'pvshift-admin', organization: 'system:masters', usage: 'client' }, ca);
+  const admin = signClientCertificate(ca, 'pvshift-admin', ['system:masters']);
   const kubelet = sign({ commonName: 'fake-kubelet', usage: 'server', dnsNames: ['localhost'], ips: ['127.0.0.1'] }, ca);
   const sa = rsaKeys();
   return { ca, apiserver, admin, kubelet, serviceAccount: { publicKeyPem: sa.publicKeyPem, privateKeyPem: sa.privateKeyPem } };
+}
+
+/**
+ * A client certificate for `user` in `groups`: the API server's x509
+ * authenticator takes the CN as the user name and every O as a group. With CN
+ * `system:serviceaccount:<namespace>:<name>` and the groups
+ * `system:serviceaccounts` and `system:serviceaccounts:<namespace>`, RBAC
+ * authorizes it exactly as that ServiceAccount (a ServiceAccount subject
+ * matches by user name), which is what lets local runs use the chart's RBAC.
+ */
+export function signClientCertificate(ca: KeyPair, user: string, groups: string[] = []): KeyPair {
+  return sign({ commonName: user, organizations: groups, usage: 'client' }, ca);
 }

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { parse, parseAllDocuments } from 'yaml';
 import { findBinaries, REPO_ROOT, waitFor } from '../../cluster/index.js';
 import { paths, type Kube } from '../../src/kube.js';
+import type { NamedObject, Permission } from '../../src/permissions.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -119,4 +120,28 @@ export async function installCrdFile(kube: Kube, file: string): Promise<void> {
     const current = await kube.get<Crd>(paths.crds(crd.metadata.name));
     return current?.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ? true : undefined;
   });
+}
+
+export interface PolicyRule {
+  apiGroups?: string[];
+  resources?: string[];
+  verbs: string[];
+  resourceNames?: string[];
+}
+
+/** A rule set as comparable strings: group|resource|verb|resourceName (`*` for any name). */
+export function expandRules(rules: PolicyRule[]): string[] {
+  const out = new Set<string>();
+  for (const rule of rules) {
+    for (const group of rule.apiGroups ?? [])
+      for (const resource of rule.resources ?? [])
+        for (const verb of rule.verbs)
+          for (const name of rule.resourceNames?.length ? rule.resourceNames : ['*']) out.add(`${group}|${resource}|${verb}|${name}`);
+  }
+  return [...out].sort();
+}
+
+/** src/permissions.ts entries as expandRules strings, named objects by the name `nameOf` gives (default: a default install's). */
+export function expandPermissions(permissions: Permission[], nameOf: (object: NamedObject) => string = (o) => o.defaultName): string[] {
+  return expandRules(permissions.map((p) => ({ apiGroups: [p.apiGroup], resources: [p.resource], verbs: p.verbs, resourceNames: p.resourceName ? [nameOf(p.resourceName)] : undefined })));
 }

@@ -9,12 +9,12 @@
 // so nothing here relies on pvshift actually serving.
 import { join } from 'node:path';
 import t from 'tap';
-import type { V1ClusterRole, V1Deployment, V1MutatingWebhookConfiguration, V1Pod, V1PolicyRule } from '@kubernetes/client-node';
-import { PERMISSIONS, type Permission } from '../../src/permissions.js';
+import type { V1ClusterRole, V1Deployment, V1MutatingWebhookConfiguration, V1Pod } from '@kubernetes/client-node';
+import { PERMISSIONS } from '../../src/permissions.js';
 import { paths } from '../../src/kube.js';
 import { MIGRATION_CRD_NAME } from '../../src/names.js';
 import { clusterFor, waitFor } from '../helpers/cluster.js';
-import { CHART, helm, installCrdFile, isTestHook, parseManifests, VALUES_DIR, type Manifest } from './helm.js';
+import { CHART, expandPermissions, expandRules, helm, installCrdFile, isTestHook, parseManifests, VALUES_DIR, type Manifest } from './helm.js';
 
 const NAMESPACE = 'pvshift-system';
 const RELEASE = 'pvshift';
@@ -28,11 +28,11 @@ await installCrdFile(kube, join(import.meta.dirname, 'fixtures/volumepopulators-
 
 const kubeconfig = ['--kubeconfig', cluster.kubeconfigPath];
 
-/** The API path of a rendered object (every kind the chart renders pluralises with an `s`). */
+/** The API path of a rendered object (every kind the chart renders pluralises with an `s`, or `y` to `ies`). */
 function pathOf(m: Manifest): string {
   const base = m.apiVersion === 'v1' ? '/api/v1' : `/apis/${m.apiVersion}`;
   const scope = m.metadata.namespace ? `/namespaces/${m.metadata.namespace}` : '';
-  return `${base}${scope}/${m.kind.toLowerCase()}s/${m.metadata.name}`;
+  return `${base}${scope}/${m.kind.toLowerCase().replace(/y$/, 'ie')}s/${m.metadata.name}`;
 }
 
 interface ReviewRequest {
@@ -56,22 +56,6 @@ async function isAllowed(request: ReviewRequest): Promise<boolean> {
     },
   } as never);
   return review.status?.allowed === true;
-}
-
-/** A rule set as comparable strings: group|resource|verb|resourceName (`*` for any name). */
-function expandRules(rules: V1PolicyRule[]): string[] {
-  const out = new Set<string>();
-  for (const rule of rules) {
-    for (const group of rule.apiGroups ?? [])
-      for (const resource of rule.resources ?? [])
-        for (const verb of rule.verbs)
-          for (const name of rule.resourceNames?.length ? rule.resourceNames : ['*']) out.add(`${group}|${resource}|${verb}|${name}`);
-  }
-  return [...out].sort();
-}
-
-function expandPermissions(permissions: Permission[]): string[] {
-  return expandRules(permissions.map((p) => ({ apiGroups: [p.apiGroup], resources: [p.resource], verbs: p.verbs, resourceNames: p.resourceNames })));
 }
 
 const install = await helm(['install', RELEASE, CHART, '--namespace', NAMESPACE, '--create-namespace', ...kubeconfig]);
@@ -104,7 +88,7 @@ t.test('NOTES render for every values file, naming its certificate mode', async 
 
 t.test('every object the release rendered exists', async (t) => {
   const kinds = new Set(manifests.map((m) => m.kind));
-  for (const kind of ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'Service', 'Deployment', 'PodDisruptionBudget', 'MutatingWebhookConfiguration', 'VolumePopulator']) {
+  for (const kind of ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'Service', 'Deployment', 'PodDisruptionBudget', 'MutatingWebhookConfiguration', 'VolumePopulator', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']) {
     t.ok(kinds.has(kind), `the release has a ${kind}`);
   }
   for (const m of manifests) {
@@ -134,8 +118,8 @@ t.test("the Deployment's pods are admitted and run as the chart's ServiceAccount
 t.test('RBAC: every permission of src/permissions.ts is allowed by the API server', async (t) => {
   for (const p of PERMISSIONS) {
     for (const verb of p.verbs) {
-      const names = p.resourceNames ?? [undefined];
-      for (const name of names) {
+      // Named grants: by the name a default install gives the object.
+      for (const name of [p.resourceName?.defaultName]) {
         const label = `${verb} ${p.apiGroup || 'core'}/${p.resource}${name ? ` ${name}` : ''}`;
         if (p.scope === 'namespace') {
           t.ok(await isAllowed({ group: p.apiGroup, resource: p.resource, verb, namespace: NAMESPACE, name }), `${label} in ${NAMESPACE}`);
@@ -168,14 +152,22 @@ t.test('RBAC: requests outside the list are denied', async (t) => {
   const denied: [string, ReviewRequest][] = [
     ['secrets in another namespace', { group: '', resource: 'secrets', verb: 'get', namespace: 'default' }],
     ['listing secrets, even its own namespace', { group: '', resource: 'secrets', verb: 'list', namespace: NAMESPACE }],
-    ['deleting its Secret', { group: '', resource: 'secrets', verb: 'delete', namespace: NAMESPACE }],
+    ['deleting its Secret', { group: '', resource: 'secrets', verb: 'delete', namespace: NAMESPACE, name: 'pvshift-tls' }],
+    ['reading another Secret of its namespace', { group: '', resource: 'secrets', verb: 'get', namespace: NAMESPACE, name: 'someone-else' }],
+    ['updating another Secret of its namespace', { group: '', resource: 'secrets', verb: 'update', namespace: NAMESPACE, name: 'someone-else' }],
+    ['reading a Secret without naming it', { group: '', resource: 'secrets', verb: 'get', namespace: NAMESPACE }],
     ['leases in another namespace', { group: 'coordination.k8s.io', resource: 'leases', verb: 'update', namespace: 'kube-system' }],
+    ['updating another Lease of its namespace', { group: 'coordination.k8s.io', resource: 'leases', verb: 'update', namespace: NAMESPACE, name: 'someone-else' }],
+    ['deleting a PersistentVolume (DeleteAfterVerify sets the reclaim policy instead)', { group: '', resource: 'persistentvolumes', verb: 'delete', name: 'pv-1' }],
+    ['updating a claim (it patches)', { group: '', resource: 'persistentvolumeclaims', verb: 'update', namespace: 'some-app' }],
+    ['updating a VolumeMigration (it patches)', { group: 'pvshift.io', resource: 'volumemigrations', verb: 'update', namespace: 'some-app' }],
+    ['updating the status of a VolumeMigration (it patches)', { group: 'pvshift.io', resource: 'volumemigrations/status', verb: 'update', namespace: 'some-app' }],
+    ['patching an Event', { group: '', resource: 'events', verb: 'patch', namespace: 'some-app' }],
     ['deleting a StorageClass', { group: 'storage.k8s.io', resource: 'storageclasses', verb: 'delete' }],
     ["updating another webhook configuration", { group: 'admissionregistration.k8s.io', resource: 'mutatingwebhookconfigurations', verb: 'update', name: 'someone-else' }],
     ['patching its own webhook configuration (it updates)', { group: 'admissionregistration.k8s.io', resource: 'mutatingwebhookconfigurations', verb: 'patch', name: 'pvshift' }],
     ['listing webhook configurations', { group: 'admissionregistration.k8s.io', resource: 'mutatingwebhookconfigurations', verb: 'list' }],
     ['deleting its own webhook configuration', { group: 'admissionregistration.k8s.io', resource: 'mutatingwebhookconfigurations', verb: 'delete', name: 'pvshift' }],
-    ['deleting a VolumeMigration', { group: 'pvshift.io', resource: 'volumemigrations', verb: 'delete', namespace: 'some-app' }],
     ['deleting a namespace', { group: '', resource: 'namespaces', verb: 'delete', name: 'some-app' }],
     ['exec into a pod', { group: '', resource: 'pods/exec', verb: 'create', namespace: 'some-app' }],
     ['updating a pod', { group: '', resource: 'pods', verb: 'update', namespace: 'some-app' }],

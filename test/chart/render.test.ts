@@ -10,7 +10,7 @@ import type { V1Container, V1Deployment, V1MutatingWebhookConfiguration, V1Pod }
 import { parseConfig, type Config } from '../../src/config.js';
 import { byKind, CHART, helm, KUBE_VERSION, oneOf, render, templateArgs, VALUES_DIR, VALUES_FILES, type Manifest } from './helm.js';
 
-const CLUSTER_SCOPED = new Set(['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration', 'VolumePopulator']);
+const CLUSTER_SCOPED = new Set(['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration', 'VolumePopulator', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
 
 function deploymentOf(manifests: Manifest[]): V1Deployment {
   return oneOf(manifests, 'Deployment');
