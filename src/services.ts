@@ -8,6 +8,7 @@ import { parseConfig, USAGE, type Config } from './config.js';
 import { ConfigurationError, errorMessage } from './errors.js';
 import { Kube } from './kube.js';
 import { createLogger, type Logger } from './logger.js';
+import { LEADER_ELECTION_LEASE } from './permissions.js';
 
 async function runServices(config: Config, logger: Logger): Promise<void> {
   const kube = Kube.fromDefault(config.kubeconfig);
@@ -61,7 +62,7 @@ async function runServices(config: Config, logger: Logger): Promise<void> {
           ? {
               leaderElection: {
                 namespace: c.leaderElectionNamespace,
-                name: 'pvshift-controller',
+                name: LEADER_ELECTION_LEASE,
                 leaseDurationMs: c.leaseDurationSeconds * 1000,
                 renewMs: Math.max(1000, (c.leaseDurationSeconds * 1000) / 3),
                 retryMs: 1000,

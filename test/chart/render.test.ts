@@ -197,6 +197,7 @@ t.test('copy pod settings reach the controller as flags', async (t) => {
   t.equal(flags.get('max-concurrent-copies'), '10');
   t.equal(flags.get('max-copies-per-node'), '1');
   t.equal(flags.get('copy-attempts'), '5');
+  t.equal(flags.get('copy-stall-timeout'), '900');
   t.equal(flags.get('copy-bandwidth-limit'), '51200');
 
   const defaults = flagsOf(await render());
