@@ -2,7 +2,9 @@
 // input has a table-driven test. Paths are made absolute here; whether they exist
 // is checked at run time, where a missing source is a terminal error, not usage.
 import path from 'node:path';
+import { parseRfc3339Ns } from './changed-since.js';
 import { RUNNER_EXIT } from './exit-codes.js';
+import { TEMP_DIR_PREFIX } from './temp-dir.js';
 
 export type VerifyMode = 'none' | 'metadata' | 'checksum';
 export const VERIFY_MODES: readonly VerifyMode[] = ['none', 'metadata', 'checksum'];
@@ -16,6 +18,13 @@ export interface RunnerOptions {
   terminationLog: string;
   /** rsync --bwlimit in KiB/s; 0 = unlimited. Throttles a live pre-sync (and tests). */
   bwlimitKiBps: number;
+  /**
+   * --changed-since, as ns since the epoch: regular files whose ctime is at or
+   * after it are copied again whatever their size and mtime (changed-since.ts).
+   */
+  changedSinceNs?: bigint;
+  /** --allow-vanished: entries that vanish from a live source under the copy are counted, not failures. */
+  allowVanished: boolean;
 }
 
 export type ParseResult =
@@ -46,7 +55,19 @@ Options:
   --termination-log PATH    where the summary goes (default: ${DEFAULT_TERMINATION_LOG});
                               if it cannot be written, a warning, and the run goes on
   --bwlimit KIBPS           limit rsync's rate in KiB/s, 0 = none (default: 0)
+  --changed-since TIME      RFC 3339 timestamp (2026-12-02T15:38:33Z): every regular
+                              file whose ctime is at or after TIME has its contents
+                              compared (rsync --checksum) and sent if they differ,
+                              whatever its size and mtime say (rsync's quick check
+                              misses a same-size rewrite whose mtime was put back)
+  --allow-vanished          a live source: entries that vanish under the scan, cp or
+                              rsync (rsync exit 24) are counted in the summary's
+                              "vanished" with a warning, not failures
   -h, --help                this text
+
+Top-level names beginning with "${TEMP_DIR_PREFIX}" are the runner's: its temp dir
+in TARGET has such a name (leftovers of killed runs are removed), and a SOURCE
+that holds one is refused (exit ${RUNNER_EXIT.TERMINAL}).
 
 Output: stdout carries JSON lines {"type":"progress",...} and, last,
 {"type":"summary",...}; stderr carries JSON lines {"type":"info"|"warning"|"error",
@@ -56,9 +77,11 @@ Exit codes:
   ${RUNNER_EXIT.OK}   done (copied, and verified if asked)
   ${RUNNER_EXIT.USAGE}   usage: bad or missing arguments
   ${RUNNER_EXIT.TRANSIENT}  transient: retry (rsync 23/24 partial or vanished, 12 stream,
-       20 signal, 30/35 timeout, I/O errors, SIGTERM/SIGINT)
+       20 signal, 30/35 timeout, I/O errors, SIGTERM/SIGINT; a vanished
+       entry is none of these with --allow-vanished)
   ${RUNNER_EXIT.TERMINAL}  terminal: do not retry (no space, target too small, permission
-       denied, source or target missing, the target's disk lost writes)
+       denied, source or target missing, the target's disk lost writes, a
+       source entry with the runner's reserved name)
   ${RUNNER_EXIT.VERIFY_FAILED}  verification failed: the target differs from the source (terminal)
 `;
 
@@ -71,6 +94,8 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--progress-interval': { takesValue: true },
   '--termination-log': { takesValue: true },
   '--bwlimit': { takesValue: true },
+  '--changed-since': { takesValue: true },
+  '--allow-vanished': { takesValue: false },
   '--help': { takesValue: false },
   '-h': { takesValue: false },
 };
@@ -137,6 +162,12 @@ export function parseRunnerArgs(argv: readonly string[], cwd = '/'): ParseResult
   const bwArg = values.get('--bwlimit') ?? '0';
   if (!/^\d+$/.test(bwArg)) return { kind: 'error', message: `--bwlimit must be a whole number of KiB/s (got "${bwArg}")` };
 
+  const sinceArg = values.get('--changed-since');
+  const changedSinceNs = sinceArg === undefined ? undefined : parseRfc3339Ns(sinceArg);
+  if (sinceArg !== undefined && changedSinceNs === undefined) {
+    return { kind: 'error', message: `--changed-since must be an RFC 3339 timestamp such as 2026-12-02T15:38:33.5Z (got "${sinceArg}")` };
+  }
+
   return {
     kind: 'run',
     options: {
@@ -147,6 +178,8 @@ export function parseRunnerArgs(argv: readonly string[], cwd = '/'): ParseResult
       progressIntervalSeconds: interval,
       terminationLog: path.resolve(cwd, values.get('--termination-log') ?? DEFAULT_TERMINATION_LOG),
       bwlimitKiBps: Number(bwArg),
+      allowVanished: switches.has('--allow-vanished'),
+      ...(changedSinceNs === undefined ? {} : { changedSinceNs }),
     },
   };
 }

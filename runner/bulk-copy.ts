@@ -10,7 +10,7 @@
 // failing (xattrs in --preserve=all are best-effort) and writes files under
 // their final names inside the temp dir. Neither matters because (1) nothing
 // reaches the target's real names until every cp has exited 0, and a killed run
-// leaves its partial files in TEMP_DIR_NAME, which the next run empties; and
+// leaves its partial files in the runner's temp dir, which the next run removes; and
 // (2) the runner always follows with its rsync pass (size+mtime quick check,
 // owners, modes, times, xattrs, ACLs, hard links, root attributes) and, if
 // asked, verification: the run succeeds only when those do.
@@ -38,25 +38,55 @@ export interface BulkResult {
   ok: boolean;
   /** cp's exit and the end of its stderr, when it failed. */
   failure?: string;
+  /** Source entries cp found gone (counted only with allowVanished; otherwise they fail the copy). */
+  vanished: number;
 }
 
-/** One cp process; `done` resolves when it has exited (a failure to start is a failure too). */
-function startCp(args: string[], children: Set<ChildProcess>): { child: ChildProcess; done: Promise<BulkResult> } {
-  const child = spawn('cp', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+/**
+ * What GNU cp prints (LC_ALL=C, after its argv[0]: "cp", or a path when a
+ * wrapper execs it) for a source entry it listed or was given and then found gone: stat, opendir ("cannot access"), open for reading,
+ * readlink. A target-side ENOENT ("cannot create regular file", "for
+ * writing") is not one. cp quotes names, newlines included: one line each.
+ */
+const CP_VANISHED = /^(?:\S*\/)?cp: (?:cannot (?:stat|access|read symbolic link) .*|cannot open .* for reading): No such file or directory$/;
+
+/**
+ * One cp process; `done` resolves when it has exited (a failure to start is a
+ * failure too). With `allowVanished`, a cp whose only errors are entries that
+ * vanished from the source (exit 1) succeeded: it copied everything else, as
+ * cp goes on past such an error.
+ */
+function startCp(args: string[], children: Set<ChildProcess>, allowVanished: boolean): { child: ChildProcess; done: Promise<BulkResult> } {
+  // LC_ALL=C: messages in English, matched by CP_VANISHED.
+  const child = spawn('cp', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
   children.add(child);
   const done = new Promise<BulkResult>((resolve) => {
     let tail = '';
+    let rest = '';
+    let vanished = 0;
+    let otherErrors = 0;
+    const count = (line: string): void => {
+      if (CP_VANISHED.test(line)) vanished++;
+      else if (line.trim()) otherErrors++;
+    };
     child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (c: string) => (tail = (tail + c).slice(-2000)));
+    child.stderr.on('data', (c: string) => {
+      tail = (tail + c).slice(-2000);
+      const lines = (rest + c).split('\n');
+      rest = lines.pop() ?? '';
+      lines.forEach(count);
+    });
     // A process that cannot start emits 'error', then 'close': the first settles.
     child.on('error', (e) => {
       children.delete(child);
-      resolve({ ok: false, failure: `cp could not start: ${e.message}` });
+      resolve({ ok: false, failure: `cp could not start: ${e.message}`, vanished: 0 });
     });
     child.on('close', (code, signal) => {
       children.delete(child);
-      if (code === 0) resolve({ ok: true });
-      else resolve({ ok: false, failure: `cp exited ${code ?? signal}: ${tail.trim().split('\n').slice(-3).join('; ')}` });
+      count(rest);
+      if (code === 0) resolve({ ok: true, vanished: 0 });
+      else if (allowVanished && code === 1 && vanished > 0 && otherErrors === 0) resolve({ ok: true, vanished });
+      else resolve({ ok: false, failure: `cp exited ${code ?? signal}: ${tail.trim().split('\n').slice(-3).join('; ')}`, vanished: 0 });
     });
   });
   return { child, done };
@@ -66,10 +96,10 @@ function startCp(args: string[], children: Set<ChildProcess>): { child: ChildPro
  * cp -a SOURCE into DIR (which must not exist), a directory inside the
  * target's filesystem. `-T`: DIR becomes the copy of SOURCE itself.
  */
-export function runCp(source: string, dir: string, children: Set<ChildProcess>): Promise<BulkResult> {
+export function runCp(source: string, dir: string, children: Set<ChildProcess>, allowVanished = false): Promise<BulkResult> {
   // --sparse=auto (the default, spelled out): holes in the source stay holes;
   // zero-filled blocks the source has allocated stay allocated, as they are there.
-  return startCp(['-a', '--sparse=auto', '-T', '--', source, dir], children).done;
+  return startCp(['-a', '--sparse=auto', '-T', '--', source, dir], children, allowVanished).done;
 }
 
 /**
@@ -114,16 +144,19 @@ export async function runCpGroups(
   groups: readonly (readonly string[][])[],
   children: Set<ChildProcess>,
   signal: AbortSignal,
+  allowVanished = false,
 ): Promise<BulkResult> {
   const running = new Set<ChildProcess>();
   let failure: string | undefined;
+  let vanished = 0;
   const runGroup = async (batches: readonly string[][]): Promise<void> => {
     for (const batch of batches) {
       if (failure !== undefined || signal.aborted) return;
-      const { child, done } = startCp(['-a', '--sparse=auto', '-t', dir, '--', ...batch], children);
+      const { child, done } = startCp(['-a', '--sparse=auto', '-t', dir, '--', ...batch], children, allowVanished);
       running.add(child);
       const result = await done;
       running.delete(child);
+      vanished += result.vanished;
       if (!result.ok && failure === undefined) {
         failure = result.failure;
         for (const other of running) other.kill('SIGTERM');
@@ -131,10 +164,10 @@ export async function runCpGroups(
     }
   };
   await Promise.all(groups.map(runGroup));
-  if (failure !== undefined) return { ok: false, failure };
+  if (failure !== undefined) return { ok: false, failure, vanished: 0 };
   // Stopped between two batches: what was copied is complete but not everything.
-  if (signal.aborted) return { ok: false, failure: 'stopped' };
-  return { ok: true };
+  if (signal.aborted) return { ok: false, failure: 'stopped', vanished: 0 };
+  return { ok: true, vanished };
 }
 
 /**

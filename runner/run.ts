@@ -4,8 +4,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { DROPPED_TRUSTED_XATTRS } from '../src/pod-security.js';
 import { parseRunnerArgs, HELP, type RunnerOptions, type VerifyMode } from './args.js';
 import { cpBatches, freeBytesDrop, isTargetEmpty, moveIntoPlace, runCp, runCpGroups, type BulkResult } from './bulk-copy.js';
+import { filesFromList, formatRfc3339Ns, planComparison } from './changed-since.js';
 import { planCopy } from './copy-plan.js';
 import { RUNNER_EXIT } from './exit-codes.js';
 import { formatBytes } from './human.js';
@@ -19,18 +21,11 @@ import {
   type RsyncStats,
 } from './rsync-progress.js';
 import { fitSummary, type Summary } from './summary.js';
-import { checkCapacity, probeFeatures, readFsSpace, type FeatureProbe } from './target-probe.js';
+import { canSeeTrustedXattrs, checkCapacity, probeFeatures, readFsSpace, type FeatureProbe } from './target-probe.js';
 import { compareTrees, displayPath, type Difference } from './tree-diff.js';
 import { emptyTotals, nameArgument, readListing, scanTotals, type TreeTotals } from './tree-walk.js';
+import { TEMP_DIR_PREFIX, isReservedName, newTempDirName, removeLeftovers, reservedNames } from './temp-dir.js';
 import { Flusher, WriteBackError } from './write-back.js';
-
-/**
- * rsync's temp files go here (--temp-dir) instead of beside each file as
- * ".name.XXXXXX": a SIGKILLed run leaves its half-written file in this one
- * place, which the next run empties, so a stray temp never lands in the copy.
- * Excluded from the transfer, so --delete leaves it alone too.
- */
-export const TEMP_DIR_NAME = '.pvshift-runner-tmp';
 
 export interface RunnerIO {
   /** One line of the stdout protocol, without the newline. */
@@ -114,11 +109,18 @@ export function includePatterns(names: readonly string[]): string {
   return names.map((n) => `${pattern(n)}\0`).join('');
 }
 
+/**
+ * What one rsync process copies: everything (none), its group's top-level
+ * names (`includeFrom`, see includePatterns), or the files of a list whose
+ * contents it compares (`compareFrom`, --changed-since: see changed-since.ts).
+ */
+export type RsyncSelection = { includeFrom: string } | { compareFrom: string };
+
 export function rsyncArgs(
   options: RunnerOptions,
   features: { xattrs: boolean; acls: boolean },
   tempDir: string,
-  includeFrom?: string,
+  selection?: RsyncSelection,
 ): string[] {
   const args = [
     // -a (rlptgoD), -H hard links, -S sparse; numeric ids: the pod's /etc/passwd is not the app's.
@@ -131,14 +133,22 @@ export function rsyncArgs(
     '--info=progress2,name0',
     '--outbuf=L',
     '--stats',
+    // rsync's temp files go to the run's temp dir (temp-dir.ts) instead of beside
+    // each file as ".name.XXXXXX": a SIGKILLed run leaves its half-written file in
+    // that one place, which the next run removes, so a stray temp never lands in
+    // the copy. Every reserved top-level name is excluded, so --delete leaves them
+    // alone too (the source holds none: the run refuses such a source).
     `--temp-dir=${tempDir}`,
-    `--exclude=/${TEMP_DIR_NAME}`,
+    `--exclude=/${TEMP_DIR_PREFIX}*`,
   ];
   if (features.acls) args.push('-A');
   if (features.xattrs) args.push('-X');
-  if (options.delete) args.push('--delete');
+  // A --files-from pass names files only: --delete would have nothing to do there (the main pass deletes).
+  if (options.delete && !(selection && 'compareFrom' in selection)) args.push('--delete');
   if (options.bwlimitKiBps > 0) args.push(`--bwlimit=${options.bwlimitKiBps}`);
-  if (includeFrom !== undefined) args.push('--from0', `--include-from=${includeFrom}`, '--exclude=/*');
+  if (selection && 'includeFrom' in selection) args.push('--from0', `--include-from=${selection.includeFrom}`, '--exclude=/*');
+  // --checksum: size and a whole-file checksum, mtime ignored; only files whose contents differ are sent.
+  if (selection && 'compareFrom' in selection) args.push('--checksum', '--from0', `--files-from=${selection.compareFrom}`);
   // Trailing slashes: copy the contents of source into target, root attributes included.
   args.push(`${options.source}/`, `${options.target}/`);
   return args;
@@ -149,7 +159,12 @@ interface RsyncResult {
   signal: string | null;
   stats: RsyncStats | undefined;
   stderrTail: string;
+  /** `file has vanished: "..."` lines: source entries gone before rsync could read them. */
+  vanished: number;
 }
+
+/** rsync's warning for a source entry it listed and then found gone (the cause of exit 24). */
+const RSYNC_VANISHED_LINE = /^file has vanished: /;
 
 function runRsync(
   args: string[],
@@ -164,6 +179,7 @@ function runRsync(
     let statsText = '';
     let errRest = '';
     let stderrTail = '';
+    let vanished = 0;
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {
@@ -178,7 +194,11 @@ function runRsync(
     child.stderr.on('data', (chunk: string) => {
       const lines = (errRest + chunk).split('\n');
       errRest = lines.pop() ?? '';
-      for (const line of lines) if (line.trim()) warn(line);
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        if (RSYNC_VANISHED_LINE.test(line)) vanished++;
+        warn(line);
+      }
       stderrTail = (stderrTail + chunk).slice(-65536);
     });
     child.on('error', (e: unknown) => {
@@ -191,9 +211,12 @@ function runRsync(
     });
     child.on('close', (code, signal) => {
       children.delete(child);
-      if (errRest.trim()) warn(errRest);
+      if (errRest.trim()) {
+        if (RSYNC_VANISHED_LINE.test(errRest)) vanished++;
+        warn(errRest);
+      }
       statsText += rest;
-      resolve({ code, signal, stats: parseRsyncStats(statsText), stderrTail });
+      resolve({ code, signal, stats: parseRsyncStats(statsText), stderrTail, vanished });
     });
   });
 }
@@ -239,7 +262,8 @@ async function waitOutSecond(newestNs: bigint, signal: AbortSignal): Promise<voi
  * plan splits the tree, else one cp of the whole tree. A cp failure is not
  * the run's failure: the partial copy is dropped and rsync does the whole job,
  * and reports whatever error is real (no space, permissions) with its own
- * exit code.
+ * exit code. With `allowVanished`, source entries that vanished under cp are
+ * not a failure: the copy of the rest is kept and they are counted.
  */
 async function bulkCopy(
   source: string,
@@ -251,7 +275,8 @@ async function bulkCopy(
   children: Set<ChildProcess>,
   signal: AbortSignal,
   say: (type: 'info' | 'warning', message: string) => void,
-): Promise<boolean> {
+  allowVanished: boolean,
+): Promise<{ copied: boolean; vanished: number }> {
   const dir = path.join(tempDir, 'bulk');
   const space = await fs.statfs(target);
   const freeAtStart = space.bavail * space.bsize;
@@ -277,22 +302,22 @@ async function bulkCopy(
           `${runs > groups.length ? ` (${runs} cp runs in all, to keep each command line short)` : ''}: cp -a -t ${dir} -- ${source}/...`,
       );
       await fs.mkdir(dir);
-      result = await runCpGroups(dir, batches, children, signal);
+      result = await runCpGroups(dir, batches, children, signal, allowVanished);
     } else {
       const unnamed = groups.flat().find((n) => nameArgument(n) === undefined);
       const why = unnamed === undefined ? '' : ` (the top-level name ${JSON.stringify(displayPath(unnamed))} is not valid UTF-8: it cannot be passed to cp)`;
       say('info', `bulk copy: one cp process${why}: cp -a -T ${source} ${dir}`);
-      result = await runCp(source, dir, children);
+      result = await runCp(source, dir, children, allowVanished);
     }
     if (!result.ok) {
       say('warning', `bulk copy failed, rsync copies everything instead: ${result.failure ?? ''}`);
       await fs.rm(dir, { recursive: true, force: true });
-      return false;
+      return { copied: false, vanished: 0 };
     }
     await moveIntoPlace(dir, target);
     await fs.rmdir(dir);
     tracker.update({ bytes: bytesTotal, percent: 100 }, -1);
-    return true;
+    return { copied: true, vanished: result.vanished };
   } finally {
     clearInterval(poll);
   }
@@ -324,18 +349,40 @@ async function runRsyncGroups(
     const inSource = new Set(groups.flat());
     // Names as latin1 strings of their bytes, like the scan's (see tree-walk.ts).
     const names = (await fs.readdir(options.target, { encoding: 'buffer' })).map((n) => n.toString('latin1'));
-    const extra = names.filter((n) => n !== TEMP_DIR_NAME && !inSource.has(n));
+    const extra = names.filter((n) => !isReservedName(n) && !inSource.has(n));
     lists[0]?.push(...extra);
   }
   return Promise.all(
     lists.map(async (names, i) => {
       const list = path.join(tempDir, `include-${i}`);
       await fs.writeFile(list, includePatterns(names), 'latin1');
-      const args = rsyncArgs(options, features, tempDir, list);
+      const args = rsyncArgs(options, features, tempDir, { includeFrom: list });
       say('info', `rsync (${i + 1}/${lists.length}, ${names.length} top-level entries) ${args.join(' ')}`);
       return runRsync(args, (p) => tracker.update(p, i), warn, children);
     }),
   );
+}
+
+/**
+ * --changed-since: one rsync over the listed files (paths below the source,
+ * latin1 strings of their bytes) with --checksum, before the main pass; it
+ * sends those whose contents differ (see changed-since.ts).
+ */
+async function runComparePass(
+  options: RunnerOptions,
+  features: { xattrs: boolean; acls: boolean },
+  tempDir: string,
+  paths: readonly string[],
+  tracker: ProgressTracker,
+  say: (type: 'info' | 'warning', message: string) => void,
+  children: Set<ChildProcess>,
+): Promise<RsyncResult> {
+  const list = path.join(tempDir, 'changed-files');
+  await fs.writeFile(list, filesFromList(paths));
+  const args = rsyncArgs(options, features, tempDir, { compareFrom: list });
+  say('info', `rsync (contents of ${paths.length} changed file(s)) ${args.join(' ')}`);
+  // Progress key -2: its bytes and the main pass's add up (clamped to the total).
+  return runRsync(args, (p) => tracker.update(p, -2), (m) => say('warning', m), children);
 }
 
 export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Summary> {
@@ -362,7 +409,10 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
   let stats: RsyncStats = { filesTransferred: 0, bytesTransferred: 0, deleted: 0 };
   let verified: VerifyMode = 'none';
   const dropped: string[] = [];
-  const tempDir = path.join(options.target, TEMP_DIR_NAME);
+  /** Source entries that vanished under find, cp and rsync (--allow-vanished). */
+  const vanished = { scan: 0, cp: 0, rsync: 0 };
+  const tempName = newTempDirName();
+  const tempDir = path.join(options.target, tempName);
   let timer: NodeJS.Timeout | undefined;
   let exitCode: number = RUNNER_EXIT.OK;
   let message: string;
@@ -373,19 +423,38 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
   try {
     await requireDirectory(options.source, 'source');
     await requireDirectory(options.target, 'target');
+    // The runner excludes these names from the copy (temp-dir.ts): refused
+    // rather than lost without a word. Terminal: the source must change first.
+    const reserved = await reservedNames(options.source);
+    if (reserved.length > 0) {
+      throw new RunFailure(
+        `the source holds ${reserved.map((n) => JSON.stringify(displayPath(n))).join(', ')} at its top level: names beginning with ` +
+          `"${TEMP_DIR_PREFIX}" are reserved for the runner's temp dir and would not be copied; rename or remove ${reserved.length > 1 ? 'them' : 'it'} and run again`,
+        RUNNER_EXIT.TERMINAL,
+      );
+    }
     say('info', `scanning ${options.source}`);
+    const trustedVisible = await canSeeTrustedXattrs();
     // The target side does not wait for the scan: a few ms of spawning setfattr
     // and setfacl, which on a small tree is a visible share of the run.
     const prepareTarget = async (): Promise<FeatureProbe> => {
-      // A previous run killed mid-file left its temp file here; it is never part of the copy.
-      await fs.rm(tempDir, { recursive: true, force: true });
+      // A run killed mid-copy left its temp dir (a half-written file, a partial
+      // bulk copy); it is never part of the copy.
+      const leftovers = await removeLeftovers(options.target);
+      if (leftovers.length > 0) say('info', `removed the temp dir of an earlier run: ${leftovers.map((n) => JSON.stringify(displayPath(n))).join(', ')}`);
       await fs.mkdir(tempDir, { mode: 0o700 });
-      return probeFeatures(tempDir);
+      return probeFeatures(tempDir, trustedVisible);
     };
-    const [scanned, features] = await Promise.all([scanTotals(options.source, { signal: controller.signal }), prepareTarget()]);
+    const scanOptions = { signal: controller.signal, allowVanished: options.allowVanished, changedSinceNs: options.changedSinceNs };
+    const [scanned, features] = await Promise.all([scanTotals(options.source, scanOptions), prepareTarget()]);
     totals = scanned;
+    vanished.scan = totals.vanished;
     say('info', `source: ${totals.files} files, ${totals.bytes} bytes (${formatBytes(totals.bytes)}), ${formatBytes(totals.allocatedBytes)} allocated`);
 
+    if (!trustedVisible) {
+      dropped.push(DROPPED_TRUSTED_XATTRS);
+      say('warning', 'no CAP_SYS_ADMIN (CapEff in /proc/self/status): the kernel hides trusted.* extended attributes from this process, so they are not copied; every other xattr is');
+    }
     for (const note of features.notes) say('warning', `target probe: ${note}`);
     if (!features.xattrs) {
       dropped.push('xattrs');
@@ -400,7 +469,7 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     let verdict = checkCapacity(need, await readFsSpace(options.target));
     if (!verdict.fits) {
       // A rerun finds most of the data already there: count it before refusing.
-      const present = await scanTotals(options.target, { skipTopLevel: new Set([TEMP_DIR_NAME]), signal: controller.signal });
+      const present = await scanTotals(options.target, { skipTopLevel: new Set([tempName]), signal: controller.signal });
       verdict = checkCapacity(
         { ...need, targetAllocatedBytes: present.allocatedBytes, targetInodes: present.inodes },
         await readFsSpace(options.target),
@@ -415,32 +484,60 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     timer = setInterval(emit, options.progressIntervalSeconds * 1000);
     const plan = planCopy({
       totals,
-      targetEmpty: await isTargetEmpty(options.target, TEMP_DIR_NAME),
+      targetEmpty: await isTargetEmpty(options.target, tempName),
       bwlimitKiBps: options.bwlimitKiBps,
       cpus: os.availableParallelism(),
     });
     say('info', `engine: ${plan.reason}`);
     flusher = new Flusher(options.target, children);
     flusher.start();
+    let compare: string[] = [];
+    if (options.changedSinceNs !== undefined) {
+      const since = `--changed-since ${formatRfc3339Ns(options.changedSinceNs)}: ${totals.changedFiles.length} regular file path(s) changed (ctime) since then`;
+      if (plan.bulk) say('info', `${since}; the target is empty: everything is copied`);
+      else {
+        compare = (await planComparison(options.target, totals.changedFiles, controller.signal)).paths;
+        say('info', `${since}; ${compare.length} of them have the source's size and mtime on the target: their contents are compared (rsync --checksum) before the main pass`);
+      }
+    }
     let bulkCopied = false;
     if (plan.bulk) {
-      bulkCopied = await bulkCopy(options.source, options.target, tempDir, plan.groups, totals.bytes, tracker, children, controller.signal, say);
+      const bulk = await bulkCopy(options.source, options.target, tempDir, plan.groups, totals.bytes, tracker, children, controller.signal, say, options.allowVanished);
+      bulkCopied = bulk.copied;
+      vanished.cp = bulk.vanished;
       controller.signal.throwIfAborted();
     }
     await waitOutSecond(totals.newestSpecialMtimeNs, controller.signal);
     controller.signal.throwIfAborted();
-    const results = await runRsyncGroups(options, features, tempDir, plan.groups, tracker, say, children);
+    const results: RsyncResult[] = [];
+    if (compare.length > 0) {
+      const compared = await runComparePass(options, features, tempDir, compare, tracker, say, children);
+      results.push(compared);
+      const outcome = classifyRsyncExit(compared.code, compared.signal, compared.stderrTail, options.allowVanished);
+      if (aborted) throw new RunFailure(`stopped by ${aborted} (${outcome.reason})`, RUNNER_EXIT.TRANSIENT);
+      if (outcome.exitCode !== RUNNER_EXIT.OK) throw new RunFailure(outcome.reason, outcome.exitCode);
+    }
+    results.push(...(await runRsyncGroups(options, features, tempDir, plan.groups, tracker, say, children)));
     clearInterval(timer);
     timer = undefined;
     stats = sumStats(results.flatMap((r) => (r.stats ? [r.stats] : [])));
     // What cp moved counts as transferred too: the rsync pass after it only fixed up.
     if (bulkCopied) stats = { ...stats, bytesTransferred: stats.bytesTransferred + totals.bytes, filesTransferred: stats.filesTransferred + totals.files };
-    const outcomes = results.map((r) => classifyRsyncExit(r.code, r.signal, r.stderrTail));
+    vanished.rsync = results.reduce((sum, r) => sum + r.vanished, 0);
+    const outcomes = results.map((r) => classifyRsyncExit(r.code, r.signal, r.stderrTail, options.allowVanished));
     const outcome = outcomes.find((o) => o.exitCode !== RUNNER_EXIT.OK) ?? outcomes[0];
     if (aborted) throw new RunFailure(`stopped by ${aborted}${outcome ? ` (${outcome.reason})` : ''}`, RUNNER_EXIT.TRANSIENT);
     if (outcome && outcome.exitCode !== RUNNER_EXIT.OK) throw new RunFailure(outcome.reason, outcome.exitCode);
     tracker.complete();
     emit();
+    const vanishedTotal = vanished.scan + vanished.cp + vanished.rsync;
+    if (vanishedTotal > 0) {
+      say(
+        'warning',
+        `${vanishedTotal} source entr${vanishedTotal === 1 ? 'y' : 'ies'} vanished while being copied (scan ${vanished.scan}, cp ${vanished.cp}, rsync ${vanished.rsync}): ` +
+          'allowed (--allow-vanished), the next pass copies the source as it is then',
+      );
+    }
 
     await fs.rm(tempDir, { recursive: true, force: true });
     // Making and removing the temp dir touched the root's mtime after rsync set it.
@@ -461,7 +558,7 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
       };
       const [sourceListing, targetListing] = await Promise.all([
         readListing(options.source, listingOptions),
-        readListing(options.target, { ...listingOptions, skipTopLevel: new Set([TEMP_DIR_NAME]) }),
+        readListing(options.target, { ...listingOptions, skipTopLevel: new Set([tempName]) }),
       ]);
       const diff = compareTrees(sourceListing, targetListing, {
         mirror: options.delete,
@@ -517,6 +614,7 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     exitCode,
     message,
   };
+  if (options.allowVanished) summary.vanished = vanished.scan + vanished.cp + vanished.rsync;
   if (differences) {
     summary.differences = differences.differences;
     summary.differencesTotal = differences.count;

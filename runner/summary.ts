@@ -18,8 +18,16 @@ export interface Summary {
   seconds: number;
   /** The verification that passed; "none" when none was asked or it did not pass. */
   verified: VerifyMode;
-  /** Features the target cannot hold: "xattrs", "acls". */
+  /**
+   * What was not copied: "xattrs", "acls" (the target cannot hold them),
+   * "trusted xattrs" (no CAP_SYS_ADMIN: DROPPED_TRUSTED_XATTRS of src/pod-security.ts).
+   */
   dropped: string[];
+  /**
+   * With --allow-vanished only: source entries that vanished under the scan,
+   * cp or rsync (an entry seen vanishing by two of them counts twice).
+   */
+  vanished?: number;
   exitCode: number;
   message: string;
   /** First differences found by verification, when it failed. */

@@ -41,14 +41,46 @@ async function canDo(cmd: string, args: string[], what: string, notes: string[])
   }
 }
 
-export async function probeFeatures(dir: string): Promise<FeatureProbe> {
+/** CAP_SYS_ADMIN's bit in the capability sets (include/uapi/linux/capability.h). */
+export const CAP_SYS_ADMIN = 21;
+
+/**
+ * Whether the CapEff line of a /proc/PID/status text has capability `bit`
+ * set; undefined when the text has no such line.
+ */
+export function hasEffectiveCapability(status: string, bit: number): boolean | undefined {
+  const m = /^CapEff:\s*([0-9a-fA-F]+)\s*$/m.exec(status);
+  if (!m) return undefined;
+  return ((BigInt(`0x${m[1] ?? '0'}`) >> BigInt(bit)) & 1n) === 1n;
+}
+
+/**
+ * Whether this process (and so cp, rsync and getfattr, which it starts with
+ * the same credentials) can see trusted.* extended attributes. The kernel
+ * lists and reads them only for a caller with CAP_SYS_ADMIN
+ * (fs/xattr.c, xattr_permission); without it they are silently absent, not an
+ * error, so no tool would say that they were not copied. A copy pod in a Pod
+ * Security "baseline" namespace runs as root without CAP_SYS_ADMIN.
+ * No /proc (not Linux, or not mounted): root is taken to have it.
+ */
+export async function canSeeTrustedXattrs(statusFile = '/proc/self/status'): Promise<boolean> {
+  const status = await fs.readFile(statusFile, 'utf8').catch(() => '');
+  return hasEffectiveCapability(status, CAP_SYS_ADMIN) ?? process.getuid?.() === 0;
+}
+
+/**
+ * `trustedXattrs`: whether trusted.* is visible at all (canSeeTrustedXattrs);
+ * only then is the target asked to hold it.
+ */
+export async function probeFeatures(dir: string, trustedXattrs = true): Promise<FeatureProbe> {
   const probe = path.join(dir, `probe-${process.pid}`);
   await fs.writeFile(probe, '');
   const notes: string[] = [];
   try {
     let xattrs = await canDo('setfattr', ['-n', 'user.pvshift-probe', '-v', '1', probe], 'user xattrs', notes);
-    // trusted.* needs CAP_SYS_ADMIN; without it rsync -X skips that namespace by itself.
-    if (xattrs && process.getuid?.() === 0) {
+    // Without CAP_SYS_ADMIN the write fails with EPERM, which says nothing about
+    // the target: cp and rsync do not see the source's trusted.* either.
+    if (xattrs && trustedXattrs && process.getuid?.() === 0) {
       xattrs = await canDo('setfattr', ['-n', 'trusted.pvshift-probe', '-v', '1', probe], 'trusted xattrs', notes);
     }
     // A named user entry, not just the mode bits: that is what needs ACL support.

@@ -34,7 +34,7 @@ void t.test('cp per group', async (t) => {
 
   const ok = path.join(work, 'ok');
   fs.mkdirSync(ok);
-  t.same(await runCpGroups(ok, [[[p('a')], [p('b')]], [[p('c'), p('-d')]]], children, signal), { ok: true });
+  t.same(await runCpGroups(ok, [[[p('a')], [p('b')]], [[p('c'), p('-d')]]], children, signal), { ok: true, vanished: 0 });
   t.same(fs.readdirSync(ok).sort(), ['-d', 'a', 'b', 'c'], 'every group, every batch');
   t.equal(fs.readFileSync(path.join(ok, '-d', 'f'), 'utf8'), '-d');
 
@@ -49,8 +49,17 @@ void t.test('cp per group', async (t) => {
   stopped.abort();
   const none = path.join(work, 'none');
   fs.mkdirSync(none);
-  t.same(await runCpGroups(none, [[[p('a')]], [[p('b')]]], children, stopped.signal), { ok: false, failure: 'stopped' }, 'stopped: nothing starts, and it is not ok');
+  t.same(await runCpGroups(none, [[[p('a')]], [[p('b')]]], children, stopped.signal), { ok: false, failure: 'stopped', vanished: 0 }, 'stopped: nothing starts, and it is not ok');
   t.same(fs.readdirSync(none), []);
+
+  // --allow-vanished: a source entry gone before cp reached it is counted; the rest is copied.
+  const allowed = path.join(work, 'allowed');
+  fs.mkdirSync(allowed);
+  const vanishedToo = await runCpGroups(allowed, [[[p('gone-1'), p('a')], [p('b')]], [[p('gone-2')], [p('c')]]], children, signal, true);
+  t.same(vanishedToo, { ok: true, vanished: 2 }, 'allowed: ok, both counted');
+  t.same(fs.readdirSync(allowed).sort(), ['a', 'b', 'c'], 'no group stopped');
+  const noParent = await runCp(src, path.join(work, 'no-parent', 'x'), children, true);
+  t.match(noParent, { ok: false, failure: /cannot create directory .*No such file or directory/ }, 'ENOENT on the target side is not a vanished source entry');
 
   const savedPath = process.env.PATH;
   process.env.PATH = path.join(work, 'no-such-dir');

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { CAP_SYS_ADMIN, canSeeTrustedXattrs, hasEffectiveCapability } from '../../runner/target-probe.js';
 import { runInProcess, sh, snapshotTree } from './fixtures/trees.js';
 import type { Summary } from '../../runner/index.js';
 
@@ -73,4 +74,22 @@ void t.test('usage errors exit 2 with one line', async (t) => {
   t.equal(run.code, 2);
   t.same(run.stderr, ['pvshift runner: --target DIR is required (see --help)']);
   t.same(run.stdout, []);
+});
+
+void t.test('CAP_SYS_ADMIN from CapEff: whether trusted.* xattrs can be seen', async (t) => {
+  const status = (capEff: string): string => `Name:\tnode\nCapInh:\t0000000000000000\nCapPrm:\t${capEff}\nCapEff:\t${capEff}\nCapBnd:\t000001ffffffffff\n`;
+  const cases: [string, string, boolean | undefined][] = [
+    ['a full set', status('000001ffffffffff'), true],
+    ['the Pod Security baseline set pvshift adds', status('000000008800001b'), false],
+    ['SYS_ADMIN alone', status('0000000000200000'), true],
+    ['everything but SYS_ADMIN', status('000001ffffdfffff'), false],
+    ['none (a non-root user)', status('0000000000000000'), false],
+    ['no CapEff line', 'Name:\tnode\n', undefined],
+  ];
+  for (const [name, text, expected] of cases) t.equal(hasEffectiveCapability(text, CAP_SYS_ADMIN), expected, name);
+  const work = workDir(t);
+  const file = path.join(work, 'status');
+  fs.writeFileSync(file, status('000000008800001b'));
+  t.equal(await canSeeTrustedXattrs(file), false, 'read from the status file');
+  t.equal(await canSeeTrustedXattrs(path.join(work, 'no-proc')), process.getuid?.() === 0, 'no /proc: root is taken to have it');
 });

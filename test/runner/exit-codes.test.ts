@@ -29,6 +29,15 @@ void t.test('rsync exit codes', (t) => {
     t.equal(classifyRsyncExit(code, signal, stderr).exitCode, expected, name);
   }
   t.match(classifyRsyncExit(23, null, 'No space left on device (28)').reason, /rsync exit 23 .*ENOSPC/);
+  // --allow-vanished (a pre-sync of a live source): 24 alone is a success, nothing else changes.
+  const allowing: [string, number | null, string | null, number][] = [
+    ['vanished files, allowed', 24, null, OK],
+    ['partial transfer, vanished files allowed', 23, null, TRANSIENT],
+    ['success', 0, null, OK],
+    ['killed', null, 'SIGTERM', TRANSIENT],
+  ];
+  for (const [name, code, signal, expected] of allowing) t.equal(classifyRsyncExit(code, signal, '', true).exitCode, expected, name);
+  t.match(classifyRsyncExit(24, null, '', true).reason, /vanished .*exit 24, allowed/);
   for (const code of [1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 19, 20, 21, 22, 23, 24, 25, 30, 35]) {
     t.ok(RSYNC_EXIT_CODES.has(code), `rsync ${code} is in the table`);
   }

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { countTree, repoRoot, runInProcess, runnerCli, sh, snapshotTree } from './fixtures/trees.js';
+import { countTree, repoRoot, runInProcess, runnerCli, runnerEntries, sh, snapshotTree } from './fixtures/trees.js';
 import type { Summary } from '../../runner/index.js';
 
 function makeSource(src: string): void {
@@ -65,7 +65,7 @@ void t.test('SIGKILL mid-copy, rerun, rerun again', async (t) => {
   const firstSeconds = (Date.now() - t0) / 1000;
   t.equal(again.code, 0, again.stderr.join('\n'));
   t.same(snapshotTree(dst), snapshotTree(src), 'identical after the rerun');
-  t.notOk(fs.existsSync(path.join(dst, '.pvshift-runner-tmp')), 'the temp dir is gone');
+  t.same(runnerEntries(dst), [], 'the temp dir is gone');
 
   const progress = again.stdout.filter((l) => l.includes('"progress"')).map((l) => JSON.parse(l) as Record<string, number>);
   for (const key of ['bytesDone', 'filesDone', 'elapsedSeconds']) {
@@ -108,13 +108,15 @@ void t.test('SIGKILL during the bulk copy (cp -a into the temp dir), rerun', asy
     stdio: 'ignore',
   });
   const exited = new Promise<{ signal: string | null }>((resolve) => child.on('exit', (_code, signal) => resolve({ signal })));
-  const bulk = path.join(dst, '.pvshift-runner-tmp', 'bulk');
-  while (!fs.existsSync(path.join(bulk, 'many0'))) await new Promise((r) => setTimeout(r, 2));
+  // The temp dir's name is new on every run: whichever runner entry has the bulk copy in it.
+  const copying = (): boolean => runnerEntries(dst).some((n) => fs.existsSync(path.join(dst, n, 'bulk', 'many0')));
+  while (!copying()) await new Promise((r) => setTimeout(r, 2));
   process.kill(-(child.pid ?? 0), 'SIGKILL');
   t.equal((await exited).signal, 'SIGKILL');
   // Each top-level name is renamed into place only after cp exited 0: whatever is
   // under a real name is a complete copy; a partial file is only ever in the temp dir.
-  for (const name of fs.readdirSync(dst).filter((n) => n !== '.pvshift-runner-tmp')) {
+  t.equal(runnerEntries(dst).length, 1, 'the killed run left its temp dir');
+  for (const name of fs.readdirSync(dst).filter((n) => !n.startsWith('.pvshift-runner-'))) {
     t.same(snapshotTree(path.join(dst, name), { xattrs: false, acls: false }), snapshotTree(path.join(src, name), { xattrs: false, acls: false }), `${name} is complete`);
   }
 
@@ -123,7 +125,7 @@ void t.test('SIGKILL during the bulk copy (cp -a into the temp dir), rerun', asy
   t.match(again.stderr.join('\n'), /engine: empty target: cp -a/, 'the rerun finds only the temp dir: bulk copy again');
   t.same(snapshotTree(dst, { xattrs: false, acls: false }), snapshotTree(src, { xattrs: false, acls: false }), 'identical after the rerun');
   t.same(snapshotTree(path.join(dst, 'd')), snapshotTree(path.join(src, 'd')), 'xattrs and ACLs too');
-  t.notOk(fs.existsSync(path.join(dst, '.pvshift-runner-tmp')), 'the temp dir is gone');
+  t.same(runnerEntries(dst), [], "the killed run's temp dir and the rerun's are gone");
 
   const third = await runInProcess(['--source', src, '--target', dst, '--termination-log', log]);
   t.match(JSON.parse(third.stdout.at(-1) ?? '{}'), { ok: true, bytesTransferred: 0, filesTransferred: 0 }, 'rerun on an up-to-date target moves nothing');

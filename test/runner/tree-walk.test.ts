@@ -5,8 +5,8 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseFindRecord, scanTotals, scanTotalsNode, type TreeTotals } from '../../runner/tree-walk.js';
-import { sh } from './fixtures/trees.js';
+import { parseFindRecord, scanTotals, scanTotalsNode, walkTree, type TreeTotals } from '../../runner/tree-walk.js';
+import { ctimeAfterTree, sh } from './fixtures/trees.js';
 
 /** A latin1 string of the bytes ff fe: a name that is not valid UTF-8. */
 const NOT_UTF8 = Buffer.from([0xff, 0xfe]).toString('latin1');
@@ -95,6 +95,62 @@ void t.test('find and the Node walk give the same totals', async (t) => {
   t.same(comparable(await scanTotals('-src/', skip)), comparable(foundSkip), 'a trailing slash, with skipTopLevel');
 });
 
+void t.test('changed since: regular files whose ctime is at or after the instant, every path of a hard link', async (t) => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-scan-changed-'));
+  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
+  const src = path.join(work, 'src');
+  fs.mkdirSync(src);
+  sh(
+    [
+      "mkdir d && printf a > d/rewritten && printf b > untouched && printf c > chmodded && printf d > $'\\xff\\xfe'",
+      'printf e > linked && ln linked d/other-name && ln -s untouched symlink && mkfifo fifo',
+    ].join('\n'),
+    src,
+  );
+  const since = ctimeAfterTree(src, work);
+  // A write whose mtime is put back, a chmod (ctime only), a write under a name that is not UTF-8, a link's inode.
+  sh("printf A > d/rewritten && touch -d @1000000000 d/rewritten && chmod 600 chmodded && printf D > $'\\xff\\xfe' && printf E > linked", src);
+  // Changed, but not regular files: their contents are not what the quick check misses.
+  sh('touch -h -d @1000000000 symlink && chmod 600 fifo && chmod 700 d', src);
+  const expected = ['chmodded', 'd/other-name', 'd/rewritten', 'linked', NOT_UTF8];
+  const paths = (totals: TreeTotals): string[] => totals.changedFiles.map((f) => f.rel).sort();
+  const found = await scanTotals(src, { changedSinceNs: since });
+  t.same(paths(found), expected, 'find');
+  t.same(paths(await scanTotalsNode(src, { changedSinceNs: since })), expected, 'the Node walk');
+  t.match(
+    found.changedFiles.find((f) => f.rel === 'd/rewritten'),
+    { size: 1, mtimeNs: 1_000_000_000_000_000_000n },
+    "with the source's size and mtime, to compare with the target's",
+  );
+  t.same((await scanTotals(src)).changedFiles, [], 'not asked: none listed');
+  t.equal(paths(await scanTotals(src, { changedSinceNs: 0n })).length, 6, 'every regular file path changed since 1970');
+});
+
+void t.test('entries that vanish under the Node walk: counted with allowVanished, a failure without', async (t) => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-walk-vanish-'));
+  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
+  const build = (): void => {
+    for (const d of ['a', 'b', 'c']) {
+      fs.mkdirSync(path.join(work, d, 'inner'), { recursive: true });
+      fs.writeFileSync(path.join(work, d, 'file'), d);
+    }
+  };
+  // The walk lstats a directory's entries together, then visits them: visiting
+  // "a" removes "b", already listed and statted but not read yet.
+  const removeSibling = (rel: string): void => {
+    if (rel === 'a') fs.rmSync(path.join(work, 'b'), { recursive: true });
+  };
+  build();
+  await t.rejects(walkTree(work, removeSibling), { code: 'ENOENT' }, 'without allowVanished: ENOENT, as before');
+  build();
+  const seen: string[] = [];
+  const vanished = await walkTree(work, (rel) => (removeSibling(rel), void seen.push(rel)), { allowVanished: true });
+  t.equal(vanished, 1, 'the directory that was gone when it was read');
+  t.same(seen.sort(), ['.', 'a', 'a/file', 'a/inner', 'b', 'c', 'c/file', 'c/inner'], 'everything else was walked');
+  const missing = path.join(work, 'missing');
+  await t.rejects(walkTree(missing, () => undefined, { allowVanished: true }), { code: 'ENOENT' }, 'the root missing still fails');
+});
+
 void t.test('without find in the image: the Node walk', async (t) => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-scan-nofind-'));
   t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -121,14 +177,15 @@ void t.test('a failed scan', async (t) => {
 });
 
 void t.test("find's records", (t) => {
-  t.match(parseFindRecord('f 12 8 2049:77 2 1700000000.1234567890 dir/a b\nc'), {
+  t.match(parseFindRecord('f 12 8 2049:77 2 1700000000.1234567890 1800000000.0000000010 dir/a b\nc'), {
     rel: 'dir/a b\nc',
-    entry: { type: 'file', size: 12, blocks: 8, inode: '2049:77', nlink: 2, mtimeNs: 1_700_000_000_123_456_789n },
+    entry: { type: 'file', size: 12, blocks: 8, inode: '2049:77', nlink: 2, mtimeNs: 1_700_000_000_123_456_789n, ctimeNs: 1_800_000_000_000_000_001n },
   });
-  t.match(parseFindRecord('d 4096 8 2049:2 3 1.0000000000 '), { rel: '.', entry: { type: 'dir' } }, 'the root: an empty path');
-  t.equal(parseFindRecord('f 0 0 1:1 1 -2.5000000000 old')?.entry.mtimeNs, -1_500_000_000n, 'before 1970: floored seconds plus nanoseconds');
-  t.equal(parseFindRecord('D 0 0 1:1 1 5.0000000000 door')?.entry.type, 'socket', 'a door counts as a special file');
-  t.equal(parseFindRecord('f 12 8 2049:77 2 1700000000.5'), undefined, 'no path field');
-  t.equal(parseFindRecord('f x 8 2049:77 2 1700000000.5 a'), undefined, 'not a number');
+  t.match(parseFindRecord('d 4096 8 2049:2 3 1.0000000000 2.0000000000 '), { rel: '.', entry: { type: 'dir' } }, 'the root: an empty path');
+  t.equal(parseFindRecord('f 0 0 1:1 1 -2.5000000000 1.0 old')?.entry.mtimeNs, -1_500_000_000n, 'before 1970: floored seconds plus nanoseconds');
+  t.equal(parseFindRecord('D 0 0 1:1 1 5.0000000000 5.0 door')?.entry.type, 'socket', 'a door counts as a special file');
+  t.equal(parseFindRecord('f 12 8 2049:77 2 1700000000.5 1700000000.5'), undefined, 'no path field');
+  t.equal(parseFindRecord('f 12 8 2049:77 2 1700000000.5 a b'), undefined, 'no ctime');
+  t.equal(parseFindRecord('f x 8 2049:77 2 1700000000.5 1700000000.5 a'), undefined, 'not a number');
   t.end();
 });
