@@ -4,6 +4,9 @@
 // authority, copy pods Pod Security refuses, phases with no way out, a stripped
 // scope label, a recreated pod waiting for a whole pre-sync, a claim deleted
 // mid pre-sync, finalizers that outlive pvshift.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import t from 'tap';
 import type { V1Namespace, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { Kube, paths } from '../../src/kube.js';
@@ -324,4 +327,27 @@ t.test('a claim deleted mid pre-sync ends the migration and keeps the old volume
   t.equal(old?.spec?.persistentVolumeReclaimPolicy, 'Retain', 'the old volume is kept');
   await waitFor('finalizer removed', async () => (((await migrationOf(kube, ns, 'data'))?.metadata.finalizers ?? []).length === 0 ? true : undefined));
   t.pass('no finalizer is left on the finished record');
+});
+
+t.test('the final pass compares contents: a same-size rewrite with its mtime put back is copied (item 3)', async (t) => {
+  const ns = await freshNamespace(kube);
+  const { pv } = await appWithData(kube, ns, 'data', 2);
+  const dir = pv.spec!.hostPath!.path;
+  await createMigration(kube, ns, 'data', { claimName: 'data', targetStorageClassName: 'fast' });
+  await waitForPhase(kube, ns, 'data', ['WaitingForCutover']);
+  // The application rewrites a page in place, same size, and the old mtime comes back
+  // (mmap writes, coarse timestamps, a restore): size and mtime say nothing changed.
+  const file = join(dir, 'db', 'segment-0000');
+  const { mtimeNs, size } = statSync(file, { bigint: true });
+  const fresh = Buffer.alloc(Number(size), 0x5a);
+  writeFileSync(file, fresh);
+  // Every nanosecond of the old mtime back (utimes from a Date would keep only milliseconds).
+  execFileSync('touch', ['-m', '-d', `@${mtimeNs / 1_000_000_000n}.${String(mtimeNs % 1_000_000_000n).padStart(9, '0')}`, file]);
+  t.equal(statSync(file, { bigint: true }).mtimeNs, mtimeNs, 'the mtime is exactly what it was');
+  await recreateApp(kube, ns, 'data');
+  await waitForPhase(kube, ns, 'data', ['Succeeded']);
+  const claim = await waitForClaimBound(kube, ns, 'data');
+  const target = await getVolume(claim.spec?.volumeName);
+  t.ok(readFileSync(join(target!.spec!.hostPath!.path, 'db', 'segment-0000')).equals(fresh), 'the new volume has the new bytes');
+  t.same(Object.fromEntries(snapshotTree(target!.spec!.hostPath!.path)), Object.fromEntries(snapshotTree(dir)), 'and the trees are identical');
 });
