@@ -211,10 +211,10 @@ Usage:
 Commands:
   plan       show what a migration would do, and every reason it would be refused
   migrate    create VolumeMigrations for the selected claims
-  status     show migrations: phase, progress, rate, ETA, downtime
-  abort      stop a migration (before cutover: clean up; during cutover: roll back)
+  status     show migrations: phase, progress, rate, ETA, downtime, what is kept where
+  abort      stop a migration (before cutover: clean up; after: roll back, or release held pods)
   rollback   put a claim back on its original volume during cutover
-  cleanup    list, and with --yes release, the old volumes kept after migrations
+  cleanup    list the volumes pvshift kept, and with --yes release those no claim uses
 
 ${COMMON}
 
@@ -228,11 +228,19 @@ Columns: namespace, claim, class -> target, size -> target size, used bytes (kno
 from an earlier migration of the claim; there is no metrics API, so otherwise "unknown"
 with the volume's capacity as the upper bound), consumer pods, their owners, findings.
 
+Findings include what the namespace's Pod Security level (label
+pod-security.kubernetes.io/enforce) costs: "restricted" blocks (copy pods run as root);
+below full fidelity, what will not be copied (trusted.* xattrs need CAP_SYS_ADMIN, which
+only a privileged namespace labelled pvshift.io/privileged-copy=true grants).
+
 ${SELECT}
 
 ${COMMON}`,
   migrate: `Create a VolumeMigration (named after the claim) for each selected claim. Claims with
-blocking findings (see "plan") are skipped and listed.
+blocking findings (see "plan") are skipped and listed. A finished VolumeMigration of that
+name (Succeeded, Failed, Aborted, RolledBack) is replaced: deleted, waited for until gone,
+then created anew; the old volume it kept stays, listed by "cleanup". An unfinished one
+blocks the claim.
 
 Usage:
   kubectl pvshift migrate [CLAIM...] --to CLASS [flags]
@@ -249,45 +257,61 @@ Migration:
       --dry-run              print the VolumeMigrations (yaml) and create nothing
 
 ${COMMON}`,
-  status: `Show VolumeMigrations: phase, progress bar, rate, ETA, downtime and message.
-Exit code 1 when any shown migration is Failed or RolledBack.
+  status: `Show VolumeMigrations: phase, progress bar, rate, ETA, downtime and message. Below the
+table: for a Held migration (and a Failed or RolledBack one that kept volumes) its message
+and every volume it keeps, with its role (source or copy) and what you can do with it;
+and what the copy could not keep under the namespace's Pod Security level.
+Exit code 1 when any shown migration is Held, Failed or RolledBack.
 
 Usage:
   kubectl pvshift status [NAME] [-w] [-n NS | -A]
 
 Flags:
   -w, --watch                redraw every 2 s until every shown migration has finished
+                             (Held has not: it waits for you; see "abort")
 
 ${COMMON}`,
   abort: `Stop a migration by setting spec.abort.
 Before cutover (Pending, PreSyncing, WaitingForCutover) pvshift cleans up: nothing of
 yours was changed. During cutover (CuttingOver, Populating) it rolls back to the original
-volume. In Binding it is too late (the copy is verified) and the migration finishes.
+volume. In Binding it rolls back too, unless the claim is already bound to the new volume:
+then the migration finishes. A Held migration (after cutover, when it can neither roll
+back nor finish) is not released by abort: delete the VolumeMigration to release the
+held pods; the volumes it kept stay (Retain), as "status" lists them.
 
 Usage:
   kubectl pvshift abort NAME [-n NS]
 
 ${COMMON}`,
   rollback: `Put the claim back on its original volume while a migration is cutting over
-(CuttingOver, Populating). Before cutover use "abort"; a finished migration cannot be
-rolled back yet (its old volume is kept, Released with reclaim policy Retain).
+(CuttingOver, Populating, Binding until the claim is bound to the new volume). Before
+cutover use "abort". A Held migration can neither roll back nor finish: "abort" releases
+its pods. A finished migration cannot be rolled back yet (its old volume is kept, Released
+with reclaim policy Retain).
 
 Usage:
   kubectl pvshift rollback NAME [-n NS]
 
 ${COMMON}`,
-  cleanup: `List the old volumes that Succeeded migrations kept (Released, reclaim policy Retain),
-and with --yes release them: their reclaim policy is set to Delete, so the provisioner
-deletes the volume and frees its storage. (Deleting the PersistentVolume object instead
-would leak the storage behind it: nothing would ever free it.)
+  cleanup: `List every volume pvshift kept (annotated with its migration, reclaim policy Retain),
+whatever became of its VolumeMigration (RECORD shows its phase, or "record deleted"), and
+with --yes release those marked "yes": their reclaim policy is set to Delete, so the
+provisioner deletes the volume and frees its storage. (Deleting the PersistentVolume object
+instead would leak the storage behind it: nothing would ever free it.)
+
+Only a volume no claim uses (Released, or Available and claimed by nothing) is released.
+Never one bound to a claim again, one an unfinished migration may still need, or one a
+migration's record keeps on purpose (see "status"; delete that record once you no longer
+need the data).
 
 Usage:
   kubectl pvshift cleanup [--yes] [-n NS | -A]
 
 Flags:
-  -y, --yes                  release the listed volumes (without it, only list them)
+  -y, --yes                  release the volumes marked "yes" (without it, only list them)
 
--n/-A select the namespace of the migrations whose old volumes are listed.
+-n/-A select the namespace of the migrations whose volumes are listed. The volumes outlive
+pvshift: cleanup lists and releases them after it is uninstalled too.
 
 ${COMMON}`,
 };

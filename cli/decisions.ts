@@ -2,7 +2,7 @@
 // `rollback` may set spec.abort in a phase (and what to say either way), the
 // VolumeMigration `migrate` creates, and which PVs `cleanup` may release.
 import type { V1PersistentVolume } from '@kubernetes/client-node';
-import { ANNOTATION_MIGRATION, API_GROUP_VERSION, MIGRATION_KIND, migrationNameForClaim } from '../src/names.js';
+import { ANNOTATION_MIGRATION, ANNOTATION_MIGRATION_UID, API_GROUP_VERSION, MIGRATION_KIND, migrationNameForClaim } from '../src/names.js';
 import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
 import type { CutoverFlag, VerifyFlag } from './args.js';
 import type { RetainedVolume } from './render.js';
@@ -13,36 +13,66 @@ function key(m: VolumeMigration): string {
   return `${m.metadata.namespace}/${m.metadata.name}`;
 }
 
+function keptText(m: VolumeMigration): string {
+  const kept = m.status?.keptVolumes ?? [];
+  return kept.length ? kept.map((k) => `${k.name} (${k.role})`).join(', ') : 'none';
+}
+
 /** `kubectl pvshift abort`: set spec.abort, or refuse and say why. */
 export function decideAbort(m: VolumeMigration): Decision {
   const phase = phaseOf(m);
   if (isTerminal(phase)) return { act: false, ok: false, message: `VolumeMigration ${key(m)} has already finished (${phase}); there is nothing to abort` };
-  if (phase === 'Binding') {
-    return { act: false, ok: false, message: `VolumeMigration ${key(m)} is Binding: the copy is verified and the new volume is being handed to the claim; too late to abort, it will finish` };
-  }
   if (phase === 'RollingBack') return { act: false, ok: true, message: `VolumeMigration ${key(m)} is already rolling back to the original volume` };
+  // spec.abort usually started the rollback that could not finish, so it cannot also mean "let go": deletion does.
+  if (phase === 'Held') return { act: false, ok: false, message: heldRelease(m) };
   if (m.spec.abort) return { act: false, ok: true, message: `abort of VolumeMigration ${key(m)} was already requested (${phase})` };
-  if (phase === 'CuttingOver' || phase === 'Populating') {
-    return { act: true, message: `abort requested: VolumeMigration ${key(m)} was ${phase}; pvshift rolls claim ${m.spec.claimName} back to its original volume${m.status?.sourceVolumeName ? ` ${m.status.sourceVolumeName}` : ''}` };
+  const source = m.status?.sourceVolumeName ? ` ${m.status.sourceVolumeName}` : '';
+  switch (phase) {
+    case 'CuttingOver':
+    case 'Populating':
+      return { act: true, message: `abort requested: VolumeMigration ${key(m)} was ${phase}; pvshift rolls claim ${m.spec.claimName} back to its original volume${source}` };
+    case 'Binding':
+      // The controller rolls back until the replacement claim is bound to the copy; from then on, finishing is the safe way out.
+      return {
+        act: true,
+        message: `abort requested: VolumeMigration ${key(m)} was Binding; pvshift rolls claim ${m.spec.claimName} back to its original volume${source}, unless the claim is already bound to the new volume: then the migration finishes`,
+      };
+    default:
+      return { act: true, message: `abort requested: VolumeMigration ${key(m)} was ${phase}, before cutover; pvshift cleans up and nothing of yours changes` };
   }
-  return { act: true, message: `abort requested: VolumeMigration ${key(m)} was ${phase}, before cutover; pvshift cleans up and nothing of yours changes` };
 }
 
-/** `kubectl pvshift rollback`: only during cutover; the other phases get the command that fits. */
+/** The way out of Held: deleting the record releases the pods; what it kept stays. */
+export function heldRelease(m: VolumeMigration): string {
+  return `VolumeMigration ${key(m)} is Held: it can neither roll back nor finish (${m.status?.message ?? 'see its status'}); kept volumes: ${keptText(m)}; to release the held pods, delete it: kubectl delete volumemigration ${m.metadata.name} -n ${m.metadata.namespace} (the kept volumes stay, Retain, owned by nothing)`;
+}
+
+/** `kubectl pvshift rollback`: only after cutover, while the original volume is one step away; the other phases get the command that fits. */
 export function decideRollback(m: VolumeMigration): Decision {
   const phase = phaseOf(m);
   const ns = m.metadata.namespace;
+  const source = m.status?.sourceVolumeName ? ` ${m.status.sourceVolumeName}` : '';
   switch (phase) {
     case 'CuttingOver':
     case 'Populating':
       if (m.spec.abort) return { act: false, ok: true, message: `rollback of VolumeMigration ${key(m)} was already requested (${phase})` };
-      return { act: true, message: `rollback requested: VolumeMigration ${key(m)} was ${phase}; claim ${m.spec.claimName} goes back to its original volume${m.status?.sourceVolumeName ? ` ${m.status.sourceVolumeName}` : ''}` };
+      return { act: true, message: `rollback requested: VolumeMigration ${key(m)} was ${phase}; claim ${m.spec.claimName} goes back to its original volume${source}` };
+    case 'Binding':
+      if (m.spec.abort) return { act: false, ok: true, message: `rollback of VolumeMigration ${key(m)} was already requested (${phase})` };
+      return {
+        act: true,
+        message: `rollback requested: VolumeMigration ${key(m)} was Binding; claim ${m.spec.claimName} goes back to its original volume${source}, unless it is already bound to the new volume: then the migration finishes (see kubectl pvshift status ${m.metadata.name} -n ${ns})`,
+      };
+    case 'Held':
+      return {
+        act: false,
+        ok: false,
+        message: heldRelease(m),
+      };
     case 'Pending':
     case 'PreSyncing':
     case 'WaitingForCutover':
       return { act: false, ok: false, message: `VolumeMigration ${key(m)} is ${phase}: nothing has been cut over, so there is nothing to roll back; use kubectl pvshift abort ${m.metadata.name} -n ${ns}` };
-    case 'Binding':
-      return { act: false, ok: false, message: `VolumeMigration ${key(m)} is Binding: the copy is verified and the new volume is being handed to the claim; too late to roll back, it will finish` };
     case 'RollingBack':
       return { act: false, ok: true, message: `VolumeMigration ${key(m)} is already rolling back` };
     case 'Succeeded':
@@ -81,31 +111,86 @@ export function migrationFor(namespace: string, claimName: string, f: MigrateFla
   };
 }
 
+/** Why a volume may not be released, or undefined when it may. */
+function whyKept(pv: V1PersistentVolume, record: VolumeMigration | undefined, sameKeyUnfinished: VolumeMigration | undefined, claimUids: ReadonlySet<string>): string | undefined {
+  const ref = pv.spec?.claimRef;
+  const phase = pv.status?.phase ?? 'Pending';
+  // Bound again (by the user, to get the data back, or as a migration's new
+  // volume): Delete would take the data with the claim's deletion.
+  if (phase === 'Bound') return `bound to claim ${ref?.namespace}/${ref?.name}: in use`;
+  if (ref?.uid && claimUids.has(ref.uid)) return `claim ${ref.namespace}/${ref.name} holds it: in use`;
+  if (!(phase === 'Released' || (phase === 'Available' && !ref))) {
+    return phase === 'Available' ? `reserved for claim ${ref?.namespace}/${ref?.name}` : `volume is ${phase}`;
+  }
+  const holder = record && !isTerminal(phaseOf(record)) ? record : sameKeyUnfinished;
+  if (holder) return `VolumeMigration ${key(holder)} is ${phaseOf(holder)}, not finished; see kubectl pvshift status ${holder.metadata.name} -n ${holder.metadata.namespace}`;
+  // Kept on purpose after a failure (possibly the only full copy): the record
+  // says what it holds; releasing it is a decision made by deleting the record.
+  const kept = record?.status?.keptVolumes?.find((k) => k.name === pv.metadata?.name);
+  if (record && kept) {
+    return `VolumeMigration ${key(record)} (${phaseOf(record)}) keeps it on purpose (${kept.role}); see kubectl pvshift status ${record.metadata.name} -n ${record.metadata.namespace}, and delete that record once you no longer need the data`;
+  }
+  return undefined;
+}
+
+/** The claims pvshift makes for itself (`pvshift-<uid>-source|target`): a claimRef to one says nothing to the user. */
+const PVSHIFT_CLAIM = /^pvshift-[0-9a-f-]{36}-(source|target)$/;
+
+/** Whether the record names the volume as one of its own. */
+function names(m: VolumeMigration, volumeName: string): boolean {
+  const s = m.status;
+  return s?.sourceVolumeName === volumeName || s?.targetVolumeName === volumeName || (s?.keptVolumes ?? []).some((k) => k.name === volumeName);
+}
+
 /**
- * The old volumes that Succeeded migrations kept: annotated with their
- * migration, still Retain, and named as the migration's source. A volume whose
- * migration is gone or unfinished is not offered: nothing then says its data is
- * safe elsewhere.
+ * Every volume pvshift retained (annotated with its migration or the
+ * migration's UID, reclaim policy still Retain), whatever became of its
+ * VolumeMigration: a record deleted by hand or replaced by a new migration of
+ * the claim must not make a volume, and the storage behind it, invisible.
+ * Each says whether `cleanup --yes` may release it: only a volume no claim
+ * uses (Released, or Available and claimed by nothing) and that no unfinished
+ * migration may still need.
+ *
+ * `claimUids`: the UIDs of the claims that exist (a Released volume whose
+ * claimRef names one is about to be bound again).
  */
-export function findRetained(volumes: V1PersistentVolume[], migrations: VolumeMigration[], namespace: string | undefined): RetainedVolume[] {
+export function findRetained(volumes: V1PersistentVolume[], migrations: VolumeMigration[], claimUids: ReadonlySet<string>, namespace: string | undefined): RetainedVolume[] {
+  const byUid = new Map(migrations.flatMap((m) => (m.metadata.uid ? [[m.metadata.uid, m] as const] : [])));
   const byKey = new Map(migrations.map((m) => [key(m), m]));
   const out: RetainedVolume[] = [];
   for (const pv of volumes) {
-    const owner = pv.metadata?.annotations?.[ANNOTATION_MIGRATION];
-    if (!owner || !owner.includes('/')) continue;
-    const [ns] = owner.split('/');
-    if (namespace !== undefined && ns !== namespace) continue;
-    const m = byKey.get(owner);
-    if (!m || phaseOf(m) !== 'Succeeded' || m.status?.sourceVolumeName !== pv.metadata?.name) continue;
+    const annotations = pv.metadata?.annotations ?? {};
+    const owner = annotations[ANNOTATION_MIGRATION];
+    const ownerUid = annotations[ANNOTATION_MIGRATION_UID];
+    if (!owner && !ownerUid) continue;
     if (pv.spec?.persistentVolumeReclaimPolicy !== 'Retain') continue;
+    const name = pv.metadata?.name ?? '';
+    const sameKey = owner ? byKey.get(owner) : undefined;
+    // The UID says which record is the volume's own; a volume stamped before
+    // UIDs counts as a record's only when the record names it (a record of the
+    // same name may be a later migration of the claim).
+    const record = ownerUid ? byUid.get(ownerUid) : sameKey && names(sameKey, name) ? sameKey : undefined;
+    const sameKeyUnfinished = !ownerUid && sameKey && !isTerminal(phaseOf(sameKey)) ? sameKey : undefined;
+    const ref = pv.spec?.claimRef;
+    const ns = record?.metadata.namespace ?? (owner?.includes('/') ? owner.split('/')[0] : undefined) ?? ref?.namespace;
+    if (namespace !== undefined && ns !== namespace) continue;
+    // Before cutover the claimRef is the user's claim; after it, pvshift's helper claim.
+    const claim = record ? `${record.metadata.namespace}/${record.spec.claimName}` : ref?.name && !PVSHIFT_CLAIM.test(ref.name) ? `${ref.namespace}/${ref.name}` : '<unknown>';
+    const reason = whyKept(pv, record, sameKeyUnfinished, claimUids);
+    const kept = record?.status?.keptVolumes?.find((k) => k.name === name);
     out.push({
-      name: pv.metadata?.name ?? '',
+      name,
       capacity: String(pv.spec?.capacity?.storage ?? ''),
-      claim: `${m.metadata.namespace}/${m.spec.claimName}`,
-      migration: owner,
+      claim,
+      migration: record ? key(record) : (owner ?? '<unknown>'),
+      migrationUid: ownerUid ?? record?.metadata.uid ?? null,
+      record: record ? phaseOf(record) : 'record deleted',
       reclaimPolicy: pv.spec?.persistentVolumeReclaimPolicy ?? '',
       phase: pv.status?.phase ?? '',
-      retainedSince: m.status?.completionTime ?? null,
+      retainedSince: record?.status?.completionTime ?? null,
+      ...(kept ? { kept: { role: kept.role, message: kept.message } } : {}),
+      releasable: reason === undefined,
+      reason: reason ?? null,
     });
   }
   return out.sort((a, b) => a.migration.localeCompare(b.migration) || a.name.localeCompare(b.name));

@@ -1,7 +1,8 @@
 // What the CLI reads from the cluster, through the narrow client: the selected
-// claims with their volumes, consumer pods, owners and migrations, shaped as
-// the pure preflight's input. One list per kind, never a request per claim.
-import type { V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+// claims with their volumes, consumer pods, owners, migrations and their
+// namespace's labels, shaped as the pure preflight's input. One list per kind,
+// never a request per claim.
+import type { V1Namespace, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
 import { ApiError, paths, type Kube, type ObjectMeta } from '../src/kube.js';
 import { LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
@@ -24,10 +25,21 @@ const replicaSetsPath = (namespace?: string) => `/apis/apps/v1${namespace ? `/na
 
 /** Migrations in scope; a missing CRD is said as such. */
 export async function listMigrations(kube: Kube, namespace: string | undefined): Promise<VolumeMigration[]> {
+  const items = await listMigrationsIfInstalled(kube, namespace);
+  if (items === undefined) throw new CliError('the VolumeMigration API (pvshift.io/v1alpha1) is not installed in this cluster; install pvshift first (helm install pvshift charts/pvshift)');
+  return items;
+}
+
+/**
+ * Migrations in scope, or undefined where the VolumeMigration API is not
+ * installed (pvshift uninstalled): the volumes it kept outlive it, and cleanup
+ * must still list and release them.
+ */
+export async function listMigrationsIfInstalled(kube: Kube, namespace: string | undefined): Promise<VolumeMigration[] | undefined> {
   try {
     return (await kube.list<VolumeMigration>(paths.migrations(namespace))).items;
   } catch (e: unknown) {
-    if (e instanceof ApiError && e.code === 404) throw new CliError('the VolumeMigration API (pvshift.io/v1alpha1) is not installed in this cluster; install pvshift first (helm install pvshift charts/pvshift)');
+    if (e instanceof ApiError && e.code === 404) return undefined;
     throw e;
   }
 }
@@ -55,6 +67,21 @@ async function selectClaims(kube: Kube, s: Selection): Promise<V1PersistentVolum
   }
 }
 
+/**
+ * Labels of the namespaces in scope (their Pod Security level), by name. A user
+ * who may not read namespaces gets an empty map: plan then says the level is
+ * checked when the migration starts, instead of failing.
+ */
+async function namespaceLabels(kube: Kube, namespace: string | undefined): Promise<Map<string, Record<string, string>>> {
+  try {
+    const items = namespace !== undefined ? [await kube.get<V1Namespace>(paths.namespaces(namespace))].filter((n) => n !== undefined) : (await kube.list<V1Namespace>(paths.namespaces())).items;
+    return new Map(items.map((n) => [n.metadata?.name ?? '', n.metadata?.labels ?? {}]));
+  } catch (e: unknown) {
+    if (e instanceof ApiError && e.code === 403) return new Map();
+    throw e;
+  }
+}
+
 /** `StatefulSet/web`, `Deployment/app` (through its ReplicaSet), `Job/x`; nothing for a bare pod. */
 export function ownerOf(pod: V1Pod, replicaSets: Map<string, ReplicaSet>): string | undefined {
   const ref = pod.metadata?.ownerReferences?.find((r) => r.controller) ?? pod.metadata?.ownerReferences?.[0];
@@ -76,10 +103,11 @@ export async function gatherClaimFacts(kube: Kube, s: Selection): Promise<ClaimF
     claims = claims.filter((c) => (c.spec?.storageClassName ?? volumes.get(c.spec?.volumeName ?? '')?.spec?.storageClassName ?? '') === s.fromClass);
   }
   if (claims.length === 0) return [];
-  const [pods, replicaSetList, migrations] = await Promise.all([
+  const [pods, replicaSetList, migrations, labels] = await Promise.all([
     kube.list<V1Pod>(paths.pods(s.namespace)),
     kube.list<ReplicaSet>(replicaSetsPath(s.namespace)),
     listMigrations(kube, s.namespace),
+    namespaceLabels(kube, s.namespace),
   ]);
   const replicaSets = new Map(replicaSetList.items.map((rs) => [`${rs.metadata?.namespace}/${rs.metadata?.name}`, rs]));
   const appPods = pods.items.filter((p) => p.metadata?.labels?.[LABEL_MANAGED_BY] !== MANAGED_BY_VALUE);
@@ -89,9 +117,11 @@ export async function gatherClaimFacts(kube: Kube, s: Selection): Promise<ClaimF
       const name = claim.metadata?.name;
       const consumers = appPods.filter((p) => p.metadata?.namespace === ns && (p.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === name));
       const volume = claim.spec?.volumeName ? volumes.get(claim.spec.volumeName) : undefined;
+      const nsLabels = labels.get(ns ?? '');
       return {
         claim,
         ...(volume ? { volume } : {}),
+        ...(nsLabels ? { namespaceLabels: nsLabels } : {}),
         consumers: consumers.map((p) => p.metadata?.name ?? ''),
         owners: consumers.flatMap((p) => ownerOf(p, replicaSets) ?? []),
         migrations: migrations.filter((m) => m.metadata.namespace === ns),

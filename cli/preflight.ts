@@ -1,12 +1,14 @@
 // The plan's preflight: what `kubectl pvshift plan` says about each claim, as a
 // pure function (facts read from the cluster in, one row with its findings out).
-// The rules are the controller's (populator/plan.ts `validate()` and the shrink
-// check), said before anything is created: a refusal the user can read in the
-// plan is one they never meet as a Failed migration.
+// The rules are the controller's (populator/plan.ts `validate()`, the shrink
+// check, and src/pod-security.ts for what the namespace's Pod Security level
+// lets a copy keep), said before anything is created: a refusal the user can
+// read in the plan is one they never meet as a Failed migration.
 import type { V1PersistentVolume, V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { ANNOTATION_MIGRATION, LABEL_MANAGED_BY, MANAGED_BY_VALUE, migrationNameForClaim } from '../src/names.js';
+import { copyFidelityFor } from '../src/pod-security.js';
 import { formatBytes, parseQuantity } from '../src/quantity.js';
-import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
+import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
 
 /**
  * The controller's headroom when it checks that measured data fits a smaller
@@ -35,6 +37,8 @@ export interface ClaimFacts {
   owners: string[];
   /** Every VolumeMigration in the claim's namespace (of any claim). */
   migrations: VolumeMigration[];
+  /** Labels of the claim's namespace (its Pod Security level); absent when they could not be read. */
+  namespaceLabels?: Record<string, string>;
 }
 
 export interface PlanRequest {
@@ -64,6 +68,8 @@ export interface PlanRow {
   findings: Finding[];
   /** No blocking finding: migrate would create its VolumeMigration. */
   ready: boolean;
+  /** The finished VolumeMigration of the same name that migrate deletes before it creates the new one. */
+  replaces?: { name: string; phase: Phase; uid?: string };
 }
 
 function requestOf(claim: V1PersistentVolumeClaim): string | undefined {
@@ -109,12 +115,28 @@ export function preflight(facts: ClaimFacts, request: PlanRequest): PlanRow {
 
   // Already under migration: by a migration of any name (the annotation shortcut
   // makes one named after the claim), or the name a new one would take is used.
+  // A finished record of that name is only history: migrate replaces it.
   const active = facts.migrations.find((m) => m.spec.claimName === name && !isTerminal(phaseOf(m)));
   const sameName = facts.migrations.find((m) => m.metadata.name === migrationNameForClaim(name));
+  const finished = !active && sameName && isTerminal(phaseOf(sameName)) ? sameName : undefined;
   if (active) {
     block('AlreadyMigrating', `already being migrated by VolumeMigration ${active.metadata.name} (${phaseOf(active)}); see kubectl pvshift status ${active.metadata.name} -n ${namespace}`);
-  } else if (sameName) {
-    block('MigrationExists', `VolumeMigration ${sameName.metadata.name} already exists (${phaseOf(sameName)}); delete it to migrate again: kubectl delete volumemigration ${sameName.metadata.name} -n ${namespace}`);
+  } else if (sameName && !isTerminal(phaseOf(sameName))) {
+    block(
+      'MigrationExists',
+      `VolumeMigration ${sameName.metadata.name} (${phaseOf(sameName)}, for claim ${sameName.spec.claimName}) holds the name and has not finished; wait for it (kubectl pvshift status ${sameName.metadata.name} -n ${namespace}) or abort it`,
+    );
+  } else if (finished) {
+    const kept = finished.status?.keptVolumes ?? [];
+    const text = `VolumeMigration ${finished.metadata.name} has finished (${phaseOf(finished)}); migrate replaces it: deletes that record, waits until it is gone, then creates the new one`;
+    if (kept.length) {
+      warn(
+        'ReplacesFinished',
+        `${text}; the volumes it kept (${kept.map((k) => `${k.name} ${k.role}`).join(', ')}) stay, listed by kubectl pvshift cleanup, but its notes on them go with the record: read them first (kubectl pvshift status ${finished.metadata.name} -n ${namespace})`,
+      );
+    } else {
+      info('ReplacesFinished', `${text}${phaseOf(finished) === 'Succeeded' ? '; the old volume it kept stays, listed by kubectl pvshift cleanup' : ''}`);
+    }
   }
   if (claim.status?.phase !== 'Bound' || !claim.spec?.volumeName) {
     block('ClaimNotBound', `claim is ${claim.status?.phase ?? 'Pending'}, not Bound: there is no volume to copy from`);
@@ -150,6 +172,15 @@ export function preflight(facts: ClaimFacts, request: PlanRequest): PlanRow {
   if (claim.metadata?.annotations?.[ANNOTATION_MIGRATION] && !active) {
     info('MigratedBefore', `came from VolumeMigration ${claim.metadata.annotations[ANNOTATION_MIGRATION]}`);
   }
+  // What the namespace's Pod Security level costs, said before anything starts
+  // (the controller decides the copy pods with the same rule).
+  if (facts.namespaceLabels === undefined) {
+    info('PodSecurityUnknown', `could not read namespace ${namespace}: its Pod Security level (and what the copy may keep) is checked when the migration starts`);
+  } else {
+    const fidelity = copyFidelityFor(namespace, facts.namespaceLabels);
+    if (!fidelity.ok) block(fidelity.reason, fidelity.message);
+    else if (fidelity.fidelity.dropped.length) warn('CopyFidelity', fidelity.note);
+  }
   if (facts.consumers.length === 0 && findings.every((f) => f.severity !== 'blocking')) {
     info('NoConsumer', 'no pod mounts it: cutover starts when a pod that mounts it is created');
   }
@@ -168,5 +199,6 @@ export function preflight(facts: ClaimFacts, request: PlanRequest): PlanRow {
     owners: [...new Set(facts.owners)].sort(),
     findings,
     ready: findings.every((f) => f.severity !== 'blocking'),
+    ...(finished ? { replaces: { name: finished.metadata.name, phase: phaseOf(finished), ...(finished.metadata.uid ? { uid: finished.metadata.uid } : {}) } } : {}),
   };
 }

@@ -2,7 +2,8 @@
 // `now` and colour passed in, so every table is a snapshot test.
 import { stringify } from 'yaml';
 import { formatBytes } from '../src/quantity.js';
-import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
+import { LABEL_PRIVILEGED_COPY } from '../src/names.js';
+import { isTerminal, phaseOf, type CopyFidelity, type KeptVolume, type Phase, type VolumeMigration } from '../src/volume-migration.js';
 import type { Finding, PlanRow } from './preflight.js';
 
 export interface RenderOptions {
@@ -73,7 +74,7 @@ export function formatAge(from: string | Date | undefined, now: Date): string {
 
 function phaseColour(phase: Phase): Colour | undefined {
   if (phase === 'Succeeded') return 'green';
-  if (phase === 'Failed' || phase === 'RolledBack' || phase === 'RollingBack') return 'red';
+  if (phase === 'Failed' || phase === 'RolledBack' || phase === 'RollingBack' || phase === 'Held') return 'red';
   if (phase === 'Aborted') return 'yellow';
   return 'blue';
 }
@@ -145,6 +146,10 @@ export interface StatusItem {
   message: string | null;
   createdAt: string | null;
   completionTime: string | null;
+  /** Volumes pvshift keeps on purpose (Held, or after a failure), with what the user can do with each. */
+  keptVolumes: KeptVolume[];
+  /** What the copy may keep under the namespace's Pod Security level; null until the controller decided. */
+  copyFidelity: CopyFidelity | null;
 }
 
 const COPYING: ReadonlySet<Phase> = new Set(['PreSyncing', 'Populating']);
@@ -184,6 +189,8 @@ export function statusItem(m: VolumeMigration): StatusItem {
     message: s.message ?? null,
     createdAt: iso(m.metadata.creationTimestamp),
     completionTime: s.completionTime ?? null,
+    keptVolumes: s.keptVolumes ?? [],
+    copyFidelity: s.copyFidelity ?? null,
   };
 }
 
@@ -233,12 +240,49 @@ export function renderStatus(migrations: VolumeMigration[], o: RenderOptions): s
       [m.status?.message, abort].filter(Boolean).join(' '),
     ];
   });
-  return table(headers, rows, o.color);
+  return table(headers, rows, o.color) + statusDetails(migrations, o);
 }
 
-/** Exit code of `status`: 1 when any shown migration Failed or RolledBack. */
+/** `not copied: trusted xattrs (Pod Security baseline)`; undefined for a full copy. */
+export function droppedText(f: CopyFidelity | undefined): string | undefined {
+  if (!f?.dropped.length) return undefined;
+  // At the privileged level what is missing is the namespace's opt-in, not the level.
+  const why = f.level === 'privileged' ? `Pod Security privileged without ${LABEL_PRIVILEGED_COPY}=true` : `Pod Security ${f.level}`;
+  return `not copied: ${f.dropped.join(', ')} (${why})`;
+}
+
+/** Phases whose record says where the data is: what was kept, and what the user can do. */
+const TELLS_KEPT: ReadonlySet<Phase> = new Set(['Held', 'Failed', 'RolledBack']);
+
+/**
+ * Below the table, for each migration that has more to say than a row holds:
+ * a Held migration (or a Failed or RolledBack one that kept volumes) with its
+ * message and every kept volume, and what the copy could not keep.
+ */
+function statusDetails(migrations: VolumeMigration[], o: RenderOptions): string {
+  const blocks: string[] = [];
+  for (const m of migrations) {
+    const phase = phaseOf(m);
+    const kept = m.status?.keptVolumes ?? [];
+    const lines: string[] = [];
+    if (TELLS_KEPT.has(phase) && (phase === 'Held' || kept.length)) {
+      lines.push(`${paint(phase, phaseColour(phase), o.color)}: ${m.status?.message ?? 'no message'}`);
+      for (const k of kept) lines.push(`  kept ${k.name} (${k.role}): ${k.message}`);
+      // Deleting the migration is the way out of Held; the kept volumes stay.
+      if (phase === 'Held') lines.push(`  to release the held pods: kubectl delete volumemigration ${m.metadata.name} -n ${m.metadata.namespace} (the kept volumes stay)`);
+    }
+    const dropped = droppedText(m.status?.copyFidelity);
+    if (dropped) lines.push(lines.length ? `  ${dropped}` : dropped);
+    if (!lines.length) continue;
+    const name = o.showNamespace ? `${m.metadata.namespace}/${m.metadata.name}` : m.metadata.name;
+    blocks.push(`${name}: ${lines[0]}\n${lines.slice(1).map((l) => `${l}\n`).join('')}`);
+  }
+  return blocks.length ? `\n${blocks.join('')}` : '';
+}
+
+/** Exit code of `status`: 1 when any shown migration is Held (it waits for you), Failed or RolledBack. */
 export function statusExitCode(migrations: VolumeMigration[]): number {
-  return migrations.some((m) => ['Failed', 'RolledBack'].includes(phaseOf(m))) ? 1 : 0;
+  return migrations.some((m) => ['Held', 'Failed', 'RolledBack'].includes(phaseOf(m))) ? 1 : 0;
 }
 
 // --- cleanup ---------------------------------------------------------------------
@@ -246,20 +290,40 @@ export function statusExitCode(migrations: VolumeMigration[]): number {
 export interface RetainedVolume {
   name: string;
   capacity: string;
-  /** `namespace/claim` the volume held before its migration. */
+  /** `namespace/claim` the volume held before its migration; `<unknown>` when nothing says. */
   claim: string;
-  /** `namespace/name` of the migration that kept it. */
+  /** `namespace/name` of the migration that kept it; `<unknown>` when only its UID is known. */
   migration: string;
+  /** The UID of that migration, where the volume or the record says it. */
+  migrationUid: string | null;
+  /** The record's phase, or `record deleted`. */
+  record: string;
   reclaimPolicy: string;
+  /** The volume's phase: Released, Available, Bound... */
   phase: string;
   /** When the migration finished: the volume has been kept since. */
   retainedSince: string | null;
+  /** What the record says it keeps the volume for (status.keptVolumes). */
+  kept?: { role: 'source' | 'copy'; message: string };
+  /** `cleanup --yes` sets its reclaim policy to Delete. */
+  releasable: boolean;
+  /** Why it is not released, when it is not. */
+  reason: string | null;
 }
 
 export function renderCleanup(volumes: RetainedVolume[], o: RenderOptions): string {
   if (volumes.length === 0) return 'No retained old volumes.\n';
-  const rows = volumes.map((v) => [v.name, v.capacity, v.claim, v.migration, v.reclaimPolicy, formatAge(v.retainedSince ?? undefined, o.now)]);
-  return table(['VOLUME', 'SIZE', 'CLAIM', 'MIGRATION', 'RECLAIM', 'AGE'], rows, o.color);
+  const rows = volumes.map((v) => [
+    v.name,
+    v.capacity,
+    v.claim,
+    v.migration,
+    { text: v.record, ...(v.record === 'record deleted' ? { colour: 'dim' as const } : { colour: phaseColour(v.record as Phase) }) },
+    v.phase,
+    v.retainedSince ? formatAge(v.retainedSince, o.now) : '-',
+    v.releasable ? { text: 'yes', colour: 'green' as const } : { text: `no: ${v.reason}`, colour: 'yellow' as const },
+  ]);
+  return table(['VOLUME', 'SIZE', 'CLAIM', 'MIGRATION', 'RECORD', 'PHASE', 'AGE', 'RELEASE'], rows, o.color);
 }
 
 // --- machine output ---------------------------------------------------------------

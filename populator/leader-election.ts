@@ -14,7 +14,7 @@ import { ApiError, paths, type Kube } from '../src/kube.js';
 import { errorMessage } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 
-interface LeaseSpec {
+export interface LeaseSpec {
   holderIdentity?: string;
   leaseDurationSeconds?: number;
   acquireTime?: string;
@@ -22,7 +22,7 @@ interface LeaseSpec {
   leaseTransitions?: number;
 }
 
-interface Lease {
+export interface Lease {
   apiVersion: 'coordination.k8s.io/v1';
   kind: 'Lease';
   metadata: { name: string; namespace: string; resourceVersion?: string };
@@ -41,7 +41,8 @@ export interface LeaderElectionOptions {
 /** The local time source; tests pass a fake one. */
 export type Clock = () => Date;
 
-function microTime(date: Date): string {
+/** A Lease's MicroTime, as client-go writes it. */
+export function microTime(date: Date): string {
   return date.toISOString().replace(/Z$/, '000Z');
 }
 

@@ -28,7 +28,16 @@ t.test('help', (t) => {
   t.same(parseArgs(['help', 'cleanup']), { kind: 'help', command: 'cleanup' });
   t.same(parseArgs(['status', '-h']), { kind: 'help', command: 'status' }, 'help wins over missing arguments');
   t.match(HELP.cleanup, /reclaim policy is set to Delete/);
-  t.match(HELP.cleanup, /Deleting the PersistentVolume object instead\nwould leak the storage/);
+  t.match(HELP.cleanup, /Deleting the PersistentVolume object\ninstead would leak the storage/);
+  t.match(HELP.cleanup, /whatever became of its VolumeMigration \(RECORD shows its phase, or "record deleted"\)/);
+  t.match(HELP.cleanup, /Never one bound to a claim again/);
+  t.match(HELP.status, /Exit code 1 when any shown migration is Held, Failed or RolledBack\./);
+  t.match(HELP.status, /Held has not: it waits for you/);
+  t.match(HELP.abort, /In Binding it rolls back too, unless the claim is already bound to the new volume/);
+  t.match(HELP.abort, /Held migration .* is not released by abort: delete the VolumeMigration to release the\s+held pods/s);
+  t.match(HELP.rollback, /A Held migration can neither roll back nor finish/);
+  t.match(HELP.migrate, /A finished VolumeMigration of that\nname \(Succeeded, Failed, Aborted, RolledBack\) is replaced/);
+  t.match(HELP.plan, /"restricted" blocks/);
   matchFixture(t, 'help-root.txt', HELP.root + '\n');
   t.end();
 });

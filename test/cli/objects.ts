@@ -1,5 +1,5 @@
 // Builders of the objects the CLI unit tests feed its pure functions.
-import type { V1PersistentVolume, V1PersistentVolumeClaim } from '@kubernetes/client-node';
+import type { V1ObjectReference, V1PersistentVolume, V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import type { Phase, VolumeMigration, VolumeMigrationStatus } from '../../src/volume-migration.js';
 
 export const NOW = new Date('2025-03-04T12:00:00Z');
@@ -20,10 +20,13 @@ export function pvc(name: string, o: { ns?: string; cls?: string; size?: string;
   };
 }
 
-export function pv(name: string, o: { capacity?: string; cls?: string; policy?: string; phase?: string; annotations?: Record<string, string> } = {}): V1PersistentVolume {
+/** Namespace labels under which copy pods keep everything (privileged, with pvshift's opt-in). */
+export const FULL_FIDELITY: Record<string, string> = { 'pod-security.kubernetes.io/enforce': 'privileged', 'pvshift.io/privileged-copy': 'true' };
+
+export function pv(name: string, o: { capacity?: string; cls?: string; policy?: string; phase?: string; annotations?: Record<string, string>; claimRef?: V1ObjectReference } = {}): V1PersistentVolume {
   return {
     metadata: { name, ...(o.annotations ? { annotations: o.annotations } : {}) },
-    spec: { capacity: { storage: o.capacity ?? '10Gi' }, storageClassName: o.cls ?? 'standard', persistentVolumeReclaimPolicy: o.policy ?? 'Delete' },
+    spec: { capacity: { storage: o.capacity ?? '10Gi' }, storageClassName: o.cls ?? 'standard', persistentVolumeReclaimPolicy: o.policy ?? 'Delete', ...(o.claimRef ? { claimRef: o.claimRef } : {}) },
     status: { phase: o.phase ?? 'Bound' },
   };
 }

@@ -5,7 +5,7 @@ import { preflight } from '../../cli/preflight.js';
 import { findRetained } from '../../cli/decisions.js';
 import { formatAge, formatDuration, progressBar, renderCleanup, renderData, renderPlan, renderStatus, statusExitCode, statusItem, table } from '../../cli/render.js';
 import { matchFixture } from './fixture.js';
-import { ago, NOW, pv, pvc, vm } from './objects.js';
+import { ago, FULL_FIDELITY, NOW, pv, pvc, vm } from './objects.js';
 
 const plain = { color: false, now: NOW, showNamespace: false };
 
@@ -64,16 +64,48 @@ t.test('status table', (t) => {
   t.end();
 });
 
-t.test('status json: stable field names', (t) => {
-  matchFixture(t, 'status.json', renderData({ items: migrations.slice(0, 2).map(statusItem) }, 'json'));
-  matchFixture(t, 'status.yaml', renderData({ items: migrations.slice(4, 5).map(statusItem) }, 'yaml'));
+// What is kept where, and what the copy could not keep.
+const keptSource = { name: 'pv-old-db', role: 'source' as const, message: 'the original data, reclaim policy Retain; to use it again, point its claimRef at a claim and create that claim with spec.volumeName: pv-old-db' };
+const keptCopy = { name: 'pv-new-db', role: 'copy' as const, message: 'the verified final copy on fast, reclaim policy Retain, owned by nothing' };
+const kept = [
+  vm('db', 'Held', {
+    created: 3600,
+    status: {
+      gatedAt: ago(1800),
+      message: 'the target volume cannot be bound to the replacement claim; held: pods stay gated and new claims of the name stay rewritten, so nothing starts on an empty volume; see keptVolumes for the data',
+      keptVolumes: [keptSource, keptCopy],
+      copyFidelity: { level: 'baseline', privileged: false, dropped: ['trusted xattrs'] },
+    },
+  }),
+  vm('cache', 'Failed', { status: { message: 'released from hold: pods are no longer gated; the data is kept on pv-new-cache', keptVolumes: [{ ...keptCopy, name: 'pv-new-cache' }] } }),
+  vm('logs', 'Failed', { to: 'platinum', status: { message: 'target StorageClass platinum does not exist' } }),
+  vm('web', 'Succeeded', { status: { downtimeSeconds: 4, message: 'migrated to fast', copyFidelity: { level: 'privileged', privileged: false, dropped: ['trusted xattrs'] } } }),
+  vm('queue', 'Succeeded', { status: { downtimeSeconds: 2, message: 'migrated to fast', copyFidelity: { level: 'privileged', privileged: true, dropped: [] } } }),
+];
+
+t.test('status: kept volumes of Held and Failed migrations, and what the copy dropped', (t) => {
+  matchFixture(t, 'status-kept.txt', renderStatus(kept, plain));
+  const text = renderStatus(kept, { ...plain, showNamespace: true });
+  t.match(text, /\nshop\/db: Held: the target volume cannot be bound .*\n {2}kept pv-old-db \(source\): the original data, .*\n {2}kept pv-new-db \(copy\): the verified final copy .*\n {2}to release the held pods: kubectl delete volumemigration db -n shop \(the kept volumes stay\)\n {2}not copied: trusted xattrs \(Pod Security baseline\)\n/);
+  t.match(renderStatus([vm('db', 'Held', { abort: true, status: { keptVolumes: [keptSource] } })], plain), /to release the held pods: kubectl delete volumemigration db/, 'abort set (it started the rollback) does not release: deleting does, and the hint stays');
+  t.match(text, /\nshop\/web: not copied: trusted xattrs \(Pod Security privileged without pvshift\.io\/privileged-copy=true\)\n/);
+  t.notMatch(text, /shop\/logs:/, 'a Failed migration that kept nothing says it all in its row');
+  t.notMatch(text, /shop\/queue:/, 'a full copy has nothing to add');
   t.end();
 });
 
-t.test('status exit code: 1 for Failed or RolledBack', (t) => {
+t.test('status json: stable field names', (t) => {
+  matchFixture(t, 'status.json', renderData({ items: migrations.slice(0, 2).map(statusItem) }, 'json'));
+  matchFixture(t, 'status.yaml', renderData({ items: migrations.slice(4, 5).map(statusItem) }, 'yaml'));
+  matchFixture(t, 'status-held.json', renderData({ items: kept.slice(0, 1).map(statusItem) }, 'json'));
+  t.end();
+});
+
+t.test('status exit code: 1 for Held, Failed or RolledBack', (t) => {
   t.equal(statusExitCode(migrations.slice(0, 4)), 0);
   t.equal(statusExitCode([migrations[4]!]), 1, 'Failed');
   t.equal(statusExitCode([migrations[5]!]), 1, 'RolledBack');
+  t.equal(statusExitCode([kept[0]!]), 1, 'Held: it waits for the user');
   t.equal(statusExitCode([vm('x', 'Aborted')]), 0, 'Aborted is what was asked');
   t.end();
 });
@@ -81,11 +113,16 @@ t.test('status exit code: 1 for Failed or RolledBack', (t) => {
 t.test('plan table with findings', (t) => {
   const sibling = vm('other', 'WaitingForCutover', { claim: 'orders' });
   const rows = [
-    preflight({ claim: pvc('data-web-0'), volume: pv('pv-data-web-0'), consumers: ['web-0'], owners: ['StatefulSet/web'], migrations: [] }, { targetStorageClassName: 'fast', targetClassExists: true }),
-    preflight({ claim: pvc('logs', { size: '20Gi' }), volume: pv('pv-logs', { capacity: '20Gi' }), consumers: ['app-7d9-x', 'app-7d9-y'], owners: ['Deployment/app', 'Deployment/app'], migrations: [] }, { targetStorageClassName: 'fast', targetSize: '10Gi', targetClassExists: true }),
-    preflight({ claim: pvc('raw', { mode: 'Block' }), volume: pv('pv-raw'), consumers: [], owners: [], migrations: [] }, { targetStorageClassName: 'fast', targetClassExists: true }),
-    preflight({ claim: pvc('orders'), volume: pv('pv-orders'), consumers: ['orders-0'], owners: ['StatefulSet/orders'], migrations: [sibling] }, { targetStorageClassName: 'fast', targetClassExists: true }),
-    preflight({ claim: pvc('later', { cls: 'fast', phase: 'Pending' }), consumers: [], owners: [], migrations: [] }, { targetStorageClassName: 'fast', targetSize: '5Gi', targetClassExists: true }),
+    preflight({ claim: pvc('data-web-0'), volume: pv('pv-data-web-0'), consumers: ['web-0'], owners: ['StatefulSet/web'], migrations: [], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetClassExists: true }),
+    preflight(
+      { claim: pvc('logs', { size: '20Gi' }), volume: pv('pv-logs', { capacity: '20Gi' }), consumers: ['app-7d9-x', 'app-7d9-y'], owners: ['Deployment/app', 'Deployment/app'], migrations: [], namespaceLabels: { 'pod-security.kubernetes.io/enforce': 'baseline' } },
+      { targetStorageClassName: 'fast', targetSize: '10Gi', targetClassExists: true },
+    ),
+    preflight({ claim: pvc('raw', { mode: 'Block' }), volume: pv('pv-raw'), consumers: [], owners: [], migrations: [], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetClassExists: true }),
+    preflight({ claim: pvc('orders'), volume: pv('pv-orders'), consumers: ['orders-0'], owners: ['StatefulSet/orders'], migrations: [sibling], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetClassExists: true }),
+    preflight({ claim: pvc('later', { cls: 'fast', phase: 'Pending' }), consumers: [], owners: [], migrations: [], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetSize: '5Gi', targetClassExists: true }),
+    preflight({ claim: pvc('db'), volume: pv('pv-db'), consumers: ['db-0'], owners: ['StatefulSet/db'], migrations: [], namespaceLabels: { 'pod-security.kubernetes.io/enforce': 'restricted' } }, { targetStorageClassName: 'fast', targetClassExists: true }),
+    preflight({ claim: pvc('data-web-1'), volume: pv('pv-data-web-1'), consumers: ['web-1'], owners: ['StatefulSet/web'], migrations: [vm('data-web-1', 'Succeeded')], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetClassExists: true }),
   ];
   matchFixture(t, 'plan.txt', renderPlan(rows, plain));
   matchFixture(t, 'plan-all-namespaces.txt', renderPlan(rows.slice(0, 2), { ...plain, showNamespace: true }));
@@ -94,10 +131,17 @@ t.test('plan table with findings', (t) => {
   t.end();
 });
 
-t.test('cleanup table', (t) => {
+t.test('cleanup table: every retained volume, its record, and whether --yes releases it', (t) => {
   const done = vm('data-web-0', 'Succeeded', { status: { sourceVolumeName: 'pv-old-0', completionTime: ago(3 * 86400) } });
-  const volumes = [pv('pv-old-0', { policy: 'Retain', phase: 'Released', annotations: { 'pvshift.io/migration': 'shop/data-web-0' } })];
-  matchFixture(t, 'cleanup.txt', renderCleanup(findRetained(volumes, [done], undefined), plain));
+  const held = vm('db', 'Held', { status: { sourceVolumeName: 'pv-old-db', keptVolumes: [keptSource] } });
+  const by = (key: string) => ({ 'pvshift.io/migration': key });
+  const volumes = [
+    pv('pv-old-0', { policy: 'Retain', phase: 'Released', annotations: by('shop/data-web-0') }),
+    pv('pv-older-0', { policy: 'Retain', phase: 'Released', annotations: by('shop/data-web-0'), claimRef: { namespace: 'shop', name: 'data-web-0', uid: 'u-1' } }),
+    pv('pv-restored', { policy: 'Retain', phase: 'Bound', annotations: by('shop/data-web-1'), claimRef: { namespace: 'shop', name: 'restore', uid: 'u-2' } }),
+    pv('pv-old-db', { policy: 'Retain', phase: 'Released', annotations: by('shop/db') }),
+  ];
+  matchFixture(t, 'cleanup.txt', renderCleanup(findRetained(volumes, [done, held], new Set(['u-2']), undefined), plain));
   t.equal(renderCleanup([], plain), 'No retained old volumes.\n');
   t.end();
 });

@@ -6,7 +6,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import { LeaderElector, type LeaderElectionOptions } from '../../populator/leader-election.js';
+import { LeaderElector, microTime, type Lease, type LeaseSpec, type LeaderElectionOptions } from '../../populator/leader-election.js';
 import { freePort } from '../../cluster/index.js';
 import { Kube, KubeConfig, paths } from '../../src/kube.js';
 import { silentLogger } from '../../src/logger.js';
@@ -25,25 +25,6 @@ interface FakeClock {
 function fakeClock(startMs: number): FakeClock {
   let nowMs = startMs;
   return { now: () => new Date(nowMs), advance: (ms) => void (nowMs += ms) };
-}
-
-/** A Lease's MicroTime, as client-go writes it. */
-function microTime(date: Date): string {
-  return date.toISOString().replace(/Z$/, '000Z');
-}
-
-interface LeaseSpec {
-  holderIdentity?: string;
-  leaseDurationSeconds?: number;
-  acquireTime?: string;
-  renewTime?: string;
-  leaseTransitions?: number;
-}
-interface Lease {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace: string; resourceVersion?: string };
-  spec: LeaseSpec;
 }
 
 let counter = 0;
