@@ -7,11 +7,10 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { BASELINE_CAPABILITIES } from '../../src/pod-security.js';
-import { buildFidelityTree, repoRoot, runnerCli, runnerEntries, snapshotTree, type EntrySnapshot } from './fixtures/trees.js';
+import { fidelityWorkspace, repoRoot, runnerCli, runnerEntries, snapshotTree, type EntrySnapshot } from './fixtures/trees.js';
 import type { Summary } from '../../runner/index.js';
 
 /** setpriv's form: "-all,+chown,+dac_override,...". */
@@ -46,16 +45,7 @@ void t.test('the baseline set is what the test runs with', async (t) => {
 
 for (const engine of ['bulk', 'rsync only'] as const) {
   void t.test(`root without CAP_SYS_ADMIN (Pod Security baseline): all but trusted.* xattrs, and the summary says so (${engine})`, async (t) => {
-    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-baseline-'));
-    t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
-    const src = path.join(work, 'src');
-    const dst = path.join(work, 'dst');
-    fs.mkdirSync(src);
-    fs.mkdirSync(dst);
-    buildFidelityTree(src);
-    if (engine === 'rsync only') fs.mkdirSync(path.join(dst, 'a'));
-
-    const log = path.join(work, 'termination-log');
+    const { src, dst, log } = fidelityWorkspace(t, 'pvshift-baseline-', engine);
     const run = await underBaseline([process.execPath, '--import', 'tsx', runnerCli, '--source', src, '--target', dst, '--verify', 'checksum', '--termination-log', log]);
     t.equal(run.code, 0, run.stderr.join('\n'));
     const said = run.stderr.map((l) => JSON.parse(l) as { type: string; message: string });

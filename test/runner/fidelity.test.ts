@@ -2,23 +2,12 @@
 // the test's own walker (fixtures/trees.ts), not by the runner's verification.
 import t from 'tap';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { FIDELITY_DEEP as deep, buildFidelityTree, countTree, runInProcess, runnerEntries, snapshotTree } from './fixtures/trees.js';
+import { FIDELITY_DEEP as deep, fidelityWorkspace, countTree, runInProcess, runnerEntries, snapshotTree } from './fixtures/trees.js';
 import type { Summary } from '../../runner/index.js';
 
 for (const path_ of ['bulk', 'rsync only'] as const) void t.test(`every kind of entry survives the copy (${path_})`, async (t) => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-fidelity-'));
-  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
-  const src = path.join(work, 'src');
-  const dst = path.join(work, 'dst');
-  fs.mkdirSync(src);
-  fs.mkdirSync(dst);
-  buildFidelityTree(src);
-  // A directory the source has too makes the target non-empty: rsync does the whole copy.
-  if (path_ === 'rsync only') fs.mkdirSync(path.join(dst, 'a'));
-
-  const log = path.join(work, 'termination-log');
+  const { src, dst, log } = fidelityWorkspace(t, 'pvshift-fidelity-', path_);
   const run = await runInProcess(['--source', src, '--target', dst, '--verify', 'checksum', '--termination-log', log, '--progress-interval', '0.2']);
   t.equal(run.code, 0, run.stderr.join('\n'));
   t.match(run.stderr.join('\n'), path_ === 'bulk' ? /engine: empty target: cp -a/ : /engine: rsync only/, `engine: ${path_}`);
