@@ -414,7 +414,7 @@ export class Reconciler {
       return await this.createIfAbsent(paths.pods(world.migration.metadata.namespace), buildCopyPod(world, pass));
     } catch (e: unknown) {
       // 403 on a create we have RBAC for is admission (Pod Security says "violates PodSecurity"); 422/400 a policy webhook.
-      if (e instanceof ApiError && e.code === 403 && /violates PodSecurity|admission webhook|denied the request/i.test(e.message)) {
+      if (e instanceof ApiError && e.code === 403 && /violates PodSecurity|admission webhook|denied the request|denied request/i.test(e.message)) {
         this.refused.set(key, { pass, message: e.message });
         return false;
       }
