@@ -3,8 +3,13 @@
 # (`--mode=webhook|controller|runner`). Not built in this repository's CI (no
 # Docker engine there); build with `docker build -t pvshift:dev .`.
 
+# Node.js 24 (Active LTS; 20 reached its end of life in April 2026). The base is
+# a build argument so an image can be built from a base made elsewhere (a local
+# Debian rootfs with Node.js, a mirror): --build-arg NODE_IMAGE=...
+ARG NODE_IMAGE=node:24-slim
+
 # ---- build: compile TypeScript with the dev dependencies --------------------
-FROM node:20-slim AS build
+FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 # Manifests first: the npm ci layer is reused until the lockfile changes.
 COPY package.json package-lock.json ./
@@ -15,7 +20,7 @@ COPY . .
 RUN npm run build
 
 # ---- runtime ------------------------------------------------------------------
-FROM node:20-slim
+FROM ${NODE_IMAGE}
 # tini as PID 1: forwards SIGTERM to node (a PID 1 without a handler ignores
 # it) and reaps rsync's children. rsync does the copy; attr (getfattr/setfattr)
 # and acl (setfacl) are what the runner probes and keeps xattrs and ACLs with;
