@@ -21,8 +21,8 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { LABEL_MIGRATION_UID, MIGRATION_KIND } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 import { copyPodNameFor } from './copy-pod.js';
-import { isPreSyncEnabled } from './plan.js';
-import type { Pass, World } from './world.js';
+import { isFinished, isPreSyncEnabled } from './plan.js';
+import { PASSES, type Pass, type World } from './world.js';
 
 export interface SlotLimits {
   maxConcurrent: number;
@@ -55,7 +55,6 @@ export interface SlotRequest {
   node?: string;
 }
 
-const PASSES: Pass[] = ['presync', 'final', 'measure'];
 /** A reservation neither used nor seen in this long is dropped (a worker that died mid-step, a pod never seen). */
 const RESERVATION_TTL_MS = 60_000;
 /**
@@ -76,10 +75,6 @@ export function copyPassOf(pod: V1Pod): Pass | undefined {
   if (!owner || owner.kind !== MIGRATION_KIND || !owner.uid) return undefined;
   if (pod.metadata?.labels?.[LABEL_MIGRATION_UID] !== owner.uid) return undefined;
   return PASSES.find((pass) => copyPodNameFor(owner.uid, pass) === pod.metadata?.name);
-}
-
-function isFinished(pod: V1Pod): boolean {
-  return pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed';
 }
 
 /** The node a pod runs on, else the one node its required affinity pins it to (as buildCopyPod pins). */

@@ -87,7 +87,7 @@ function isScheduled(pod: V1Pod): boolean {
   return !!pod.spec?.nodeName;
 }
 
-function isFinished(pod: V1Pod | undefined): boolean {
+export function isFinished(pod: V1Pod | undefined): boolean {
   return pod?.status?.phase === 'Succeeded' || pod?.status?.phase === 'Failed';
 }
 
@@ -124,6 +124,19 @@ function nameOf(o: { metadata?: { name?: string } } | undefined): string {
 
 function rvOf(o: { metadata?: { resourceVersion?: string } } | undefined): string {
   return o?.metadata?.resourceVersion ?? '';
+}
+
+/** Makes `pv` Retain and stamps it as this migration's, recording its policy; guarded by the resourceVersion plan saw. */
+function retain(m: VolumeMigration, pv: V1PersistentVolume, event?: EventNote): Step {
+  return {
+    kind: 'retainVolume',
+    volumeName: nameOf(pv),
+    resourceVersion: rvOf(pv),
+    originalPolicy: pv.spec?.persistentVolumeReclaimPolicy ?? 'Delete',
+    migrationKey: migrationKey(m),
+    migrationUid: uidOf(m),
+    ...(event ? { event } : {}),
+  };
 }
 
 /** Invariant 6: a volume is this migration's when pvshift stamped it with the migration's UID and it is claimed in its namespace. */
@@ -407,22 +420,13 @@ function planPending(w: World, abort: boolean): Step {
   const source = w.sourceVolume!;
   const claim = w.claim!;
   const policy = source.spec?.persistentVolumeReclaimPolicy ?? 'Delete';
-  // Invariant 1: the data's only home is made Retain before anything else.
+  // Invariant 1: the data's only home is made Retain before anything else. A
+  // source Retain already (by the user, or an earlier migration of the claim) is
+  // still stamped as this migration's.
   if (policy !== 'Retain') {
-    return {
-      kind: 'retainVolume',
-      volumeName: nameOf(source),
-      resourceVersion: rvOf(source),
-      originalPolicy: policy,
-      migrationKey: migrationKey(m),
-      migrationUid: uidOf(m),
-      event: { type: 'Normal', reason: 'SourceRetained', message: `set reclaim policy of ${source.metadata?.name} to Retain (was ${policy})` },
-    };
+    return retain(m, source, { type: 'Normal', reason: 'SourceRetained', message: `set reclaim policy of ${source.metadata?.name} to Retain (was ${policy})` });
   }
-  // Retain already (by the user, or by an earlier migration of the claim): stamp it as this migration's.
-  if (source.metadata?.annotations?.[ANNOTATION_MIGRATION_UID] !== uidOf(m)) {
-    return { kind: 'retainVolume', volumeName: nameOf(source), resourceVersion: rvOf(source), originalPolicy: policy, migrationKey: migrationKey(m), migrationUid: uidOf(m) };
-  }
+  if (source.metadata?.annotations?.[ANNOTATION_MIGRATION_UID] !== uidOf(m)) return retain(m, source);
   if (!status.originalClaim) {
     return {
       kind: 'patchStatus',
@@ -464,17 +468,16 @@ function planPreSync(w: World, abort: boolean): Step {
   const gone = claimDeletedBeforeCutover(w);
   if (gone) return gone;
   const { gated, scheduled } = consumersOf(w);
+  const running = w.copyPods.presync && !isFinished(w.copyPods.presync) ? w.copyPods.presync : undefined;
   if (gated.length > 0 && scheduled.length === 0 && w.stagingClaim) {
     // The application is being recreated and waits behind its gate: it must not
     // wait for the rest of a pre-sync, and an RWO source must not stay mounted by
     // a copy pod. Stop the pre-sync; the final copy goes on from where it got to.
-    const running = w.copyPods.presync;
-    if (running && !isFinished(running)) return { kind: 'deleteCopyPod', pass: 'presync', name: nameOf(running) };
+    if (running) return { kind: 'deleteCopyPod', pass: 'presync', name: nameOf(running) };
     return startCutover(w, gated, 'the pre-sync was cut short: the final copy continues from where it got to');
   }
   if (!w.stagingClaim) return { kind: 'createClaim', role: 'staging', claim: stagingClaim(m, snapshot) };
-  const running = w.copyPods.presync;
-  if (w.yieldCopySlot && running && !isFinished(running)) {
+  if (w.yieldCopySlot && running) {
     // A final copy (an application held by its gate) needs the slot; a pre-sync resumes later.
     return { kind: 'deleteCopyPod', pass: 'presync', name: nameOf(running), event: { type: 'Normal', reason: 'PreSyncYielded', message: 'pre-sync paused: its copy slot went to a final copy; it resumes when a slot is free' } };
   }
@@ -653,9 +656,7 @@ function planCutover(w: World, abort: boolean): Step {
   const source = w.sourceVolume;
   if (abort) return { kind: 'setPhase', phase: 'RollingBack', status: { message: 'aborted during cutover: restoring the original claim' }, event: { type: 'Normal', reason: 'RollingBack', message: 'abort requested during cutover; restoring the original claim on its volume' } };
   if (!snapshot || !source) return { kind: 'setPhase', phase: 'RollingBack', status: { message: 'the source volume or the claim snapshot is missing' }, event: { type: 'Warning', reason: 'SourceMissing', message: `source volume ${status.sourceVolumeName} or the claim snapshot is missing; rolling back` } };
-  if (source.spec?.persistentVolumeReclaimPolicy !== 'Retain') {
-    return { kind: 'retainVolume', volumeName: nameOf(source), resourceVersion: rvOf(source), originalPolicy: source.spec?.persistentVolumeReclaimPolicy ?? 'Delete', migrationKey: migrationKey(m), migrationUid: uidOf(m) };
-  }
+  if (source.spec?.persistentVolumeReclaimPolicy !== 'Retain') return retain(m, source);
   const claim = w.claim;
   const originalUid = snapshotUid(status);
   if (claim && claim.metadata?.uid === originalUid) {
@@ -757,9 +758,8 @@ function planBinding(w: World, abort: boolean): Step {
   const bound = replacement.status?.phase === 'Bound' && replacement.spec?.volumeName === status.targetVolumeName;
   if (!bound) {
     if (!target) return { kind: 'wait', reason: 'TargetMissing', message: `waiting for volume ${status.targetVolumeName}`, afterMs: WAIT_SHORT };
-    const policy = target.spec?.persistentVolumeReclaimPolicy ?? 'Delete';
     // Retain while the staging claim is let go: its deletion must not take the new data.
-    if (policy !== 'Retain') return { kind: 'retainVolume', volumeName: status.targetVolumeName, resourceVersion: rvOf(target), originalPolicy: policy, migrationKey: migrationKey(m), migrationUid: uidOf(m) };
+    if (target.spec?.persistentVolumeReclaimPolicy !== 'Retain') return retain(m, target);
     const ref = target.spec?.claimRef;
     if (ref?.uid !== replacement.metadata?.uid) {
       return {
@@ -952,9 +952,7 @@ function planHeld(w: World): Step {
   const m = w.migration;
   const kept = keptVolumesOf(w);
   const target = w.stagingVolume;
-  if (target && target.spec?.persistentVolumeReclaimPolicy !== 'Retain') {
-    return { kind: 'retainVolume', volumeName: nameOf(target), resourceVersion: rvOf(target), originalPolicy: target.spec?.persistentVolumeReclaimPolicy ?? 'Delete', migrationKey: migrationKey(m), migrationUid: uidOf(m) };
-  }
+  if (target && target.spec?.persistentVolumeReclaimPolicy !== 'Retain') return retain(m, target);
   const staging = w.stagingClaim;
   if (staging && (staging.metadata?.ownerReferences ?? []).length > 0) {
     return { kind: 'disownClaim', name: nameOf(staging), uid: staging.metadata?.uid ?? '', resourceVersion: rvOf(staging) };

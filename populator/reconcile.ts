@@ -22,13 +22,13 @@ import {
   stagingClaimName,
 } from '../src/names.js';
 import { copyFidelityFor } from '../src/pod-security.js';
-import type { Condition, Phase, VolumeMigration, VolumeMigrationStatus } from '../src/volume-migration.js';
+import type { Condition, CopyFidelity, Phase, VolumeMigration, VolumeMigrationStatus } from '../src/volume-migration.js';
 import { buildCopyPod, copyPodNameFor, pinnedNode } from './copy-pod.js';
 import { CopySlots, copyPassOf, copySlotPods, passAboutToStart, type CopyPodState } from './copy-slots.js';
 import type { EventRecorder } from './events.js';
 import type { ControllerMetrics } from './metrics.js';
 import { plan, progressText, type EventNote, type Step } from './plan.js';
-import type { ControllerSettings, Pass, RunnerProgress, RunnerSummary, World } from './world.js';
+import { PASSES, type ControllerSettings, type Pass, type RunnerProgress, type RunnerSummary, type World } from './world.js';
 
 export interface Caches {
   migrations: Informer<VolumeMigration>;
@@ -46,7 +46,6 @@ export interface ReconcileResult {
 
 /** How often progress goes into the status while a copy runs (the issue asks for at least every 10 s). */
 const PROGRESS_EVERY_MS = 2000;
-const PASSES: Pass[] = ['presync', 'final', 'measure'];
 /** How long to leave a PodDisruptionBudget that refused an eviction before asking again. */
 const EVICTION_RETRY_MS = 5000;
 
@@ -129,6 +128,7 @@ export class Reconciler {
       if (pod) copyPods[pass] = pod;
     }
     const namespace = this.caches.namespaces.get(ns);
+    const refused = this.refused.get(`${ns}/${migration.metadata.name}`);
     const world: World = {
       now: new Date(),
       migration,
@@ -144,7 +144,7 @@ export class Reconciler {
       namespaceLabelled: namespace?.metadata?.labels?.[LABEL_NAMESPACE_ACTIVE] === 'true',
       namespaceTerminating: !!namespace?.metadata?.deletionTimestamp || namespace?.status?.phase === 'Terminating',
       fidelity: copyFidelityFor(ns, namespace?.metadata?.labels),
-      ...(this.refused.has(`${ns}/${migration.metadata.name}`) ? { copyPodRefused: this.refused.get(`${ns}/${migration.metadata.name}`)! } : {}),
+      ...(refused ? { copyPodRefused: refused } : {}),
       copySlotFree: true,
       yieldCopySlot: false,
       settings: this.settings,
@@ -261,13 +261,9 @@ export class Reconciler {
           ...step.status,
           phase: step.phase,
           observedGeneration: m.metadata.generation ?? 0,
-          conditions: conditionsFor(m.status?.conditions ?? [], step.phase, step.event, world.now),
+          conditions: conditionsFor(m.status?.conditions ?? [], step.phase, step.event, world.now, step.status.copyFidelity ?? m.status?.copyFidelity),
         };
         if (!status.message) status.message = step.event.message;
-        const fidelity = step.status.copyFidelity ?? m.status?.copyFidelity;
-        if (fidelity?.dropped.length) {
-          status.conditions = status.conditions!.map((c) => (c.type === 'Validated' && c.status === 'True' ? { ...c, message: `${c.message}; not copied at Pod Security level ${fidelity.level}: ${fidelity.dropped.join(', ')}` } : c));
-        }
         await this.patchStatus(m, status);
         await this.note(world, step.event);
         this.observeMetrics(m, step.phase, status);
@@ -334,17 +330,17 @@ export class Reconciler {
         const slot = `${ns}/${copyPodNameFor(m.metadata.uid ?? '', step.pass)}`;
         // observe reserved a slot for the pass it expected; for any other, take one now or wait.
         if (!this.slots.isReserved(slot) && !this.hasCopySlot(world, step.pass)) return COPY_SLOT_RETRY_MS;
-        let created: boolean;
+        let outcome: 'created' | 'exists' | 'refused';
         try {
-          created = await this.createCopyPod(world, step.pass);
+          outcome = await this.createCopyPod(world, step.pass);
         } catch (e: unknown) {
           this.slots.release(slot);
           throw e;
         }
-        // Not created: it exists already (it holds the slot until the informer shows it), or admission refused it (nothing holds it).
-        if (created || this.refused.get(`${ns}/${m.metadata.name}`)?.pass !== step.pass) this.slots.created(slot, Date.now());
-        else this.slots.release(slot);
-        if (created) {
+        // A pod that exists holds the slot until the informer shows it; a refused one holds nothing.
+        if (outcome === 'refused') this.slots.release(slot);
+        else this.slots.created(slot, Date.now());
+        if (outcome === 'created') {
           // The progress shown is the new pass's from now on, not the last pass's end.
           await this.patchStatus(m, { progress: null, progressText: `starting the ${step.pass} copy` } as unknown as VolumeMigrationStatus);
           await this.note(world, step.event);
@@ -408,15 +404,15 @@ export class Reconciler {
   }
 
   /** Creates the pass's copy pod; a refusal by admission is remembered for plan (it would be refused again). */
-  private async createCopyPod(world: World, pass: Pass): Promise<boolean> {
+  private async createCopyPod(world: World, pass: Pass): Promise<'created' | 'exists' | 'refused'> {
     const key = `${world.migration.metadata.namespace}/${world.migration.metadata.name}`;
     try {
-      return await this.createIfAbsent(paths.pods(world.migration.metadata.namespace), buildCopyPod(world, pass));
+      return (await this.createIfAbsent(paths.pods(world.migration.metadata.namespace), buildCopyPod(world, pass))) ? 'created' : 'exists';
     } catch (e: unknown) {
       // 403 on a create we have RBAC for is admission (Pod Security says "violates PodSecurity"); 422/400 a policy webhook.
       if (e instanceof ApiError && e.code === 403 && /violates PodSecurity|admission webhook|denied the request|denied request/i.test(e.message)) {
         this.refused.set(key, { pass, message: e.message });
-        return false;
+        return 'refused';
       }
       throw e;
     }
@@ -477,7 +473,7 @@ export class Reconciler {
 }
 
 /** Ready, Validated and Degraded, moved with the phase. */
-export function conditionsFor(existing: Condition[], phase: Phase, event: EventNote, now: Date): Condition[] {
+export function conditionsFor(existing: Condition[], phase: Phase, event: EventNote, now: Date, fidelity?: CopyFidelity): Condition[] {
   const stamp = now.toISOString().replace(/\.\d+Z$/, 'Z');
   const set = (list: Condition[], type: string, status: Condition['status'], reason: string, message: string): Condition[] => {
     const old = list.find((c) => c.type === type);
@@ -488,7 +484,11 @@ export function conditionsFor(existing: Condition[], phase: Phase, event: EventN
   let out = existing;
   out = set(out, 'Ready', phase === 'Succeeded' ? 'True' : 'False', event.reason, event.message);
   if (phase === 'Failed') out = set(out, 'Validated', 'False', event.reason, event.message);
-  else if (phase !== 'Pending' && phase !== 'Aborted') out = set(out, 'Validated', 'True', 'Validated', 'the claim, its volume and the target class are fit to migrate');
+  else if (phase !== 'Pending' && phase !== 'Aborted') {
+    // What the namespace's Pod Security level costs is part of what was validated.
+    const cost = fidelity?.dropped.length ? `; not copied at Pod Security level ${fidelity.level}: ${fidelity.dropped.join(', ')}` : '';
+    out = set(out, 'Validated', 'True', 'Validated', `the claim, its volume and the target class are fit to migrate${cost}`);
+  }
   const degraded = phase === 'Failed' || phase === 'RollingBack' || phase === 'RolledBack';
   out = set(out, 'Degraded', degraded ? 'True' : 'False', degraded ? event.reason : 'AsExpected', degraded ? event.message : '');
   return out;

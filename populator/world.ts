@@ -5,6 +5,8 @@ import type { FidelityDecision } from '../src/pod-security.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 
 export type Pass = 'presync' | 'final' | 'measure';
+/** Every pass, in the order a migration runs them first. */
+export const PASSES: readonly Pass[] = ['presync', 'final', 'measure'];
 
 /** The last JSON line a runner printed, as read from its pod's log. */
 export interface RunnerProgress {
