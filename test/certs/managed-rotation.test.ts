@@ -22,7 +22,14 @@ const { kube, kubeConfig } = cluster;
 let counter = 0;
 
 /** A webhook configuration (registered with a CA that signs nothing) and a namespace for the Secret. */
-async function setUp(): Promise<{ namespace: string; configName: string; names: string[] }> {
+interface Fixture {
+  namespace: string;
+  configName: string;
+  /** Starts a managed source for this fixture's Secret and configuration, as `config`'s identity, on `now`'s clock (checks only when asked). */
+  start: (config: KubeConfig, now: () => Date) => Promise<ManagedCertificateSource>;
+}
+
+async function setUp(): Promise<Fixture> {
   const namespace = await freshNamespace(kube, 'certs');
   const configName = `pvshift-rotation-${process.pid}-${++counter}`;
   // The URL is never called: nothing in the test creates a claim or a pod.
@@ -30,7 +37,19 @@ async function setUp(): Promise<{ namespace: string; configName: string; names: 
     paths.mutatingWebhooks(),
     buildWebhookConfiguration({ name: configName, pvshiftNamespace: namespace, caBundle: 'placeholder', url: 'https://127.0.0.1:9' }),
   );
-  return { namespace, configName, names: [...serviceDnsNames('pvshift-webhook', namespace), '127.0.0.1'] };
+  const names = [...serviceDnsNames('pvshift-webhook', namespace), '127.0.0.1'];
+  const start = (config: KubeConfig, now: () => Date) =>
+    startManagedCertificates({
+      kubeConfig: config,
+      secretName: 'webhook-tls',
+      secretNamespace: namespace,
+      names,
+      webhookConfigurationName: configName,
+      logger: silentLogger(),
+      checkIntervalMs: 3_600_000,
+      now,
+    });
+  return { namespace, configName, start };
 }
 
 /** The CAs (PEM) each entry of the configuration holds, as the API server has them. */
@@ -54,18 +73,9 @@ async function assertServedIsTrusted(t: Test, source: ManagedCertificateSource, 
 }
 
 void t.test('a CA rotation: the new CA is published, then a check later its certificate is served; the old CA leaves after it expired', async (t) => {
-  const { namespace, configName, names } = await setUp();
+  const { configName, start } = await setUp();
   let clock = Date.now();
-  const source = await startManagedCertificates({
-    kubeConfig,
-    secretName: 'webhook-tls',
-    secretNamespace: namespace,
-    names,
-    webhookConfigurationName: configName,
-    logger: silentLogger(),
-    checkIntervalMs: 3_600_000,
-    now: () => new Date(clock),
-  });
+  const source = await start(kubeConfig, () => new Date(clock));
   t.teardown(() => source.stop());
   const served: string[] = [];
   source.onChange((pair) => served.push(pair.certPem));
@@ -150,19 +160,9 @@ async function kubeConfigThatCannotPublish(namespace: string, configName: string
 }
 
 void t.test('a replica that cannot publish the new CA keeps serving the old certificate, and so does the one that publishes it, for a check', async (t) => {
-  const { namespace, configName, names } = await setUp();
+  const { namespace, configName, start: startOn } = await setUp();
   let clock = Date.now();
-  const start = (config: KubeConfig) =>
-    startManagedCertificates({
-      kubeConfig: config,
-      secretName: 'webhook-tls',
-      secretNamespace: namespace,
-      names,
-      webhookConfigurationName: configName,
-      logger: silentLogger(),
-      checkIntervalMs: 3_600_000,
-      now: () => new Date(clock),
-    });
+  const start = (config: KubeConfig) => startOn(config, () => new Date(clock));
   const publisher = await start(kubeConfig);
   t.teardown(() => publisher.stop());
   const restrictedConfig = await kubeConfigThatCannotPublish(namespace, configName);

@@ -1,27 +1,16 @@
 // The runner's temp dir: a new name per run under a prefix reserved at the top
 // level. Leftovers of killed runs are removed; a source that holds a name with
 // the prefix is refused (it would be excluded from the copy, so lost quietly).
-import t, { type Test } from 'tap';
+import t from 'tap';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { runInProcess, runnerEntries, sh, snapshotTree } from './fixtures/trees.js';
+import { runInProcess, runnerEntries, sh, snapshotTree, workspace } from './fixtures/trees.js';
 import type { Summary } from '../../runner/index.js';
 
 const summaryOf = (stdout: string[]): Summary => JSON.parse(stdout.at(-1) ?? '{}') as Summary;
 
-function workDir(t: Test, prefix: string): { src: string; dst: string; log: string } {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
-  const src = path.join(work, 'src');
-  const dst = path.join(work, 'dst');
-  fs.mkdirSync(src);
-  fs.mkdirSync(dst);
-  return { src, dst, log: path.join(work, 'log') };
-}
-
 void t.test("a source entry named like the runner's temp dir: refused, terminal, named", async (t) => {
-  const { src, dst, log } = workDir(t, 'pvshift-reserved-');
+  const { src, dst, log } = workspace(t, 'pvshift-reserved-');
   // A user's directory that happens to bear the old fixed name: before, it was left out without a word.
   sh('mkdir .pvshift-runner-tmp && printf precious > .pvshift-runner-tmp/data && printf x > other', src);
   const run = await runInProcess(['--source', src, '--target', dst, '--termination-log', log]);
@@ -42,7 +31,7 @@ void t.test("a source entry named like the runner's temp dir: refused, terminal,
 });
 
 void t.test("leftovers of killed runs go; each run's temp dir has a name of its own; the prefix is reserved at the top only", async (t) => {
-  const { src, dst, log } = workDir(t, 'pvshift-leftovers-');
+  const { src, dst, log } = workspace(t, 'pvshift-leftovers-');
   // The prefix deeper down, or not at the start of a name: ordinary names, copied.
   sh('mkdir -p sub/.pvshift-runner-tmp && printf deep > sub/.pvshift-runner-tmp/file && printf x > x.pvshift-runner-tmp && printf d > data', src);
   // What killed runs leave: the old fixed name with a partial bulk copy, and a per-run name with a half-written file.
