@@ -15,6 +15,8 @@ export interface Binaries {
   kubeControllerManager: string;
   kubeScheduler: string;
   kubectl: string;
+  /** The real kubelet: only the real-node tier runs it. */
+  kubelet: string;
   helm: string;
 }
 
@@ -24,6 +26,7 @@ const ENV_NAMES: Record<keyof Binaries, string> = {
   kubeControllerManager: 'PVSHIFT_KUBE_CONTROLLER_MANAGER_BIN',
   kubeScheduler: 'PVSHIFT_KUBE_SCHEDULER_BIN',
   kubectl: 'PVSHIFT_KUBECTL_BIN',
+  kubelet: 'PVSHIFT_KUBELET_BIN',
   helm: 'PVSHIFT_HELM_BIN',
 };
 
@@ -66,9 +69,10 @@ async function resolveBinaries(log: (line: string) => void): Promise<Binaries> {
     kubeControllerManager: pick('kubeControllerManager'),
     kubeScheduler: pick('kubeScheduler'),
     kubectl: pick('kubectl'),
+    kubelet: pick('kubelet'),
     helm: pick('helm'),
   };
-  const all = [binaries.etcd, binaries.kubeApiserver, binaries.kubeControllerManager, binaries.kubeScheduler, binaries.kubectl, binaries.helm];
+  const all = [binaries.etcd, binaries.kubeApiserver, binaries.kubeControllerManager, binaries.kubeScheduler, binaries.kubectl, binaries.kubelet, binaries.helm];
   const missing: string[] = [];
   for (const path of all) if (!(await isExecutable(path))) missing.push(path);
   if (missing.length === 0) return binaries;

@@ -3,5 +3,7 @@ export { installVolumeMigrationCrd } from './crds.js';
 export { findBinaries, REPO_ROOT, type Binaries } from './binaries.js';
 export { isCopyPod } from './fake-kubelet.js';
 export { PROVISIONER_NAME, localStorageClasses } from './hostpath-provisioner.js';
-export { waitFor, sleep, freePort } from './processes.js';
+export { GiveUp, waitFor, sleep, freePort } from './processes.js';
 export { installPvshift, PVSHIFT_NAMESPACE, WEBHOOK_CONFIGURATION, type Installation, type PvshiftProcess, type StartOptions } from './pvshift.js';
+export { LoopProvisioner, LOOP_PROVISIONER_NAME, loopStorageClasses, type LoopProvisionerOptions } from './loop-provisioner.js';
+export { buildImages, importImages, type BuiltImage, type BuiltImages, type Containerd } from './images.js';

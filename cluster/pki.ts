@@ -73,14 +73,15 @@ function sign(request: CertRequest, issuer?: KeyPair): KeyPair {
   return { certPem: forge.pki.certificateToPem(cert), keyPem: keys.privateKeyPem };
 }
 
-export function createClusterPki(): ClusterPki {
+/** `apiserverIps`: the addresses the API server's certificate is good for (it serves and advertises the first). */
+export function createClusterPki(apiserverIps: string[] = ['127.0.0.1', '10.0.0.1']): ClusterPki {
   const ca = sign({ commonName: 'pvshift-local-ca', usage: 'ca' });
   const apiserver = sign(
     {
       commonName: 'kube-apiserver',
       usage: 'server',
       dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
-      ips: ['127.0.0.1', '10.0.0.1'],
+      ips: [...new Set(['127.0.0.1', ...apiserverIps])],
     },
     ca,
   );

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real binaries that pvshift's local cluster and chart tests run:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and helm,
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet
+# (the real-node tier) and helm,
 # from their published Go modules at the versions pinned in hack/tools/*/go.mod.
 #
 # Each set is built once into a cache keyed by its version
@@ -40,6 +41,7 @@ print_env() {
   echo "PVSHIFT_KUBE_CONTROLLER_MANAGER_BIN=$k8s_bin/kube-controller-manager"
   echo "PVSHIFT_KUBE_SCHEDULER_BIN=$k8s_bin/kube-scheduler"
   echo "PVSHIFT_KUBECTL_BIN=$k8s_bin/kubectl"
+  echo "PVSHIFT_KUBELET_BIN=$k8s_bin/kubelet"
   echo "PVSHIFT_HELM_BIN=$helm_bin/helm"
 }
 if [ "${1:-}" = "--print-env" ]; then print_env; exit 0; fi
@@ -89,7 +91,7 @@ kv="k8s.io/component-base/version"
 cv="k8s.io/client-go/pkg/version"
 k8s_ldflags="-X $kv.gitVersion=$K8S_VERSION -X $kv.gitMajor=1 -X $kv.gitMinor=$minor -X $kv.gitTreeState=clean -X $kv.buildDate=1970-01-01T00:00:00Z"
 k8s_ldflags="$k8s_ldflags -X $cv.gitVersion=$K8S_VERSION -X $cv.gitMajor=1 -X $cv.gitMinor=$minor -X $cv.gitTreeState=clean"
-k8s_pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+k8s_pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet)
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
   k8s_pkgs=("${k8s_pkgs[@]:1}")
 fi

@@ -3,8 +3,12 @@
 # builds the control-plane binaries (cached by version, so a warm run is quick):
 #   rsync (the copy engine), findutils (find -printf, the runner's pre-scan),
 #   acl and attr (getfacl/getfattr, for fidelity checks),
-#   util-linux (unshare, setpriv: the fake kubelet), e2fsprogs (loop filesystems
-#   in the runner tests), openssl, and Go for the binaries.
+#   util-linux (unshare, setpriv: the fake kubelet; losetup, findmnt), e2fsprogs
+#   and xfsprogs (loop filesystems: the runner tests, the real-node tier's
+#   storage classes), openssl, and Go for the binaries;
+#   the real-node tier (test/e2e): containerd and runc (the node's runtime),
+#   containernetworking-plugins (bridge and host-local CNI), iproute2 (the node's
+#   bridge), buildah and mmdebstrap (images built here, hack/images).
 # Without root it only says what is missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +22,13 @@ command -v unshare >/dev/null && command -v setpriv >/dev/null || need+=(util-li
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v openssl >/dev/null || need+=(openssl)
 command -v go >/dev/null || need+=(golang-go)
+command -v mkfs.xfs >/dev/null || need+=(xfsprogs)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/loopback ] || need+=(containernetworking-plugins)
+command -v ip >/dev/null || need+=(iproute2)
+command -v buildah >/dev/null || need+=(buildah)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,3 @@
+module pvshift.local/hack/images/pause
+
+go 1.22
