@@ -10,8 +10,9 @@
 // once it has seen that CA published in an earlier check; the old CA leaves the
 // bundle at a later rotation, after it has expired.
 import { X509Certificate } from 'node:crypto';
-import { AdmissionregistrationV1Api, CoreV1Api, type KubeConfig, type V1Secret } from '@kubernetes/client-node';
-import { errorMessage, isAlreadyExists, isConflict, isNotFound } from '../src/errors.js';
+import type { V1MutatingWebhookConfiguration, V1Secret } from '@kubernetes/client-node';
+import { errorMessage, isAlreadyExists, isConflict } from '../src/errors.js';
+import { Kube, KubeConfig, paths } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
 import { LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../src/names.js';
 import {
@@ -168,7 +169,8 @@ function storedToData(stored: StoredCertificates): Record<string, string> {
 }
 
 export interface ManagedCertificateOptions {
-  kubeConfig: KubeConfig;
+  /** The process's client; or a KubeConfig, for which a client of its own is made and closed on stop. */
+  kubeConfig: Kube | KubeConfig;
   secretName: string;
   secretNamespace: string;
   /** DNS names and IP addresses for the serving certificate. */
@@ -196,20 +198,13 @@ export interface ManagedCertificateSource extends CertificateSource {
  */
 export async function startManagedCertificates(options: ManagedCertificateOptions): Promise<ManagedCertificateSource> {
   const log = options.logger.child({ component: 'certificates', secret: `${options.secretNamespace}/${options.secretName}` });
-  const core = options.kubeConfig.makeApiClient(CoreV1Api);
-  const admission = options.kubeConfig.makeApiClient(AdmissionregistrationV1Api);
+  const owned = options.kubeConfig instanceof KubeConfig;
+  const kube = options.kubeConfig instanceof KubeConfig ? new Kube(options.kubeConfig) : options.kubeConfig;
   const now = options.now ?? (() => new Date());
   const listeners = new ChangeListeners();
   const { secretName: name, secretNamespace: namespace } = options;
 
-  const readSecret = async (): Promise<V1Secret | undefined> => {
-    try {
-      return await core.readNamespacedSecret({ name, namespace });
-    } catch (e: unknown) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
-  };
+  const readSecret = (): Promise<V1Secret | undefined> => kube.get<V1Secret>(paths.secrets(namespace, name));
 
   /** One reconcile of the Secret; returns what it holds afterwards. */
   const reconcileSecret = async (): Promise<StoredCertificates> => {
@@ -228,20 +223,17 @@ export async function startManagedCertificates(options: ManagedCertificateOption
       }))!;
       try {
         if (!secret) {
-          await core.createNamespacedSecret({
-            namespace,
-            body: {
-              apiVersion: 'v1',
-              kind: 'Secret',
-              type: 'kubernetes.io/tls',
-              metadata: { name, namespace, labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, 'app.kubernetes.io/component': 'webhook' } },
-              data: storedToData(next),
-            },
+          await kube.create<V1Secret>(paths.secrets(namespace), {
+            apiVersion: 'v1',
+            kind: 'Secret',
+            type: 'kubernetes.io/tls',
+            metadata: { name, namespace, labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, 'app.kubernetes.io/component': 'webhook' } },
+            data: storedToData(next),
           });
         } else {
           // resourceVersion makes this a compare-and-swap: a replica that
           // renewed meanwhile makes it fail with 409 instead of being overwritten.
-          await core.replaceNamespacedSecret({ name, namespace, body: { ...secret, data: { ...secret.data, ...storedToData(next) } } });
+          await kube.replace<V1Secret>(paths.secrets(namespace, name), { ...secret, data: { ...secret.data, ...storedToData(next) } });
         }
         return next;
       } catch (e: unknown) {
@@ -263,21 +255,16 @@ export async function startManagedCertificates(options: ManagedCertificateOption
     if (!configName) return { gated: false };
     const encoded = Buffer.from(bundle).toString('base64');
     for (let attempt = 1; ; attempt++) {
-      let config;
-      try {
-        config = await admission.readMutatingWebhookConfiguration({ name: configName });
-      } catch (e: unknown) {
-        if (isNotFound(e)) {
-          log.warn({ webhookConfiguration: configName }, 'MutatingWebhookConfiguration not found; caBundle not set yet');
-          return { gated: false };
-        }
-        throw e;
+      const config = await kube.get<V1MutatingWebhookConfiguration>(paths.mutatingWebhooks(configName));
+      if (!config) {
+        log.warn({ webhookConfiguration: configName }, 'MutatingWebhookConfiguration not found; caBundle not set yet');
+        return { gated: false };
       }
       const webhooks = config.webhooks ?? [];
       if (webhooks.every((w) => w.clientConfig.caBundle === encoded)) return { gated: true, cas: splitPemBundle(bundle) };
       for (const webhook of webhooks) webhook.clientConfig.caBundle = encoded;
       try {
-        await admission.replaceMutatingWebhookConfiguration({ name: configName, body: config });
+        await kube.replace(paths.mutatingWebhooks(configName), config);
         log.info({ webhookConfiguration: configName, webhooks: webhooks.length, cas: splitPemBundle(bundle).length }, 'CA bundle set in the webhook configuration');
         return { gated: true, cas: splitPemBundle(bundle) };
       } catch (e: unknown) {
@@ -287,9 +274,16 @@ export async function startManagedCertificates(options: ManagedCertificateOption
     }
   };
 
-  let stored = await reconcileSecret();
-  // At start nothing is served yet: publish, then serve what the Secret holds.
-  let published = await publishCaBundle(stored.caBundlePem);
+  let stored: StoredCertificates;
+  let published: PublishedCas;
+  try {
+    stored = await reconcileSecret();
+    // At start nothing is served yet: publish, then serve what the Secret holds.
+    published = await publishCaBundle(stored.caBundlePem);
+  } catch (e: unknown) {
+    if (owned) kube.close();
+    throw e;
+  }
   let served: KeyPair = { certPem: stored.certPem, keyPem: stored.keyPem };
 
   let running: Promise<void> | undefined;
@@ -332,6 +326,7 @@ export async function startManagedCertificates(options: ManagedCertificateOption
     stop: async () => {
       clearInterval(timer);
       await running;
+      if (owned) kube.close();
     },
   };
 }

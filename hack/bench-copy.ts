@@ -30,7 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { readListing } from '../runner/tree-walk.js';
+import { readListing } from '../runner/tree-listing.js';
 import { compareTrees } from '../runner/tree-diff.js';
 
 const exec = promisify(execFile);
@@ -263,14 +263,14 @@ async function fidelity(work: string): Promise<Map<string, string>> {
       "touch -d '2020-01-02 03:04:05.987654321' d/f d",
     ].join(' && '),
   );
-  const src0 = await readListing(src, { xattrs: true, acls: true, content: true, warn: () => undefined });
+  const src0 = await readListing(src, { xattrs: true, adminXattrs: true, acls: true, content: true, warn: () => undefined });
   const result = new Map<string, string>();
   for (const tool of tools.filter((t) => competitors.has(t.name) || t.name === 'runner (verify none)')) {
     const dst = path.join(work, 'fid-dst');
     await fs.rm(dst, { recursive: true, force: true });
     await fs.mkdir(dst);
     await tool.copy(src, dst);
-    const dst0 = await readListing(dst, { xattrs: true, acls: true, content: true, warn: () => undefined });
+    const dst0 = await readListing(dst, { xattrs: true, adminXattrs: true, acls: true, content: true, warn: () => undefined });
     const diff = compareTrees(src0, dst0, { mirror: true, compareXattrs: true, compareAcls: true, compareContent: true, limit: 100 });
     const lost = new Set<string>();
     for (const d of diff.differences) for (const part of d.what.split('; ')) lost.add(part.split(' ')[0] ?? part);

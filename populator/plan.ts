@@ -25,7 +25,7 @@ import {
 } from '../src/names.js';
 import { formatBytes, parseQuantity } from '../src/quantity.js';
 import { isTerminal, phaseOf, type ClaimSnapshot, type CopyResult, type KeptVolume, type Phase, type VolumeMigration, type VolumeMigrationStatus } from '../src/volume-migration.js';
-import { classifyRunnerExit } from '../runner/exit-codes.js';
+import { classifyRunnerExit } from '../src/runner-protocol.js';
 import { placementConflict } from './placement.js';
 import type { Pass, RunnerProgress, RunnerSummary, World } from './world.js';
 

@@ -23,6 +23,7 @@ import {
 } from '../src/names.js';
 import { copyFidelityFor } from '../src/pod-security.js';
 import type { Condition, CopyFidelity, Phase, VolumeMigration, VolumeMigrationStatus } from '../src/volume-migration.js';
+import { lastRunnerLine } from '../src/runner-protocol.js';
 import { buildCopyPod, copyPodNameFor, pinnedNode } from './copy-pod.js';
 import { CopySlots, copyPassOf, copySlotPods, passAboutToStart, type CopyPodState } from './copy-slots.js';
 import type { EventRecorder } from './events.js';
@@ -60,22 +61,6 @@ const COPY_SLOT_RETRY_MS = 2000;
 
 function mountsClaim(pod: V1Pod, claimName: string): boolean {
   return (pod.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === claimName);
-}
-
-/** The last JSON object of `type` in a runner's output. */
-export function lastRunnerLine<T>(text: string, type: 'progress' | 'summary'): T | undefined {
-  const lines = text.split('\n');
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const line = lines[i]!.trim();
-    if (!line.startsWith('{')) continue;
-    try {
-      const parsed = JSON.parse(line) as { type?: string };
-      if (parsed.type === type) return parsed as T;
-    } catch {
-      /* not a JSON line */
-    }
-  }
-  return undefined;
 }
 
 export class Reconciler {

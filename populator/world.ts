@@ -2,34 +2,17 @@
 // informer caches by reconcile, handed to plan. Pure data, no clients.
 import type { V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
 import type { FidelityDecision } from '../src/pod-security.js';
+import type { ProgressAsRead, SummaryAsRead } from '../src/runner-protocol.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 
 export type Pass = 'presync' | 'final' | 'measure';
 /** Every pass, in the order a migration runs them first. */
 export const PASSES: readonly Pass[] = ['presync', 'final', 'measure'];
 
-/** The last JSON line a runner printed, as read from its pod's log. */
-export interface RunnerProgress {
-  bytesDone: number;
-  bytesTotal: number;
-  filesDone: number;
-  filesTotal: number;
-  bytesPerSecond: number;
-  etaSeconds?: number | null;
-}
-
-export interface RunnerSummary {
-  ok: boolean;
-  bytes: number;
-  bytesTransferred: number;
-  files: number;
-  filesTransferred?: number;
-  seconds: number;
-  verified: string;
-  dropped?: string[];
-  exitCode?: number;
-  message?: string;
-}
+/** The latest progress record of a running copy pod, as read from its log. */
+export type RunnerProgress = ProgressAsRead;
+/** A finished copy pod's summary, as read from its termination message or log. */
+export type RunnerSummary = SummaryAsRead;
 
 export interface ControllerSettings {
   copyImage: string;

@@ -2,12 +2,9 @@
 // input has a table-driven test. Paths are made absolute here; whether they exist
 // is checked at run time, where a missing source is a terminal error, not usage.
 import path from 'node:path';
+import { RUNNER_EXIT, VERIFY_MODES, isVerifyMode, type VerifyMode } from '../src/runner-protocol.js';
 import { parseRfc3339Ns } from './changed-since.js';
-import { RUNNER_EXIT } from './exit-codes.js';
 import { TEMP_DIR_PREFIX } from './temp-dir.js';
-
-export type VerifyMode = 'none' | 'metadata' | 'checksum';
-export const VERIFY_MODES: readonly VerifyMode[] = ['none', 'metadata', 'checksum'];
 
 export interface RunnerOptions {
   source: string;
@@ -148,8 +145,8 @@ export function parseRunnerArgs(argv: readonly string[], cwd = '/'): ParseResult
   if (isInside(target, source)) return { kind: 'error', message: `--source ${source} is inside --target ${target}` };
 
   const verify = values.get('--verify') ?? 'metadata';
-  if (!(VERIFY_MODES as readonly string[]).includes(verify)) {
-    return { kind: 'error', message: `--verify must be one of none, metadata, checksum (got "${verify}")` };
+  if (!isVerifyMode(verify)) {
+    return { kind: 'error', message: `--verify must be one of ${VERIFY_MODES.join(', ')} (got "${verify}")` };
   }
 
   const intervalArg = values.get('--progress-interval') ?? '5';
@@ -174,7 +171,7 @@ export function parseRunnerArgs(argv: readonly string[], cwd = '/'): ParseResult
       source,
       target,
       delete: switches.has('--delete'),
-      verify: verify as VerifyMode,
+      verify,
       progressIntervalSeconds: interval,
       terminationLog: path.resolve(cwd, values.get('--termination-log') ?? DEFAULT_TERMINATION_LOG),
       bwlimitKiBps: Number(bwArg),

@@ -2,7 +2,7 @@
 // level and the options, so every choice has a table-driven test. Figures
 // behind the thresholds are in runner/README.md ("Engine"), measured with
 // hack/bench-copy.ts on a 2-core machine.
-import { linkComponents, type TreeTotals } from './tree-walk.js';
+import { linkComponents, type TreeTotals } from './tree-totals.js';
 
 export interface CopyPlan {
   /**

@@ -1,7 +1,7 @@
 // rsync's exit codes (rsync(1), "EXIT VALUES") mapped onto the runner's two
 // failure kinds. Pure: the code, the signal and the tail of rsync's stderr in,
 // a runner exit code and a reason out.
-import { RUNNER_EXIT } from './exit-codes.js';
+import { RUNNER_EXIT } from '../src/runner-protocol.js';
 
 type Kind = 'transient' | 'terminal';
 

@@ -10,6 +10,7 @@
 // actually sent (hard-linked data once, up-to-date files not at all), so at the
 // end of a successful run bytesDone is set to bytesTotal. --stats gives the
 // exact transferred figures for the summary.
+import type { ProgressRecord } from '../src/runner-protocol.js';
 
 export interface RsyncProgressLine {
   bytes: number;
@@ -67,17 +68,6 @@ export function sumStats(all: readonly RsyncStats[]): RsyncStats {
     }),
     { filesTransferred: 0, bytesTransferred: 0, deleted: 0 },
   );
-}
-
-export interface ProgressRecord {
-  type: 'progress';
-  bytesDone: number;
-  bytesTotal: number;
-  filesDone: number;
-  filesTotal: number;
-  bytesPerSecond: number;
-  etaSeconds: number | null;
-  elapsedSeconds: number;
 }
 
 /**

@@ -4,13 +4,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { DROPPED_TRUSTED_XATTRS } from '../src/pod-security.js';
-import { parseRunnerArgs, HELP, type RunnerOptions, type VerifyMode } from './args.js';
+import { DROPPED_SECURITY_XATTRS, DROPPED_TRUSTED_XATTRS } from '../src/pod-security.js';
+import { formatBytes } from '../src/quantity.js';
+import { RUNNER_EXIT, fitSummary, type Difference, type Summary, type VerifyMode } from '../src/runner-protocol.js';
+import { parseRunnerArgs, HELP, type RunnerOptions } from './args.js';
 import { cpBatches, freeBytesDrop, isTargetEmpty, moveIntoPlace, runCp, runCpGroups, type BulkResult } from './bulk-copy.js';
 import { filesFromList, formatRfc3339Ns, planComparison } from './changed-since.js';
 import { planCopy } from './copy-plan.js';
-import { RUNNER_EXIT } from './exit-codes.js';
-import { formatBytes } from './human.js';
+import { includePatterns, rsyncArgs } from './rsync-command.js';
 import { classifyRsyncExit } from './rsync-exit.js';
 import {
   ProgressTracker,
@@ -20,10 +21,11 @@ import {
   sumStats,
   type RsyncStats,
 } from './rsync-progress.js';
-import { fitSummary, type Summary } from './summary.js';
 import { canSeeTrustedXattrs, checkCapacity, probeFeatures, readFsSpace, type FeatureProbe } from './target-probe.js';
-import { compareTrees, displayPath, type Difference } from './tree-diff.js';
-import { emptyTotals, nameArgument, readListing, scanTotals, type TreeTotals } from './tree-walk.js';
+import { compareTrees, displayPath } from './tree-diff.js';
+import { readListing } from './tree-listing.js';
+import { emptyTotals, scanTotals, type TreeTotals } from './tree-totals.js';
+import { nameArgument } from './tree-walk.js';
 import { TEMP_DIR_PREFIX, isReservedName, newTempDirName, removeLeftovers, reservedNames } from './temp-dir.js';
 import { Flusher, WriteBackError } from './write-back.js';
 
@@ -94,64 +96,6 @@ async function requireDirectory(dir: string, role: 'source' | 'target'): Promise
     }
     throw e;
   }
-}
-
-/**
- * One rsync process's share of a split copy: its top-level names as rsync
- * include patterns (anchored, NUL-separated for --from0, so any byte but NUL
- * and "/" is safe), everything else at the top excluded. Excluded names are
- * also safe from this process's --delete; top-level names only the target has
- * go into the first group, whose --delete removes them.
- */
-export function includePatterns(names: readonly string[]): string {
-  // rsync treats a backslash as an escape only in a pattern with a wildcard in it.
-  const pattern = (n: string): string => (/[*?[]/.test(n) ? `/${n.replace(/[\\*?[]/g, (c) => `\\${c}`)}` : `/${n}`);
-  return names.map((n) => `${pattern(n)}\0`).join('');
-}
-
-/**
- * What one rsync process copies: everything (none), its group's top-level
- * names (`includeFrom`, see includePatterns), or the files of a list whose
- * contents it compares (`compareFrom`, --changed-since: see changed-since.ts).
- */
-export type RsyncSelection = { includeFrom: string } | { compareFrom: string };
-
-export function rsyncArgs(
-  options: RunnerOptions,
-  features: { xattrs: boolean; acls: boolean },
-  tempDir: string,
-  selection?: RsyncSelection,
-): string[] {
-  const args = [
-    // -a (rlptgoD), -H hard links, -S sparse; numeric ids: the pod's /etc/passwd is not the app's.
-    '-aHS',
-    '--numeric-ids',
-    // Local copy: the delta algorithm only costs CPU when both ends are on this host.
-    '--whole-file',
-    // The whole file list first, so totals and to-chk counts are exact (see rsync-progress.ts).
-    '--no-inc-recursive',
-    '--info=progress2,name0',
-    '--outbuf=L',
-    '--stats',
-    // rsync's temp files go to the run's temp dir (temp-dir.ts) instead of beside
-    // each file as ".name.XXXXXX": a SIGKILLed run leaves its half-written file in
-    // that one place, which the next run removes, so a stray temp never lands in
-    // the copy. Every reserved top-level name is excluded, so --delete leaves them
-    // alone too (the source holds none: the run refuses such a source).
-    `--temp-dir=${tempDir}`,
-    `--exclude=/${TEMP_DIR_PREFIX}*`,
-  ];
-  if (features.acls) args.push('-A');
-  if (features.xattrs) args.push('-X');
-  // A --files-from pass names files only: --delete would have nothing to do there (the main pass deletes).
-  if (options.delete && !(selection && 'compareFrom' in selection)) args.push('--delete');
-  if (options.bwlimitKiBps > 0) args.push(`--bwlimit=${options.bwlimitKiBps}`);
-  if (selection && 'includeFrom' in selection) args.push('--from0', `--include-from=${selection.includeFrom}`, '--exclude=/*');
-  // --checksum: size and a whole-file checksum, mtime ignored; only files whose contents differ are sent.
-  if (selection && 'compareFrom' in selection) args.push('--checksum', '--from0', `--files-from=${selection.compareFrom}`);
-  // Trailing slashes: copy the contents of source into target, root attributes included.
-  args.push(`${options.source}/`, `${options.target}/`);
-  return args;
 }
 
 interface RsyncResult {
@@ -331,7 +275,7 @@ async function bulkCopy(
  */
 async function runRsyncGroups(
   options: RunnerOptions,
-  features: { xattrs: boolean; acls: boolean },
+  features: FeatureProbe,
   tempDir: string,
   groups: string[][],
   tracker: ProgressTracker,
@@ -370,7 +314,7 @@ async function runRsyncGroups(
  */
 async function runComparePass(
   options: RunnerOptions,
-  features: { xattrs: boolean; acls: boolean },
+  features: FeatureProbe,
   tempDir: string,
   paths: readonly string[],
   tracker: ProgressTracker,
@@ -452,8 +396,11 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     say('info', `source: ${totals.files} files, ${totals.bytes} bytes (${formatBytes(totals.bytes)}), ${formatBytes(totals.allocatedBytes)} allocated`);
 
     if (!trustedVisible) {
-      dropped.push(DROPPED_TRUSTED_XATTRS);
-      say('warning', 'no CAP_SYS_ADMIN (CapEff in /proc/self/status): the kernel hides trusted.* extended attributes from this process, so they are not copied; every other xattr is');
+      dropped.push(DROPPED_TRUSTED_XATTRS, DROPPED_SECURITY_XATTRS);
+      say(
+        'warning',
+        'no CAP_SYS_ADMIN (CapEff in /proc/self/status): the kernel hides trusted.* extended attributes from this process and lets it write no security.* but security.capability, so those are not copied; every other xattr is',
+      );
     }
     for (const note of features.notes) say('warning', `target probe: ${note}`);
     if (!features.xattrs) {
@@ -551,6 +498,7 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
       say('info', `verifying (${options.verify})`);
       const listingOptions = {
         xattrs: features.xattrs,
+        adminXattrs: features.adminXattrs,
         acls: features.acls,
         content: options.verify === 'checksum',
         warn: (m: string) => say('warning', m),

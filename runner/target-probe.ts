@@ -5,13 +5,15 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { formatBytes } from './human.js';
+import { formatBytes } from '../src/quantity.js';
 
 const run = promisify(execFile);
 
 export interface FeatureProbe {
   xattrs: boolean;
   acls: boolean;
+  /** CAP_SYS_ADMIN: trusted.* is visible and security.* writable (the probe's `trustedXattrs`). */
+  adminXattrs: boolean;
   /** Why a feature is off, or why it could not be probed. */
   notes: string[];
 }
@@ -85,7 +87,7 @@ export async function probeFeatures(dir: string, trustedXattrs = true): Promise<
     }
     // A named user entry, not just the mode bits: that is what needs ACL support.
     const acls = await canDo('setfacl', ['-m', 'u:65534:r', probe], 'POSIX ACLs', notes);
-    return { xattrs, acls, notes };
+    return { xattrs, acls, adminXattrs: trustedXattrs, notes };
   } finally {
     await fs.rm(probe, { force: true });
   }

@@ -1,9 +1,10 @@
-// A tree listing in memory and the comparison of two of them. Pure: the walker
-// (tree-walk.ts) fills listings from disk; this decides what "identical" means.
+// A tree listing in memory and the comparison of two of them. Pure:
+// tree-listing.ts fills listings from disk; this decides what "identical" means.
 //
 // Paths are byte strings: each char is one byte of the on-disk name (latin1), so
 // names that are not valid UTF-8 survive the round trip. displayPath() decodes
 // them as UTF-8 for messages.
+import type { Difference } from '../src/runner-protocol.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'fifo' | 'char' | 'block' | 'socket';
 
@@ -33,10 +34,6 @@ export interface TreeEntry {
 /** Relative path ("." for the root) -> entry. */
 export type TreeListing = Map<string, TreeEntry>;
 
-export interface Difference {
-  path: string;
-  what: string;
-}
 
 export function displayPath(bytePath: string): string {
   return Buffer.from(bytePath, 'latin1').toString('utf8');

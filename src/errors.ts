@@ -39,25 +39,29 @@ export class AdmissionDenial extends Error {
   }
 }
 
-/** The HTTP status of a Kubernetes API error, from either client shape, or undefined. */
-export function apiStatusCode(e: unknown): number | undefined {
-  if (typeof e !== 'object' || e === null) return undefined;
-  const record = e as Record<string, unknown>;
-  for (const key of ['code', 'statusCode']) {
-    const value = record[key];
-    if (typeof value === 'number') return value;
+/**
+ * An error answer of the API server: `code` is the HTTP status, `body` the
+ * Status object (or the text, where it was not JSON). src/kube.ts is the one
+ * client, so this is the one shape an API failure arrives in; anything else
+ * (a refused connection, a reset socket) never reached the API server.
+ */
+export class ApiError extends Error {
+  override name = 'ApiError';
+  constructor(
+    readonly code: number,
+    readonly body: unknown,
+    readonly method: string,
+    readonly path: string,
+    /** The server's Retry-After, in seconds, where it sent one (429, some 5xx). */
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(`${method} ${path}: ${code} ${apiMessage({ body })}`);
   }
-  const response = record.response;
-  if (typeof response === 'object' && response !== null) {
-    const status = (response as Record<string, unknown>).statusCode;
-    if (typeof status === 'number') return status;
-  }
-  const body = record.body;
-  if (typeof body === 'object' && body !== null) {
-    const code = (body as Record<string, unknown>).code;
-    if (typeof code === 'number') return code;
-  }
-  return undefined;
+}
+
+/** The HTTP status of an API error; undefined for a failure that never got an answer. */
+function statusOf(e: unknown): number | undefined {
+  return e instanceof ApiError ? e.code : undefined;
 }
 
 /** The API server's own message for an error, where it sent one. */
@@ -81,9 +85,9 @@ export function apiMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-export const isNotFound = (e: unknown): boolean => apiStatusCode(e) === 404;
-export const isAlreadyExists = (e: unknown): boolean => apiStatusCode(e) === 409 && /already exists/i.test(apiMessage(e));
-export const isConflict = (e: unknown): boolean => apiStatusCode(e) === 409 && !isAlreadyExists(e);
+export const isNotFound = (e: unknown): boolean => statusOf(e) === 404;
+export const isAlreadyExists = (e: unknown): boolean => statusOf(e) === 409 && /already exists/i.test(apiMessage(e));
+export const isConflict = (e: unknown): boolean => statusOf(e) === 409 && !isAlreadyExists(e);
 
 /**
  * Classifies an API failure. 409 (conflict), 422 from a failed `test` patch op,
@@ -92,10 +96,10 @@ export const isConflict = (e: unknown): boolean => apiStatusCode(e) === 409 && !
  */
 export function classifyApiError(e: unknown, what: string): TransientError | TerminalError {
   if (e instanceof TransientError || e instanceof TerminalError) return e;
-  const code = apiStatusCode(e);
+  const code = statusOf(e);
   const message = `${what}: ${apiMessage(e)}`;
   if (code === undefined || code === 409 || code === 429 || code >= 500) {
-    return new TransientError(message, { cause: e });
+    return new TransientError(message, { cause: e, retryAfterSeconds: e instanceof ApiError ? e.retryAfterSeconds : undefined });
   }
   if (code === 422 && /test operation failed|testing value/i.test(apiMessage(e))) {
     return new TransientError(message, { cause: e });

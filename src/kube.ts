@@ -1,14 +1,15 @@
 // The narrow Kubernetes client the rest of pvshift uses: JSON over HTTPS with the
 // credentials of a client-node KubeConfig, plus a list-and-watch informer.
-// Kept small on purpose: every call pvshift makes goes through `request`, so the
-// chart's RBAC can be checked against one list of verbs, and errors arrive as
-// one type that src/errors.ts classifies.
+// Kept small on purpose: every call pvshift makes goes through `request` (a
+// stream through `watch`), so the chart's RBAC can be checked against one list
+// of verbs, throttling is honoured in one place, and errors arrive as one type
+// (ApiError, from src/errors.ts) that src/errors.ts classifies.
 import https from 'node:https';
 import http from 'node:http';
 import { KubeConfig } from '@kubernetes/client-node';
-import { apiMessage } from './errors.js';
+import { ApiError } from './errors.js';
 
-export { KubeConfig };
+export { KubeConfig, ApiError };
 
 export interface ObjectMeta {
   name?: string;
@@ -35,19 +36,6 @@ export interface ObjectList<T> {
   metadata?: { resourceVersion?: string; continue?: string };
 }
 
-/** An error answer of the API server: `code` is the HTTP status, `body` the Status object. */
-export class ApiError extends Error {
-  override name = 'ApiError';
-  constructor(
-    readonly code: number,
-    readonly body: unknown,
-    readonly method: string,
-    readonly path: string,
-  ) {
-    super(`${method} ${path}: ${code} ${apiMessage({ body })}`);
-  }
-}
-
 export type PatchType = 'json' | 'merge' | 'strategic' | 'apply';
 const PATCH_CONTENT_TYPES: Record<PatchType, string> = {
   json: 'application/json-patch+json',
@@ -68,18 +56,53 @@ function withQuery(path: string, query?: Query): string {
 
 export interface RawResponse {
   status: number;
+  headers: http.IncomingHttpHeaders;
   body: string;
+}
+
+/**
+ * A 429 is the one answer that says the request was not processed: API
+ * priority and fairness rejects it before any handler runs (with
+ * `Retry-After: 1`), and so does a server still wiring up a fresh CRD. So it is
+ * retried for every verb, POST included, after the server's Retry-After, a few
+ * times. Only with that header: a PodDisruptionBudget refusing an eviction
+ * answers 429 too, without one (the API server sets the header only for a
+ * positive retryAfterSeconds), and that refusal is the caller's to handle. A
+ * wait longer than the cap is left to the caller's queue, not held on a worker.
+ */
+export const RETRY_AFTER_ATTEMPTS = 4;
+export const MAX_RETRY_AFTER_MS = 5_000;
+
+export interface KubeOptions {
+  /** How `request` waits out a Retry-After (a test's fake clock records it). */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+const realSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Retry-After in seconds (delta-seconds or an HTTP date, RFC 9110 10.2.3), or undefined. */
+export function retryAfterSeconds(header: string | string[] | undefined, now = Date.now()): number | undefined {
+  const value = (Array.isArray(header) ? header[0] : header)?.trim();
+  if (!value) return undefined;
+  if (/^\d+$/.test(value)) return Number(value);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - now) / 1000));
 }
 
 export class Kube {
   readonly server: URL;
   private agent: https.Agent | undefined;
   private baseOptions: Promise<https.RequestOptions> | undefined;
+  private readonly sleep: (ms: number) => Promise<void>;
 
-  constructor(readonly config: KubeConfig) {
+  constructor(
+    readonly config: KubeConfig,
+    options: KubeOptions = {},
+  ) {
     const cluster = config.getCurrentCluster();
     if (!cluster) throw new Error('the kubeconfig has no current cluster');
     this.server = new URL(cluster.server);
+    this.sleep = options.sleep ?? realSleep;
   }
 
   /** The kubeconfig the process was given: KUBECONFIG, ~/.kube/config, or in-cluster. */
@@ -149,7 +172,7 @@ export class Kube {
         (response) => {
           const chunks: Buffer[] = [];
           response.on('data', (chunk: Buffer) => chunks.push(chunk));
-          response.on('end', () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks).toString('utf8') }));
           response.on('error', reject);
         },
       );
@@ -159,20 +182,27 @@ export class Kube {
     });
   }
 
+  /** One call: the parsed answer, or an ApiError; a 429 with Retry-After is waited out and sent again (see RETRY_AFTER_ATTEMPTS). */
   async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
     const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
     const headers: Record<string, string> = text === undefined ? {} : { 'Content-Type': contentType };
-    const response = await this.raw(method, path, text, headers);
-    let parsed: unknown = undefined;
-    if (response.body) {
-      try {
-        parsed = JSON.parse(response.body);
-      } catch {
-        parsed = response.body;
+    for (let attempt = 1; ; attempt++) {
+      const response = await this.raw(method, path, text, headers);
+      let parsed: unknown = undefined;
+      if (response.body) {
+        try {
+          parsed = JSON.parse(response.body);
+        } catch {
+          parsed = response.body;
+        }
       }
+      if (response.status >= 200 && response.status < 300) return parsed as T;
+      const retryAfter = retryAfterSeconds(response.headers['retry-after']);
+      const error = new ApiError(response.status, parsed, method, path, retryAfter);
+      const waitMs = retryAfter === undefined ? undefined : retryAfter * 1000;
+      if (response.status !== 429 || waitMs === undefined || waitMs > MAX_RETRY_AFTER_MS || attempt >= RETRY_AFTER_ATTEMPTS) throw error;
+      await this.sleep(waitMs);
     }
-    if (response.status < 200 || response.status >= 300) throw new ApiError(response.status, parsed, method, path);
-    return parsed as T;
   }
 
   /** The object, or undefined where it does not exist. */
@@ -213,13 +243,19 @@ export class Kube {
   }
 
   /**
-   * Streams a watch: calls `onEvent` per event until the server closes the
-   * stream (resolve) or it fails (reject). `signal` ends it early.
+   * Streams a watch: calls `onEvent` per event until the stream ends (resolve)
+   * or fails to open, or a handler throws (reject). A stream cut after it opened
+   * (a proxy or load balancer dropping the connection, an API server going
+   * away) ends like one the server closed: the events seen so far are good, and
+   * the caller watches again from the last resourceVersion, as client-go's
+   * reflector does after an unexpected EOF. `onOpen` runs once the server has
+   * accepted the watch; `signal` ends it early.
    */
-  async watch(path: string, query: Query, onEvent: (type: string, object: unknown) => void, signal?: AbortSignal): Promise<void> {
+  async watch(path: string, query: Query, onEvent: (type: string, object: unknown) => void, signal?: AbortSignal, onOpen?: () => void): Promise<void> {
     const options = await this.requestOptions('GET', withQuery(path, { ...query, watch: true }), {}, false, signal);
     const transport = this.transport();
     await new Promise<void>((resolve, reject) => {
+      let opened = false;
       const request = transport.request(
         options,
         (response) => {
@@ -233,10 +269,13 @@ export class Kube {
               } catch {
                 /* keep text */
               }
-              reject(new ApiError(response.statusCode ?? 0, body, 'WATCH', path));
+              reject(new ApiError(response.statusCode ?? 0, body, 'WATCH', path, retryAfterSeconds(response.headers['retry-after'])));
             });
+            response.on('error', reject);
             return;
           }
+          opened = true;
+          onOpen?.();
           let buffered = '';
           response.setEncoding('utf8');
           response.on('data', (chunk: string) => {
@@ -257,11 +296,14 @@ export class Kube {
               }
             }
           });
+          // 'close' without 'end' is the connection cut mid-stream; a partial
+          // line left in `buffered` is an event the next watch delivers again.
           response.on('end', () => resolve());
-          response.on('error', reject);
+          response.on('close', () => resolve());
+          response.on('error', () => resolve());
         },
       );
-      request.on('error', (e) => (signal?.aborted ? resolve() : reject(e)));
+      request.on('error', (e) => (signal?.aborted || opened ? resolve() : reject(e)));
       request.end();
     });
   }
@@ -303,10 +345,25 @@ export function keyOf(object: KubeObject): string {
 
 type Handler<T> = (type: 'add' | 'update' | 'delete', object: T, old?: T) => void;
 
+export interface InformerOptions {
+  /** First and largest delay between restarts after a failed list or watch (default 200 ms and 10 s). */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
 /**
- * List, then watch from the list's resourceVersion; relist on 410 Gone (the
- * watch window expired) and after any stream error, with backoff. The cache is
- * the last state seen; handlers run synchronously in event order.
+ * A watch that ends this soon having delivered nothing is treated as a failure
+ * (backoff, then relist), so a server or proxy that closes every watch at once
+ * does not turn the loop into a busy one (client-go's "very short watch").
+ */
+const SHORT_WATCH_MS = 1_000;
+
+/**
+ * List, then watch from the list's resourceVersion. A watch that ends (the
+ * server's timeout, or a connection cut after it opened) is resumed from the
+ * last resourceVersion seen; 410 Gone (the watch window expired) and any other
+ * failure relist, with backoff. The cache is the last state seen; handlers run
+ * synchronously in event order.
  */
 export class Informer<T extends KubeObject> {
   private readonly cache = new Map<string, T>();
@@ -317,12 +374,19 @@ export class Informer<T extends KubeObject> {
   private resourceVersion = '';
   private syncWaiters: (() => void)[] = [];
   private onError: (e: unknown) => void = () => {};
+  private onOpen: () => void = () => {};
+  private readonly minBackoffMs: number;
+  private readonly maxBackoffMs: number;
 
   constructor(
     private readonly kube: Kube,
     private readonly path: string,
     private readonly query: Query = {},
-  ) {}
+    options: InformerOptions = {},
+  ) {
+    this.minBackoffMs = options.minBackoffMs ?? 200;
+    this.maxBackoffMs = options.maxBackoffMs ?? 10_000;
+  }
 
   on(handler: Handler<T>): this {
     this.handlers.push(handler);
@@ -331,6 +395,12 @@ export class Informer<T extends KubeObject> {
 
   onWatchError(handler: (e: unknown) => void): this {
     this.onError = handler;
+    return this;
+  }
+
+  /** Runs each time a watch has been accepted: the cache is current and being kept so. */
+  onWatchOpen(handler: () => void): this {
+    this.onOpen = handler;
     return this;
   }
 
@@ -390,7 +460,7 @@ export class Informer<T extends KubeObject> {
   }
 
   private async run(): Promise<void> {
-    let backoff = 200;
+    let backoff = this.minBackoffMs;
     let needList = true;
     while (!this.stopped) {
       try {
@@ -398,10 +468,13 @@ export class Informer<T extends KubeObject> {
           await this.relist();
           needList = false;
         }
+        const started = Date.now();
+        let events = 0;
         await this.kube.watch(
           this.path,
           { ...this.query, resourceVersion: this.resourceVersion, allowWatchBookmarks: true, timeoutSeconds: 240 },
           (type, raw) => {
+            events++;
             const object = raw as T;
             if (type === 'BOOKMARK') {
               this.resourceVersion = object.metadata?.resourceVersion ?? this.resourceVersion;
@@ -424,8 +497,11 @@ export class Informer<T extends KubeObject> {
             }
           },
           this.abort.signal,
+          () => this.onOpen(),
         );
-        backoff = 200;
+        if (this.stopped) return;
+        if (events === 0 && Date.now() - started < SHORT_WATCH_MS) throw new Error(`watch of ${this.path} closed at once with no events`);
+        backoff = this.minBackoffMs;
       } catch (e: unknown) {
         if (this.stopped) return;
         if (e instanceof ApiError && e.code === 410) needList = true;
@@ -434,7 +510,7 @@ export class Informer<T extends KubeObject> {
           needList = true;
         }
         await new Promise((resolve) => setTimeout(resolve, backoff));
-        backoff = Math.min(backoff * 2, 10_000);
+        backoff = Math.min(backoff * 2, this.maxBackoffMs);
       }
     }
   }

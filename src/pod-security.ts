@@ -11,8 +11,11 @@
 import { LABEL_POD_SECURITY_ENFORCE, LABEL_PRIVILEGED_COPY } from './names.js';
 import type { CopyFidelity } from './volume-migration.js';
 
-/** What the copy loses without CAP_SYS_ADMIN (the runner names it the same in its summary). */
+/** What the copy loses without CAP_SYS_ADMIN (the runner names them the same in its summary). */
 export const DROPPED_TRUSTED_XATTRS = 'trusted xattrs';
+/** security.* but security.capability: writing them needs CAP_SYS_ADMIN. */
+export const DROPPED_SECURITY_XATTRS = 'security xattrs';
+export const DROPPED_WITHOUT_SYS_ADMIN: readonly string[] = [DROPPED_TRUSTED_XATTRS, DROPPED_SECURITY_XATTRS];
 
 /**
  * Capabilities of every copy pod, all admitted by `baseline`: root keeps every
@@ -21,7 +24,7 @@ export const DROPPED_TRUSTED_XATTRS = 'trusted xattrs';
  * (FOWNER, FSETID, SETFCAP) and device nodes (MKNOD).
  */
 export const BASELINE_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'MKNOD', 'SETFCAP'];
-/** Added only with the namespace's opt-in: reading and writing `trusted.*` xattrs needs it. */
+/** Added only with the namespace's opt-in: reading and writing `trusted.*` xattrs and writing `security.*` need it. */
 export const PRIVILEGED_CAPABILITIES = ['SYS_ADMIN'];
 
 export type FidelityDecision = { ok: true; fidelity: CopyFidelity; note: string } | { ok: false; reason: string; message: string };
@@ -36,7 +39,7 @@ export function copyFidelityFor(namespace: string, labels: Record<string, string
       message:
         `namespace ${namespace} enforces Pod Security "restricted" (label ${LABEL_POD_SECURITY_ENFORCE}), which admits no container running as root; ` +
         `pvshift's copy pods run as root to keep every owner and mode. To migrate, an administrator labels the namespace ` +
-        `${LABEL_POD_SECURITY_ENFORCE}=baseline for the migration (everything but trusted.* xattrs is copied), or =privileged with ` +
+        `${LABEL_POD_SECURITY_ENFORCE}=baseline for the migration (everything but trusted.* and security.* xattrs is copied), or =privileged with ` +
         `${LABEL_PRIVILEGED_COPY}=true for a full copy`,
     };
   }
@@ -49,7 +52,7 @@ export function copyFidelityFor(namespace: string, labels: Record<string, string
       : `Pod Security "${level}" admits no CAP_SYS_ADMIN; a full copy needs ${LABEL_POD_SECURITY_ENFORCE}=privileged and ${LABEL_PRIVILEGED_COPY}=true`;
   return {
     ok: true,
-    fidelity: { level, privileged: false, dropped: [DROPPED_TRUSTED_XATTRS] },
-    note: `trusted.* extended attributes will not be copied (they need CAP_SYS_ADMIN); ${why}`,
+    fidelity: { level, privileged: false, dropped: [...DROPPED_WITHOUT_SYS_ADMIN] },
+    note: `trusted.* and security.* extended attributes (file capabilities aside) will not be copied (they need CAP_SYS_ADMIN); ${why}`,
   };
 }

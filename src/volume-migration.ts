@@ -1,9 +1,9 @@
 // The VolumeMigration resource (pvshift.io/v1alpha1) as TypeScript types, and the
 // pure predicates that webhook and controller share about its phases.
 import type { V1ObjectMeta, V1PersistentVolumeClaimSpec } from '@kubernetes/client-node';
+import type { ProgressCounters, Summary, VerifyMode } from './runner-protocol.js';
 
 export type CutoverMode = 'OnPodRecreate' | 'Evict';
-export type VerifyMode = 'none' | 'metadata' | 'checksum';
 export type SourceRetention = 'Keep' | 'DeleteAfterVerify';
 
 export interface VolumeMigrationSpec {
@@ -59,25 +59,17 @@ export interface ClaimSnapshot {
   spec: V1PersistentVolumeClaimSpec;
 }
 
-export interface CopyProgress {
-  bytesDone: number;
-  bytesTotal: number;
-  filesDone: number;
-  filesTotal: number;
-  bytesPerSecond: number;
+/** The running copy's latest progress record, and when it was read. */
+export interface CopyProgress extends ProgressCounters {
   etaSeconds?: number;
   updatedAt: string;
   /** When bytesDone or filesDone last moved: a copy stalled past --copy-stall-timeout is stopped. */
   advancedAt?: string;
 }
 
-export interface CopyResult {
+/** A finished copy pass: the figures of the runner's summary. */
+export interface CopyResult extends Pick<Summary, 'bytes' | 'bytesTransferred' | 'files' | 'seconds' | 'verified'> {
   pass: 'presync' | 'final';
-  bytes: number;
-  bytesTransferred: number;
-  files: number;
-  seconds: number;
-  verified: VerifyMode;
   dropped?: string[];
 }
 

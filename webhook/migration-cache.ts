@@ -2,15 +2,9 @@
 // server per admission request (a webhook that lists on every pod creation adds
 // its latency to every pod in the namespace). An informer over all
 // VolumeMigrations keeps an index by namespace and claim name.
-import {
-  CustomObjectsApi,
-  makeInformer,
-  type KubeConfig,
-  type KubernetesListObject,
-} from '@kubernetes/client-node';
 import type { Logger } from '../src/logger.js';
 import { errorMessage } from '../src/errors.js';
-import { API_GROUP, API_VERSION, MIGRATION_PLURAL } from '../src/names.js';
+import { Informer, Kube, KubeConfig, paths } from '../src/kube.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 
 /** What the admission handlers need from the cache. */
@@ -106,70 +100,48 @@ export interface MigrationCacheOptions {
 /**
  * Starts an informer on /apis/pvshift.io/v1alpha1/volumemigrations in all
  * namespaces. Returns at once; `isSynced()` turns true after the first list.
- * client-node's ListWatch does not restart after a list or watch error (it only
- * calls the error handlers), so this restarts it with backoff.
+ * The informer (src/kube.ts) restarts a failed list or watch itself, with
+ * backoff; this tracks how long it has been blind. Given a KubeConfig rather
+ * than the process's Kube, it makes a client of its own and closes it on stop.
  */
-export function startMigrationCache(kubeConfig: KubeConfig, logger: Logger, options: MigrationCacheOptions = {}): MigrationCache {
+export function startMigrationCache(client: Kube | KubeConfig, logger: Logger, options: MigrationCacheOptions = {}): MigrationCache {
   const staleGraceMs = options.staleGraceMs ?? 30_000;
-  const minBackoffMs = options.minBackoffMs ?? 1_000;
-  const maxBackoffMs = options.maxBackoffMs ?? 30_000;
   const log = logger.child({ component: 'migration-cache' });
   const index = new MigrationIndex();
-  const api = kubeConfig.makeApiClient(CustomObjectsApi);
-  const path = `/apis/${API_GROUP}/${API_VERSION}/${MIGRATION_PLURAL}`;
-  const informer = makeInformer<VolumeMigration>(
-    kubeConfig,
-    path,
-    async () =>
-      (await api.listCustomObjectForAllNamespaces({
-        group: API_GROUP,
-        version: API_VERSION,
-        plural: MIGRATION_PLURAL,
-      })) as KubernetesListObject<VolumeMigration>,
-  );
-
-  let listed = false;
-  // When the list or watch last went from working to failing; cleared only by a
-  // start that succeeds, so repeated failures do not restart the grace period.
-  let brokenSince: number | undefined;
-  let failedThisStart = false;
-  let stopped = false;
-  let backoffMs = minBackoffMs;
-  let restartTimer: NodeJS.Timeout | undefined;
-  const waiters = new Set<() => void>();
-
-  informer.on('add', (m) => index.upsert(m));
-  informer.on('update', (m) => index.upsert(m));
-  informer.on('delete', (m) => index.remove(m));
-  informer.on('error', (e: unknown) => {
-    if (stopped) return;
-    failedThisStart = true;
-    brokenSince ??= Date.now();
-    log.warn({ err: errorMessage(e), retryInMs: backoffMs }, 'VolumeMigration watch failed; restarting');
-    clearTimeout(restartTimer);
-    restartTimer = setTimeout(() => void start(), backoffMs);
-    restartTimer.unref();
-    backoffMs = Math.min(backoffMs * 2, maxBackoffMs);
+  const owned = client instanceof KubeConfig;
+  const kube = client instanceof KubeConfig ? new Kube(client) : client;
+  const informer = new Informer<VolumeMigration>(kube, paths.migrations(), {}, {
+    minBackoffMs: options.minBackoffMs ?? 1_000,
+    maxBackoffMs: options.maxBackoffMs ?? 30_000,
   });
 
-  async function start(): Promise<void> {
+  let listed = false;
+  // When the list or watch last went from working to failing; cleared only by
+  // a watch the server accepted, so repeated failures (a list that works and a
+  // watch that does not) do not restart the grace period.
+  let brokenSince: number | undefined;
+  let stopped = false;
+
+  informer.on((type, m) => {
+    if (type === 'delete') index.remove(m);
+    else index.upsert(m);
+  });
+  informer.onWatchError((e: unknown) => {
     if (stopped) return;
-    const brokenBefore = brokenSince;
-    failedThisStart = false;
-    await informer.start();
-    // start() resolves after the list and the opening of the watch; an error in
-    // either has already run the error handler above.
-    if (!failedThisStart && !stopped) {
-      brokenSince = undefined;
-      if (!listed) log.info({ migrations: index.size }, 'VolumeMigration cache synced');
-      else if (brokenBefore !== undefined) log.info('VolumeMigration watch restored');
-      listed = true;
-      backoffMs = minBackoffMs;
-      for (const wake of waiters) wake();
-      waiters.clear();
-    }
-  }
-  void start();
+    brokenSince ??= Date.now();
+    log.warn({ err: errorMessage(e) }, 'VolumeMigration watch failed; restarting');
+  });
+  informer.onWatchOpen(() => {
+    if (brokenSince === undefined) return;
+    brokenSince = undefined;
+    log.info('VolumeMigration watch restored');
+  });
+  void informer.waitForSync().then(() => {
+    if (stopped) return;
+    listed = true;
+    log.info({ migrations: index.size }, 'VolumeMigration cache synced');
+  });
+  informer.start();
 
   return {
     isSynced: () => listed && (brokenSince === undefined || Date.now() - brokenSince < staleGraceMs),
@@ -178,17 +150,14 @@ export function startMigrationCache(kubeConfig: KubeConfig, logger: Logger, opti
       listed
         ? Promise.resolve()
         : new Promise<void>((resolve, reject) => {
-            const wake = (): void => resolve();
-            waiters.add(wake);
-            signal?.addEventListener('abort', () => {
-              waiters.delete(wake);
-              reject(new Error('stopped waiting for the VolumeMigration cache to sync'));
-            });
+            void informer.waitForSync().then(resolve);
+            signal?.addEventListener('abort', () => reject(new Error('stopped waiting for the VolumeMigration cache to sync')));
           }),
-    stop: async () => {
+    stop: () => {
       stopped = true;
-      clearTimeout(restartTimer);
-      await informer.stop();
+      informer.stop();
+      if (owned) kube.close();
+      return Promise.resolve();
     },
   };
 }

@@ -203,9 +203,9 @@ t.test('copy pods are built for the Pod Security level, and a refusal ends the m
     const { before } = await appWithData(kube, ns, 'data', 2);
     await createMigration(kube, ns, 'data', { claimName: 'data', targetStorageClassName: 'fast' });
     const waiting = await waitForPhase(kube, ns, 'data', ['WaitingForCutover']);
-    t.same(waiting.status?.copyFidelity, { level: 'baseline', privileged: false, dropped: ['trusted xattrs'] }, 'the status records what the level costs');
+    t.same(waiting.status?.copyFidelity, { level: 'baseline', privileged: false, dropped: ['trusted xattrs', 'security xattrs'] }, 'the status records what the level costs');
     const validated = waiting.status?.conditions?.find((c) => c.type === 'Validated');
-    t.match(validated?.message, /not copied at Pod Security level baseline: trusted xattrs/, 'the Validated condition says it');
+    t.match(validated?.message, /not copied at Pod Security level baseline: trusted xattrs, security xattrs/, 'the Validated condition says it');
     await recreateApp(kube, ns, 'data');
     await waitForPhase(kube, ns, 'data', ['Succeeded']);
     const claim = await waitForClaimBound(kube, ns, 'data');

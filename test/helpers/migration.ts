@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CoreV1Event } from '@kubernetes/client-node';
-import { waitFor } from '../../cluster/index.js';
+import { GiveUp, waitFor } from '../../cluster/index.js';
 import { paths, type Kube } from '../../src/kube.js';
 import { ANNOTATION_TARGET_CLASS } from '../../src/names.js';
 import type { Phase, VolumeMigration } from '../../src/volume-migration.js';
@@ -46,7 +46,7 @@ export function waitForPhase(kube: Kube, namespace: string, name: string, phases
       const phase = m?.status?.phase ?? 'Pending';
       if (m && phases.includes(phase)) return m;
       if (m && ['Failed', 'RolledBack', 'Aborted'].includes(phase) && !phases.includes(phase)) {
-        throw new Error(`migration ended ${phase}: ${m.status?.message}`);
+        throw new GiveUp(`${namespace}/${name}: migration ended ${phase} while waiting for ${phases.join('|')}: ${m.status?.message}`);
       }
       return undefined;
     },

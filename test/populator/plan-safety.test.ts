@@ -140,7 +140,7 @@ t.test('Pod Security and retention at validation', (t) => {
   check(t, world({ migration: migration(), claim: originalClaim(), sourceVolume: volume(SOURCE_PV, { claimRef: { name: CLAIM, uid: ORIGINAL_UID } }), fidelity: restricted }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'PodSecurityRestricted' } }, 'restricted: refused before anything changes');
   check(t, world({ migration: migration({ spec: { sourceRetention: 'DeleteAfterVerify', verify: 'metadata' } }), claim: originalClaim(), sourceVolume: volume(SOURCE_PV, { claimRef: { name: CLAIM, uid: ORIGINAL_UID } }) }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'InvalidRetention' } }, 'DeleteAfterVerify without checksum: refused (the CRD refuses it too)');
   const baseline = copyFidelityFor(NS, { [LABEL_POD_SECURITY_ENFORCE]: 'baseline' });
-  check(t, world({ migration: migration({ status: prepared({ copyFidelity: baseline.ok ? baseline.fidelity : undefined }) }), claim: originalClaim(), sourceVolume: retainedSource(), fidelity: baseline }), { kind: 'setPhase', phase: 'PreSyncing', event: { message: /trusted\.\* extended attributes will not be copied/ } }, 'baseline: the Validated event says what is not copied');
+  check(t, world({ migration: migration({ status: prepared({ copyFidelity: baseline.ok ? baseline.fidelity : undefined }) }), claim: originalClaim(), sourceVolume: retainedSource(), fidelity: baseline }), { kind: 'setPhase', phase: 'PreSyncing', event: { message: /trusted\.\* and security\.\* extended attributes \(file capabilities aside\) will not be copied/ } }, 'baseline: the Validated event says what is not copied');
   t.end();
 });
 

@@ -138,7 +138,7 @@ t.test('Pending: the source is made Retain first, then snapshot, namespace label
       sourceVolumeName: SOURCE_PV,
       sourceStorageClassName: 'standard',
       startTime: NOW.toISOString(),
-      copyFidelity: { level: 'privileged', privileged: false, dropped: ['trusted xattrs'] },
+      copyFidelity: { level: 'privileged', privileged: false, dropped: ['trusted xattrs', 'security xattrs'] },
     },
   }, 'Retain: the claim snapshot (with its uid) goes into the status');
   check(t, world({ migration: migration({ status: prepared() }), claim, sourceVolume: retained, namespaceLabelled: false }), { kind: 'labelNamespace', active: true }, 'then the namespace enters the webhooks scope');

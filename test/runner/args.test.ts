@@ -1,7 +1,7 @@
 import t from 'tap';
 import { parseRunnerArgs, HELP } from '../../runner/args.js';
 import { formatRfc3339Ns, parseRfc3339Ns } from '../../runner/changed-since.js';
-import { RUNNER_EXIT } from '../../runner/exit-codes.js';
+import { RUNNER_EXIT } from '../../src/runner-protocol.js';
 
 const base = ['--source', '/src', '--target', '/dst'];
 

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PARALLEL_MIN_FILES } from '../../runner/copy-plan.js';
 import { runInProcess, runnerEntries, sh, snapshotTree } from './fixtures/trees.js';
-import type { Summary } from '../../runner/index.js';
+import type { Summary } from '../../src/runner-protocol.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-bulk-parallel-'));
 t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));

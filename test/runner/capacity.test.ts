@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { CAP_SYS_ADMIN, canSeeTrustedXattrs, hasEffectiveCapability } from '../../runner/target-probe.js';
 import { runInProcess, sh, snapshotTree } from './fixtures/trees.js';
-import type { Summary } from '../../runner/index.js';
+import type { Summary } from '../../src/runner-protocol.js';
 
 function workDir(t: Test): string {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-capacity-'));

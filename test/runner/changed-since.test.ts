@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { binWithout, ctimeAfterTree, runInProcess, sh } from './fixtures/trees.js';
-import type { Summary } from '../../runner/index.js';
+import type { Summary } from '../../src/runner-protocol.js';
 
 /** The bytes ff fe: a name that is not valid UTF-8. */
 const ODD = Buffer.from([0xff, 0xfe]);

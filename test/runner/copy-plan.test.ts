@@ -1,7 +1,7 @@
 // Which engine the runner picks, from the pre-scan and the target's state.
 import t from 'tap';
 import { planCopy, splitTopLevel, PARALLEL_MIN_FILES } from '../../runner/copy-plan.js';
-import type { TreeTotals } from '../../runner/tree-walk.js';
+import type { TreeTotals } from '../../runner/tree-totals.js';
 
 type Totals = Pick<TreeTotals, 'files' | 'topLevel' | 'linkedTopLevels'>;
 function totalsOf(perTop: Record<string, number>, linked: [string, string][] = []): Totals {

@@ -4,7 +4,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { FIDELITY_DEEP as deep, fidelityWorkspace, countTree, runInProcess, runnerEntries, snapshotTree } from './fixtures/trees.js';
-import type { Summary } from '../../runner/index.js';
+import type { Summary } from '../../src/runner-protocol.js';
 
 for (const path_ of ['bulk', 'rsync only'] as const) void t.test(`every kind of entry survives the copy (${path_})`, async (t) => {
   const { src, dst, log } = fidelityWorkspace(t, 'pvshift-fidelity-', path_);

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { countTree, repoRoot, runInProcess, runnerCli, runnerEntries, sh, snapshotTree } from './fixtures/trees.js';
-import type { Summary } from '../../runner/index.js';
+import type { Summary } from '../../src/runner-protocol.js';
 
 function makeSource(src: string): void {
   fs.mkdirSync(path.join(src, 'd'), { recursive: true });

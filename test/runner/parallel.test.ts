@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PARALLEL_MIN_FILES } from '../../runner/copy-plan.js';
 import { runInProcess, sh, snapshotTree } from './fixtures/trees.js';
-import type { Summary } from '../../runner/index.js';
+import type { Summary } from '../../src/runner-protocol.js';
 
 void t.test('a split copy into a target that holds data', async (t) => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-parallel-'));

@@ -5,7 +5,8 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseFindRecord, scanTotals, scanTotalsNode, walkTree, type TreeTotals } from '../../runner/tree-walk.js';
+import { parseFindRecord, scanTotals, scanTotalsNode, type TreeTotals } from '../../runner/tree-totals.js';
+import { walkTree } from '../../runner/tree-walk.js';
 import { ctimeAfterTree, sh } from './fixtures/trees.js';
 
 /** A latin1 string of the bytes ff fe: a name that is not valid UTF-8. */
