@@ -2,6 +2,7 @@
 // where pods reach it (node-network.ts), one real node (containerd, runc, a real
 // kubelet: real-node.ts) running images built here (hack/images), and volumes
 // on real filesystems (loop devices, loop-provisioner.ts). Used by `npm run e2e`.
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { startControlPlane, waitForDefaultServiceAccount, type ClusterAccess } from './control-plane.js';
 import { buildImages, type BuiltImages } from './images.js';
@@ -23,11 +24,45 @@ export interface RealNodeCluster extends ClusterAccess {
   provisioner: LoopProvisioner;
 }
 
+/**
+ * One real node at a time on a machine: two at once (the e2e files side by
+ * side) shared two CPUs and one disk, and under that load both pvshift pods of
+ * one node stopped answering for tens of seconds (probes and lease renewals
+ * failed, the pod webhook failed open). The lock is `flock` on a file, held by
+ * a child that exits when this process does (its stdin closes), so a crashed
+ * run never keeps it.
+ */
+const REAL_NODE_LOCK = '/run/pvshift-real-node.lock';
+
+async function lockRealNode(log: (line: string) => void): Promise<() => void> {
+  const started = Date.now();
+  const child = spawn('flock', ['--exclusive', REAL_NODE_LOCK, 'sh', '-c', 'echo locked; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let announced = false;
+  const timer = setTimeout(() => {
+    announced = true;
+    log(`waiting for another run's real node to finish (${REAL_NODE_LOCK})`);
+  }, 2000);
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.once('data', () => resolve());
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`flock ${REAL_NODE_LOCK} exited with ${code}`)));
+  }).finally(() => clearTimeout(timer));
+  if (announced) log(`got the real-node lock after ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  return () => child.stdin.end();
+}
+
 export async function startRealNodeCluster(options: RealNodeClusterOptions = {}): Promise<RealNodeCluster> {
   const log = options.log ?? (() => {});
   const started = Date.now();
   const images = await buildImages(log);
-  const network = await createNodeNetwork();
+  const unlock = await lockRealNode(log);
+  let network;
+  try {
+    network = await createNodeNetwork();
+  } catch (e: unknown) {
+    unlock();
+    throw e;
+  }
   log(`node network ${network.bridge}: pods ${network.podCidr}, API server ${network.apiserverAddress}:443`);
   let plane;
   try {
@@ -46,8 +81,11 @@ export async function startRealNodeCluster(options: RealNodeClusterOptions = {})
     });
   } catch (e: unknown) {
     await network.remove();
+    unlock();
     throw e;
   }
+  // Stop steps run in reverse: the lock goes last, after the network.
+  plane.onStop(unlock);
   plane.onStop(() => network.remove());
   let provisioner: LoopProvisioner | undefined;
   plane.onStop(async () => {

@@ -6,12 +6,22 @@
 // below a file, where tap's own summary counts assertions). A file that dies
 // before reporting any test counts as one failure, so a crash is never silent.
 // Extra arguments go to tap (for example `npm test -- test/unit`).
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 const args = process.argv.slice(2);
 const files = args.filter((a) => !a.startsWith('-'));
 const flags = args.filter((a) => a.startsWith('-'));
+
+// The real-node tier (test/e2e) runs images built here: build them once, before
+// its files start side by side (cached by content, so a warm run takes seconds).
+// A failure is left to those tests to report, with the build's own words.
+if (files.length === 0 || files.some((f) => f.includes('test/e2e'))) {
+  const started = Date.now();
+  process.stderr.write('test: building the real-node tier images (hack/images/build.sh)\n');
+  const build = spawnSync('bash', ['hack/images/build.sh'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  process.stderr.write(`test: images ${build.status === 0 ? 'ready' : `FAILED (exit ${build.status})`} in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+}
 // With no files named, tap takes the `include` of package.json (test/**/*.test.ts):
 // naming the folder would make it run helper modules as test files too.
 const tap = spawn('npx', ['tap', '--reporter=tap', ...flags, ...files], {

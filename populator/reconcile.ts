@@ -97,6 +97,22 @@ export class Reconciler {
     return { step: step.kind, requeueAfterMs: backOffMs ?? 250 };
   }
 
+  /**
+   * The staging claim, from the cache; while the copy runs or binds, a miss is
+   * asked of the API server before plan reads it as deleted and rolls back (seen
+   * once on a busy real node, cause not found: a cache is no authority for that).
+   */
+  private async confirmedStagingClaim(migration: VolumeMigration): Promise<V1PersistentVolumeClaim | undefined> {
+    const ns = migration.metadata.namespace;
+    const name = stagingClaimName(migration.metadata.uid ?? '');
+    const cached = this.caches.claims.get(`${ns}/${name}`);
+    const phase = migration.status?.phase;
+    if (cached || (phase !== 'Populating' && phase !== 'Binding')) return cached;
+    const live = await this.kube.get<V1PersistentVolumeClaim>(paths.claims(ns, name));
+    if (live) this.logger.warn({ migration: `${ns}/${migration.metadata.name}`, claim: name }, 'the claims cache lacks the staging claim the API server has; using the live one');
+    return live;
+  }
+
   /** Everything plan needs, from the caches (plus the copy pod's log when one runs). */
   async observe(migration: VolumeMigration): Promise<World> {
     const ns = migration.metadata.namespace;
@@ -104,7 +120,7 @@ export class Reconciler {
     const status = migration.status ?? {};
     const claim = this.caches.claims.get(`${ns}/${migration.spec.claimName}`);
     const sourceName = status.sourceVolumeName ?? claim?.spec?.volumeName;
-    const stagingClaim = this.caches.claims.get(`${ns}/${stagingClaimName(uid)}`);
+    const stagingClaim = await this.confirmedStagingClaim(migration);
     const stagingVolumeName = status.targetVolumeName ?? stagingClaim?.spec?.volumeName;
     const pods = this.caches.pods.list().filter((p) => p.metadata?.namespace === ns);
     const copyPods: Partial<Record<Pass, V1Pod>> = {};
