@@ -162,17 +162,6 @@ export async function unmountUnder(root: string): Promise<void> {
 }
 
 /**
- * CPU weight of the node's cgroup root. In cgroup v1 every task of the root
- * cgroup (the control plane, the tests, the runners they start) weighs 1024,
- * like the node's whole subtree by default: on a busy machine all pods together
- * got one task's share, and the webhook's pod, starved past the API server's
- * 5 s timeout, let a pod through ungated (the pod webhook fails open). A real
- * node's pods do not compete with a test harness; sixteen tasks' worth keeps
- * them responsive without starving the control plane.
- */
-const NODE_CPU_SHARES = 16 * 1024;
-
-/**
  * The kubelet's cgroup root must exist in every v1 hierarchy before it starts.
  * A new cpuset cgroup has no CPUs or memory nodes: copy its parent's.
  */
@@ -184,7 +173,6 @@ async function createCgroups(relative: string): Promise<void> {
     if (controller === 'cpuset') {
       for (const file of ['cpuset.cpus', 'cpuset.mems']) await writeFile(join(path, file), await readFile(join(base, controller, file)));
     }
-    if (controller === 'cpu') await writeFile(join(path, 'cpu.shares'), String(NODE_CPU_SHARES));
   }
 }
 
