@@ -108,7 +108,8 @@ export class Reconciler {
     const cached = this.caches.claims.get(`${ns}/${name}`);
     const phase = migration.status?.phase;
     if (cached || (phase !== 'Populating' && phase !== 'Binding')) return cached;
-    const live = await this.kube.get<V1PersistentVolumeClaim>(paths.claims(ns, name));
+    // A list by name: the chart grants list and watch on claims, not get.
+    const live = (await this.kube.list<V1PersistentVolumeClaim>(paths.claims(ns), { fieldSelector: `metadata.name=${name}` })).items[0];
     if (live) this.logger.warn({ migration: `${ns}/${migration.metadata.name}`, claim: name }, 'the claims cache lacks the staging claim the API server has; using the live one');
     return live;
   }
