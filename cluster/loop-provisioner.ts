@@ -33,13 +33,13 @@
 // of an earlier instance too. It touches nothing but files under its root, loop
 // devices backed by them and mounts of those devices: other test runs on the same
 // machine have their own.
-import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { V1PersistentVolume, V1PersistentVolumeClaim, V1StorageClass } from '@kubernetes/client-node';
 import { ApiError, Informer, keyOf, paths, type Kube } from '../src/kube.js';
 import { parseQuantity } from '../src/quantity.js';
 import { isIgnoredForPopulator } from './hostpath-provisioner.js';
+import { runCommand } from './processes.js';
 
 export const LOOP_PROVISIONER_NAME = 'loop.pvshift.local';
 const ANNOTATION_STORAGE_PROVISIONER = 'volume.kubernetes.io/storage-provisioner';
@@ -138,28 +138,6 @@ export function loopStorageClasses(options: LoopStorageClassOptions = {}): V1Sto
 }
 
 /** A command that failed: which one, how, and what it said. */
-export class CommandError extends Error {
-  override name = 'CommandError';
-  constructor(
-    readonly command: string,
-    readonly exitCode: number | string | null,
-    readonly stderr: string,
-  ) {
-    super(`${command}: failed (${exitCode ?? 'signal'}): ${stderr.trim() || '(no output)'}`);
-  }
-}
-
-/** Runs a program (never through a shell); its stdout, or a CommandError. */
-export function runCommand(file: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(file, args, { encoding: 'utf8', maxBuffer: 16 * MiB }, (error, stdout, stderr) => {
-      if (!error) return resolve(stdout);
-      const code = (error as NodeJS.ErrnoException & { code?: number | string }).code ?? null;
-      reject(new CommandError([file, ...args].join(' '), code, stderr || error.message));
-    });
-  });
-}
-
 interface Mount {
   target: string;
   source: string;

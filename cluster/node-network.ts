@@ -6,11 +6,9 @@
 // reaches the webhook's pod at its own address in its own network namespace.
 // Pods get a route to the Service range and to their bridge, and no default
 // route: nothing they send can leave this machine.
-import { execFile } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { promisify } from 'node:util';
+import { runCommand } from './processes.js';
 
-const execFileAsync = promisify(execFile);
 
 export interface NodeNetwork {
   /** The bridge's name (pvs + 8 hex digits; IFNAMSIZ allows 15). */
@@ -26,14 +24,7 @@ export interface NodeNetwork {
   remove(): Promise<void>;
 }
 
-async function ip(...args: string[]): Promise<string> {
-  try {
-    return (await execFileAsync('ip', args)).stdout;
-  } catch (e: unknown) {
-    const stderr = (e as { stderr?: string }).stderr?.trim();
-    throw new Error(`ip ${args.join(' ')} failed: ${stderr || String(e)}`, { cause: e });
-  }
-}
+const ip = (...args: string[]): Promise<string> => runCommand('ip', args);
 
 /** 10.A.B.0/24 blocks already routed here (ours from other runs, or anyone's). */
 async function usedBlocks(): Promise<Set<string>> {

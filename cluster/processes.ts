@@ -1,5 +1,5 @@
 // Child processes of the local cluster: started so that none outlives us.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 
@@ -99,4 +99,26 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
     }
     await sleep(intervalMs);
   }
+}
+
+export class CommandError extends Error {
+  override name = 'CommandError';
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | string | null,
+    readonly stderr: string,
+  ) {
+    super(`${command}: failed (${exitCode ?? 'signal'}): ${stderr.trim() || '(no output)'}`);
+  }
+}
+
+/** Runs a program (never through a shell); its stdout, or a CommandError. */
+export function runCommand(file: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (!error) return resolve(stdout);
+      const code = (error as NodeJS.ErrnoException & { code?: number | string }).code ?? null;
+      reject(new CommandError([file, ...args].join(' '), code, stderr || error.message));
+    });
+  });
 }

@@ -7,17 +7,14 @@
 // restrict_oom_score_adj (a negative oom_score_adj is refused), a local sandbox
 // image (nothing can be pulled), a bridge CNI (a loopback-only one fails every
 // sandbox), and the teardown order that leaves nothing behind.
-import { execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import type { V1Node, V1Pod } from '@kubernetes/client-node';
 import { paths, type Kube } from '../src/kube.js';
 import type { ControlPlane } from './control-plane.js';
 import type { NodeNetwork } from './node-network.js';
-import { freePort, sleep, waitFor, type ManagedProcess } from './processes.js';
+import { freePort, runCommand, sleep, waitFor, type ManagedProcess } from './processes.js';
 
-const execFileAsync = promisify(execFile);
 const CNI_BIN_DIR = '/usr/lib/cni';
 
 export interface ImageArchive {
@@ -46,14 +43,7 @@ export interface RealNode {
   stop(): Promise<void>;
 }
 
-async function run(command: string, args: string[]): Promise<string> {
-  try {
-    return (await execFileAsync(command, args, { maxBuffer: 64 * 1024 * 1024 })).stdout;
-  } catch (e: unknown) {
-    const stderr = (e as { stderr?: string }).stderr?.trim();
-    throw new Error(`${command} ${args.join(' ')} failed: ${stderr || String(e)}`, { cause: e });
-  }
-}
+const run = runCommand;
 
 function containerdConfig(dir: string, address: string, pauseRef: string, cniConfDir: string): string {
   return `version = 2
