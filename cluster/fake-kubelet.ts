@@ -107,10 +107,14 @@ export class FakeKubelet {
     this.pods.onWatchError((e) => this.options.log(`fake-kubelet: pod watch: ${String(e)}`));
     this.pods.start();
     await this.pods.waitForSync();
-    // Pods that wait on a volume are retried; a kubelet re-syncs pods periodically too.
+    // A kubelet re-syncs its pods periodically: pods that wait on a volume are
+    // retried, and so is a deletion whose final DELETE failed (a 5xx, a timeout
+    // under load), which no further watch event would bring back.
     this.timers.push(
       setInterval(() => {
-        for (const pod of this.pods.list()) if (pod.status?.phase === 'Pending' && this.isOurs(pod)) this.enqueue(keyOf(pod));
+        for (const pod of this.pods.list()) {
+          if ((pod.status?.phase === 'Pending' || pod.metadata?.deletionTimestamp) && this.isOurs(pod)) this.enqueue(keyOf(pod));
+        }
       }, 1000),
     );
   }

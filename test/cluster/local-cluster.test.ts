@@ -7,7 +7,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import type { CoreV1Event as V1Event, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
-import { paths } from '../../src/kube.js';
+import { freePort } from '../../cluster/index.js';
+import { FakeKubelet } from '../../cluster/fake-kubelet.js';
+import { createClusterPki } from '../../cluster/pki.js';
+import { Kube, paths } from '../../src/kube.js';
 import { COMPONENT_COPY, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../../src/names.js';
 import {
   clusterFor,
@@ -20,6 +23,7 @@ import {
   waitForPodPhase,
   waitForPodReady,
 } from '../helpers/cluster.js';
+import { startFaultProxy } from '../helpers/fault-proxy.js';
 
 const execFileAsync = promisify(execFile);
 const cluster = await clusterFor(t, { nodes: ['node-1', 'node-2'] });
@@ -202,4 +206,45 @@ t.test('a claim whose dataSourceRef names an unknown kind stays Pending', async 
   // While the same claim without the reference is provisioned.
   await kube.create(paths.claims(ns), claim('plain', 'standard'));
   await waitForClaimBound(kube, ns, 'plain');
+});
+
+t.test("a pod whose final DELETE failed is deleted on the kubelet's next resync", async (t) => {
+  // A kubelet of its own, for one more node, talking through a fault proxy: the
+  // API server will not fail a DELETE on demand. Its Node goes at the end, so no
+  // later pod is scheduled onto a node nobody runs.
+  const proxy = await startFaultProxy(cluster.kubeConfig);
+  t.teardown(() => proxy.close());
+  const node = 'node-flaky';
+  const kubelet = new FakeKubelet(new Kube(proxy.kubeConfig()), {
+    nodes: [node],
+    dir: join(cluster.dir, 'kubelet-flaky'),
+    images: {},
+    tls: createClusterPki().kubelet,
+    port: await freePort(),
+    log: (line) => t.comment(line),
+    kubeletVersion: 'v1.34.4',
+  });
+  await kubelet.start();
+  t.teardown(async () => {
+    await kubelet.stop();
+    await kube.delete(paths.nodes(node));
+  });
+  const ns = await freshNamespace(kube);
+  await kube.create(paths.pods(ns), {
+    metadata: { name: 'app' },
+    spec: { nodeSelector: { 'kubernetes.io/hostname': node }, containers: [{ name: 'app', image: 'registry.example/app:1' }] },
+  });
+  await waitForPodReady(kube, ns, 'app');
+
+  const podPath = paths.pods(ns, 'app');
+  proxy.serverError({ method: 'DELETE', path: podPath }, 503);
+  await kube.delete(podPath);
+  await waitForGone(kube, podPath, 30_000);
+  const deletes = proxy.requests.filter((r) => r.method === 'DELETE' && r.path === podPath);
+  // (A resync may race the watch's DELETED event and send one more, answered 404.)
+  t.same(
+    deletes.slice(0, 2).map((r) => r.status),
+    [503, 200],
+    "the kubelet's first DELETE got a 503; the resync sent it again",
+  );
 });
