@@ -18,6 +18,7 @@ import {
   API_GROUP,
   FINALIZER,
   LABEL_MIGRATION_UID,
+  LABEL_NAMESPACE_ACTIVE,
   MIGRATION_KIND,
   SCHEDULING_GATE,
   sourceHelperClaimName,
@@ -57,7 +58,8 @@ export type Step =
   | { kind: 'rebindVolume'; volumeName: string; resourceVersion: string; claimRef: V1ObjectReference; event?: EventNote }
   | { kind: 'evictPods'; pods: string[]; event: EventNote }
   | { kind: 'liftGates'; pods: string[]; event?: EventNote }
-  | { kind: 'wait'; reason: string; message: string; afterMs: number; progress?: RunnerProgress }
+  /** Nothing to write; the message is shown, and the event (if any) is recorded once, when the message is new. */
+  | { kind: 'wait'; reason: string; message: string; afterMs: number; progress?: RunnerProgress; event?: EventNote }
   | { kind: 'done' };
 
 const WAIT_SHORT = 1000;
@@ -610,8 +612,33 @@ function planWaiting(w: World, abort: boolean): Step {
     }
   }
   if (gated.length > 0 && scheduled.length === 0) return startCutover(w, gated);
+  const missed = missedGate(w, scheduled);
+  if (missed.length) {
+    const names = missed.map(nameOf).join(', ');
+    const message = `pod ${names} started on the old volume: it was created after the migration was validated, but without pvshift's scheduling gate (pvshift's pod webhook did not answer in time, or the namespace lost the label ${LABEL_NAMESPACE_ACTIVE}); recreate or evict it to cut over`;
+    return { kind: 'wait', reason: 'GateMissed', message, afterMs: 5000, event: { type: 'Warning', reason: 'GateMissed', message } };
+  }
   const why = scheduled.length ? `waiting for ${scheduled.map((p) => p.metadata?.name).join(', ')} to go (recreate or evict it to cut over)` : 'waiting for a new pod of the claim';
   return { kind: 'wait', reason: 'WaitingForCutover', message: why, afterMs: 5000 };
+}
+
+/**
+ * Running consumers that should have been held: created after the migration was
+ * validated, yet never gated (or their gate removed by someone). By then the gate
+ * was in force: the namespace label is set in an earlier step, and the webhook
+ * gates from Pending on. The webhook's failurePolicy is Ignore, so an outage of
+ * pvshift lets a recreated pod through onto the old volume: the recreate the user
+ * meant as the cutover is missed, and this is how they learn it. Times are whole
+ * seconds: a pod of the validation's own second is given the benefit of the doubt.
+ */
+function missedGate(w: World, scheduled: V1Pod[]): V1Pod[] {
+  const validated = w.migration.status?.conditions?.find((c) => c.type === 'Validated' && c.status === 'True');
+  const since = Date.parse(validated?.lastTransitionTime ?? '');
+  if (Number.isNaN(since)) return [];
+  return scheduled.filter((p) => {
+    const created = Date.parse(String(p.metadata?.creationTimestamp ?? ''));
+    return !p.metadata?.deletionTimestamp && !isFinished(p) && created > since;
+  });
 }
 
 function startCutover(w: World, gated: V1Pod[], note?: string): Step {

@@ -435,7 +435,8 @@ export class Reconciler {
     const m = world.migration;
     const key = `${m.metadata.namespace}/${m.metadata.name}`;
     const status: VolumeMigrationStatus = {};
-    if (m.status?.message !== step.message) status.message = step.message;
+    const news = m.status?.message !== step.message;
+    if (news) status.message = step.message;
     const last = this.lastProgressAt.get(key) ?? 0;
     if (step.progress && world.now.getTime() - last >= PROGRESS_EVERY_MS) {
       const p = step.progress;
@@ -460,7 +461,10 @@ export class Reconciler {
     } catch (e: unknown) {
       // A conflict on a progress write is harmless: the next pass writes again.
       if (!(e instanceof ApiError && e.code === 409)) throw e;
+      return;
     }
+    // Once per new message: a wait repeats every few seconds, its event must not.
+    if (news) await this.note(world, step.event);
   }
 
   private observeMetrics(m: VolumeMigration, phase: Phase, status: VolumeMigrationStatus): void {

@@ -116,3 +116,46 @@ t.test('with the webhook down during cutover nothing is created on the wrong cla
   await controller.stop();
   await webhook.stop();
 });
+
+t.test('a pod recreated while the webhook is down runs on the old volume; pvshift says the cutover was missed, the next recreate makes it', async (t) => {
+  const ns = await freshNamespace(kube);
+  const { pv, before } = await appReady(ns, 'missed');
+  let webhook = await installation.start([], { mode: 'webhook' });
+  const controller = await installation.start(['--leader-elect=false'], { mode: 'controller' });
+  t.teardown(() => controller.stop());
+  await annotateClaim(kube, ns, 'data-missed-0', 'fast');
+  await waitForPhase(kube, ns, 'data-missed-0', ['WaitingForCutover']);
+
+  // The pod webhook's failurePolicy is Ignore: with pvshift unreachable, the
+  // StatefulSet's new pod is admitted as it is, with no gate.
+  await webhook.stop();
+  const old = await kube.get<V1Pod>(paths.pods(ns, 'missed-0'));
+  await kube.delete(paths.pods(ns, 'missed-0'));
+  const recreated = await waitFor('missed-0 recreated and Ready', async () => {
+    const pod = await waitForPodReady(kube, ns, 'missed-0');
+    return pod.metadata?.uid !== old?.metadata?.uid ? pod : undefined;
+  });
+  t.same(recreated.spec?.schedulingGates ?? [], [], 'the new pod got no gate');
+  t.equal((await volumeOf(kube, ns, 'data-missed-0')).metadata?.name, pv.metadata?.name, 'and runs on the old volume');
+
+  const told = await waitFor('the migration to say the cutover was missed', async () => {
+    const m = await migrationOf(kube, ns, 'data-missed-0');
+    return /started on the old volume/.test(m?.status?.message ?? '') ? m : undefined;
+  });
+  t.equal(told.status?.phase, 'WaitingForCutover', 'still waiting for a cutover');
+  t.match(told.status?.message, /pod missed-0 started on the old volume: .*without pvshift's scheduling gate.*recreate or evict it to cut over/, 'the message names the pod and what to do');
+  // Reconciles repeat every few seconds; the warning is recorded once.
+  await new Promise((r) => setTimeout(r, 12_000));
+  const warnings = (await kube.list<{ reason?: string; type?: string; involvedObject?: { kind?: string } }>(paths.events(ns))).items.filter(
+    (e) => e.reason === 'GateMissed' && e.involvedObject?.kind === 'VolumeMigration',
+  );
+  t.equal(warnings.length, 1, 'one GateMissed event on the migration, not one per pass');
+  t.equal(warnings[0]?.type, 'Warning');
+
+  // pvshift back: the next recreate is gated and cut over.
+  webhook = await installation.start([], { mode: 'webhook' });
+  t.teardown(() => webhook.stop());
+  await kube.delete(paths.pods(ns, 'missed-0'));
+  await waitForPhase(kube, ns, 'data-missed-0', ['Succeeded']);
+  await assertDone(t, ns, 'missed', pv, before);
+});

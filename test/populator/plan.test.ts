@@ -271,6 +271,34 @@ t.test('WaitingForCutover: no cutover while a scheduled pod uses the claim', (t)
   t.end();
 });
 
+t.test('WaitingForCutover: a pod created ungated after validation is a missed cutover, said once', (t) => {
+  const validatedAt = '2024-05-01T11:00:05Z';
+  const m = (spec = {}) =>
+    migration({
+      phase: 'WaitingForCutover',
+      spec,
+      status: prepared({ copies: [PRESYNC_COPY], conditions: [{ type: 'Validated', status: 'True', reason: 'Validated', message: '', lastTransitionTime: validatedAt }] }),
+    });
+  const base = { claim: originalClaim(), sourceVolume: retainedSource(), stagingClaim: claimWithVolume(STAGING, TARGET_PV) };
+  const created = (at: string, options: Parameters<typeof pod>[1] = { node: 'node-1' }) => {
+    const p = pod('app-0', options);
+    p.metadata!.creationTimestamp = at as unknown as Date;
+    return p;
+  };
+  const missed = plan(world({ ...base, migration: m(), consumers: [created('2024-05-01T11:30:00Z')] }));
+  t.match(missed, { kind: 'wait', reason: 'GateMissed', event: { type: 'Warning', reason: 'GateMissed' } }, 'created after validation, running ungated: missed');
+  t.match(missed.kind === 'wait' ? missed.message : '', /^pod app-0 started on the old volume: .*without pvshift's scheduling gate .*pvshift\.io\/migration-active.*recreate or evict it to cut over$/, 'the message names the pod, the causes and what to do');
+  t.equal(missed.kind === 'wait' && missed.event?.message, missed.kind === 'wait' && missed.message, 'the event says what the status says');
+  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T10:59:00Z')] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'created before validation: the app as it was');
+  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T11:00:05Z')] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'the same second as validation: not called a miss');
+  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T11:00:06Z')] }), { kind: 'wait', reason: 'GateMissed' }, 'a second later: missed');
+  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T11:30:00Z', { node: 'node-1', terminating: true })] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'a missed pod on its way out: wait for it');
+  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T11:30:00Z', { node: 'node-1', phase: 'Succeeded' })] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'a finished pod is not running on anything');
+  check(t, world({ ...base, migration: migration({ phase: 'WaitingForCutover', status: prepared({ copies: [PRESYNC_COPY] }) }), consumers: [created('2024-05-01T11:30:00Z')] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'no Validated condition: no claim of a miss');
+  check(t, world({ ...base, migration: m({ cutover: 'Evict' }), consumers: [created('2024-05-01T11:30:00Z')] }), { kind: 'evictPods', pods: ['app-0'] }, 'Evict: evicted again, which is the cutover');
+  t.end();
+});
+
 t.test('CuttingOver: Retain, original deleted by uid, source rebound to the helper, helper, staging, replacement, Populating', (t) => {
   const m = (spec = {}) => migration({ phase: 'CuttingOver', spec, status: prepared({ copies: [PRESYNC_COPY], cutoverStartTime: NOW.toISOString() }) });
   const gated = [pod('app-0', { gated: true })];
