@@ -1,22 +1,27 @@
 // The populator controller: informers on claims, volumes, pods, migrations,
-// storage classes and namespaces; a work queue of migrations; workers that
-// reconcile them; leader election so two replicas are safe; graceful shutdown.
+// storage classes and namespaces; a work queue of typed keys (work-key.ts):
+// migrations to reconcile, claims whose annotation shortcut to apply, pods
+// whose orphaned gate to lift; workers that do each key's writes, one worker
+// per key, with backoff; leader election so two replicas are safe; graceful
+// shutdown. Event handlers and the resync timer only enqueue.
 import { hostname } from 'node:os';
 import type { V1Namespace, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { apiMessage, classifyApiError, errorMessage, TerminalError } from '../src/errors.js';
 import { ApiError, Informer, keyOf, paths, type Kube } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
-import { ANNOTATION_MIGRATION, ANNOTATION_TARGET_CLASS, LABEL_MIGRATION_UID, SCHEDULING_GATE } from '../src/names.js';
+import { ANNOTATION_MIGRATION, ANNOTATION_TARGET_CLASS, LABEL_MIGRATION_UID } from '../src/names.js';
 import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
 import { CopySlots, copyPassOf } from './copy-slots.js';
 import { EventRecorder } from './events.js';
+import { liftGate } from './gates.js';
 import { LeaderElector } from './leader-election.js';
 import { createControllerMetrics } from './metrics.js';
 import { Reconciler, type Caches } from './reconcile.js';
 import { isOrphanGated } from './orphans.js';
 import { ABORT_PATCH, annotationSignature, INVALID_ANNOTATION_REASON, shortcutAction } from './shortcut.js';
 import { WorkQueue } from './queue.js';
+import { cacheKeyOf, formatWorkKey, parseWorkKey, workKeyOf, type WorkKey, type WorkKeyText, type WorkKind } from './work-key.js';
 import type { ControllerSettings } from './world.js';
 
 export interface ControllerOptions {
@@ -26,6 +31,12 @@ export interface ControllerOptions {
   resyncMs: number;
   leaderElection?: { namespace: string; name: string; leaseDurationMs: number; renewMs: number; retryMs: number; identity?: string };
   register: Registry;
+  /**
+   * Fault injection for the crash tests (--fault-crash-after-steps): the process
+   * SIGKILLs itself right after its N-th step that changed something, with no
+   * cleanup, as a node failure or an OOM kill would. 0 or absent: never.
+   */
+  crashAfterSteps?: number;
 }
 
 export interface ControllerHandle {
@@ -62,28 +73,35 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   // One slot table for every worker: the copy caps hold across them.
   const slots = new CopySlots({ maxConcurrent: options.settings.maxConcurrentCopies, maxPerNode: options.settings.maxCopiesPerNode });
   const reconciler = new Reconciler(kube, caches, options.settings, recorder, metrics, logger, slots);
-  const queue = new WorkQueue();
+  const queue = new WorkQueue<WorkKeyText>();
   let leading = !options.leaderElection;
   let stopping = false;
   const elector = options.leaderElection ? new LeaderElector(kube, { ...options.leaderElection, identity }, logger) : undefined;
 
+  const enqueueMigration = (m: VolumeMigration) => queue.add(workKeyOf('migration', m));
   const enqueueNamespace = (namespace: string | undefined) => {
     if (!namespace) return;
-    for (const m of caches.migrations.list()) if (m.metadata.namespace === namespace) queue.add(keyOf(m));
+    for (const m of caches.migrations.list()) if (m.metadata.namespace === namespace) enqueueMigration(m);
   };
   const enqueueByUid = (uid: string | undefined) => {
     if (!uid) return;
     const m = caches.migrations.list().find((x) => x.metadata.uid === uid);
-    if (m) queue.add(keyOf(m));
+    if (m) enqueueMigration(m);
+  };
+  const enqueueClaims = () => caches.claims.list().forEach((claim) => queue.add(workKeyOf('claim', claim)));
+  /** Pods that wait for a migration that no longer exists (orphans.ts): their gate is to be lifted. */
+  const enqueueOrphans = () => {
+    const now = new Date();
+    const migrations = caches.migrations.list();
+    for (const pod of caches.pods.list()) if (isOrphanGated(pod, migrations, now)) queue.add(workKeyOf('pod', pod));
   };
 
   // The annotation shortcut's refusals, by claim uid: the annotation values
   // (annotationSignature) pvshift could not act on and has said so about. The
-  // same values are neither reported nor tried again; new values are.
+  // same values are neither reported nor tried again; new values are. A claim
+  // event and a resync never create (and get refused, and report) twice at once:
+  // the queue hands a claim's key to one worker at a time.
   const refusedAnnotations = new Map<string, string>();
-  // Claims whose shortcut is being applied: a claim event and a resync must not
-  // create (and be refused, and report) twice.
-  const shortcutsInFlight = new Set<string>();
 
   /** An annotation pvshift cannot act on: an Event on the claim, once per claim and value. */
   const refuseAnnotation = async (claim: V1PersistentVolumeClaim, signature: string, message: string): Promise<void> => {
@@ -99,17 +117,15 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     );
   };
 
+  /** A claim's key: what its annotation asks for. Failures other than the user's to fix are thrown, for the queue's backoff. */
   const applyShortcut = async (claim: V1PersistentVolumeClaim): Promise<void> => {
-    if (!leading) return;
     const uid = claim.metadata?.uid ?? '';
-    if (shortcutsInFlight.has(uid)) return;
     const action = shortcutAction(claim, caches.migrations.list());
     const ns = claim.metadata?.namespace;
     const signature = annotationSignature(claim);
     if (!claim.metadata?.annotations?.[ANNOTATION_TARGET_CLASS]) refusedAnnotations.delete(uid);
     // Refused before with these very values: the API server would refuse again.
     if (action.kind === 'create' && refusedAnnotations.get(uid) === signature) return;
-    shortcutsInFlight.add(uid);
     try {
       if (action.kind === 'invalid') {
         await refuseAnnotation(claim, signature, action.message);
@@ -130,24 +146,25 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
         // no object name, a size its pattern refuses): the user must change it.
         await refuseAnnotation(claim, signature, `the VolumeMigration for this claim was refused by the API server: ${apiMessage(e)}`);
       } else if (!(e instanceof ApiError && e.code === 409)) {
-        logger.warn({ err: e, claim: keyOf(claim) }, 'annotation shortcut failed');
+        throw e;
       }
-    } finally {
-      shortcutsInFlight.delete(uid);
     }
   };
 
+  /** A pod's key: pvshift's gate lifted, if the pod still waits for a migration that no longer exists. */
+  const releaseIfOrphaned = async (pod: V1Pod): Promise<void> => {
+    if (!isOrphanGated(pod, caches.migrations.list(), new Date())) return;
+    if (await liftGate(kube, pod)) logger.warn({ pod: keyOf(pod) }, 'released a pod gated for a migration that no longer exists');
+  };
+
   caches.migrations.on((type, m) => {
-    if (type !== 'delete') queue.add(keyOf(m));
-    else {
-      // A record replaced for the annotation is gone: create its successor now, not at the next resync.
-      const claim = caches.claims.get(`${m.metadata.namespace}/${m.spec.claimName}`);
-      if (claim) void applyShortcut(claim);
-    }
+    if (type !== 'delete') enqueueMigration(m);
+    // A record replaced for the annotation is gone: create its successor now, not at the next resync.
+    else queue.add(formatWorkKey({ kind: 'claim', namespace: m.metadata.namespace, name: m.spec.claimName }));
   });
   caches.claims.on((type, claim) => {
     enqueueNamespace(claim.metadata?.namespace);
-    if (type !== 'delete') void applyShortcut(claim);
+    if (type !== 'delete') queue.add(workKeyOf('claim', claim));
     else refusedAnnotations.delete(claim.metadata?.uid ?? '');
   });
   caches.pods.on((_type, pod) => {
@@ -157,38 +174,13 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     if (pod.metadata?.annotations?.[ANNOTATION_MIGRATION] || (pod.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim)) enqueueNamespace(pod.metadata?.namespace);
   });
   caches.volumes.on((_type, pv) => enqueueNamespace(pv.spec?.claimRef?.namespace));
-  caches.classes.on(() => caches.migrations.list().forEach((m) => queue.add(keyOf(m))));
+  caches.classes.on(() => caches.migrations.list().forEach(enqueueMigration));
   for (const informer of Object.values(caches) as Informer<never>[]) {
     informer.onWatchError((e) => logger.warn({ err: errorMessage(e) }, 'watch failed; relisting'));
   }
 
-  // Fault injection for the crash tests: PVSHIFT_FAULT_CRASH_AFTER_STEPS=N makes
-  // the process SIGKILL itself right after its N-th step that changed something,
-  // with no cleanup, as a node failure or an OOM kill would.
-  const crashAfter = Number(process.env.PVSHIFT_FAULT_CRASH_AFTER_STEPS ?? 0);
+  const crashAfter = options.crashAfterSteps ?? 0;
   let stepsDone = 0;
-
-  const releaseOrphans = async (): Promise<void> => {
-    const now = new Date();
-    const migrations = caches.migrations.list();
-    for (const pod of caches.pods.list()) {
-      if (!leading || !isOrphanGated(pod, migrations, now)) continue;
-      const gates = (pod.spec?.schedulingGates ?? []).filter((g) => g.name !== SCHEDULING_GATE);
-      try {
-        await kube.patch(
-          paths.pods(pod.metadata?.namespace, pod.metadata?.name),
-          [
-            { op: 'test', path: '/metadata/resourceVersion', value: pod.metadata?.resourceVersion },
-            { op: 'replace', path: '/spec/schedulingGates', value: gates },
-          ],
-          'json',
-        );
-        logger.warn({ pod: keyOf(pod) }, 'released a pod gated for a migration that no longer exists');
-      } catch (e: unknown) {
-        logger.warn({ pod: keyOf(pod), err: errorMessage(e) }, 'could not release an orphaned gate');
-      }
-    }
-  };
 
   /** A failing step shows on the migration (message), so a user sees why it does not move. */
   const reportFailure = async (key: string, error: unknown, message: string): Promise<void> => {
@@ -205,33 +197,74 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     }
   };
 
+  /** A migration's key: one reconcile step; returns when to look again. */
+  const reconcileMigration = async (key: string): Promise<number | undefined> => {
+    const result = await reconciler.reconcile(key);
+    if (crashAfter > 0 && result.step !== 'wait' && result.step !== 'done' && ++stepsDone >= crashAfter) {
+      logger.warn({ migration: key, step: result.step }, 'fault injection: crashing after this step');
+      process.kill(process.pid, 'SIGKILL');
+    }
+    return result.requeueAfterMs;
+  };
+
+  /** The writes one key stands for; returns when to look again, if at all. */
+  const work = async (key: WorkKey): Promise<number | undefined> => {
+    switch (key.kind) {
+      case 'migration':
+        return reconcileMigration(cacheKeyOf(key));
+      case 'claim': {
+        const claim = caches.claims.get(cacheKeyOf(key));
+        if (claim) await applyShortcut(claim);
+        return undefined;
+      }
+      case 'pod': {
+        const pod = caches.pods.get(cacheKeyOf(key));
+        if (pod) await releaseIfOrphaned(pod);
+        return undefined;
+      }
+    }
+  };
+
+  /** What failed, by key kind: the error's prefix and the log message. */
+  const failures: Record<WorkKind, { what: string; log: string }> = {
+    migration: { what: 'reconcile', log: 'reconcile failed' },
+    claim: { what: 'annotation shortcut of claim', log: 'annotation shortcut failed' },
+    pod: { what: 'release the orphaned gate of pod', log: 'could not release an orphaned gate' },
+  };
+
+  /** A key's work failed: retried with backoff (a terminal error after a minute); a migration shows why. */
+  const retryFailed = async (key: WorkKey, text: WorkKeyText, e: unknown, n: number): Promise<void> => {
+    const { what, log } = failures[key.kind];
+    const kind = classifyApiError(e, `${what} ${cacheKeyOf(key)}`);
+    const delay = kind instanceof TerminalError ? 60_000 : queue.addRateLimited(text);
+    if (kind instanceof TerminalError) queue.addAfter(text, delay);
+    // Logged as { migration | claim | pod: "<namespace>/<name>" }, as the other lines about the object.
+    logger.warn({ [key.kind]: cacheKeyOf(key), worker: n, err: kind.message, retryInMs: delay }, log);
+    if (key.kind !== 'migration') return;
+    metrics.reconcileErrors.inc({ kind: kind instanceof TerminalError ? 'terminal' : 'transient' });
+    await reportFailure(cacheKeyOf(key), e, kind.message);
+  };
+
   const worker = async (n: number): Promise<void> => {
     // Never plan on a partial view: a claim missing from an unsynced cache would
     // read as "claim not found". Workers start once every cache has synced.
     await Promise.race([ready, stopped]);
     for (;;) {
-      const key = await queue.get();
-      if (key === undefined) return;
+      const text = await queue.get();
+      if (text === undefined) return;
+      const key = parseWorkKey(text);
       try {
-        if (!leading) continue;
-        const result = await reconciler.reconcile(key);
-        if (crashAfter > 0 && result.step !== 'wait' && result.step !== 'done' && ++stepsDone >= crashAfter) {
-          logger.warn({ migration: key, step: result.step }, 'fault injection: crashing after this step');
-          process.kill(process.pid, 'SIGKILL');
-        }
-        queue.forget(key);
-        if (result.requeueAfterMs !== undefined) queue.addAfter(key, result.requeueAfterMs);
+        // Not leading: another replica does the writes. (!key cannot happen: only formatWorkKey makes a queue's text.)
+        if (!leading || !key) continue;
+        const again = await work(key);
+        queue.forget(text);
+        if (again !== undefined) queue.addAfter(text, again);
       } catch (e: unknown) {
-        const kind = classifyApiError(e, `reconcile ${key}`);
-        metrics.reconcileErrors.inc({ kind: kind instanceof TerminalError ? 'terminal' : 'transient' });
-        const delay = kind instanceof TerminalError ? 60_000 : queue.addRateLimited(key);
-        if (kind instanceof TerminalError) queue.addAfter(key, delay);
-        logger.warn({ migration: key, worker: n, err: kind.message, retryInMs: delay }, 'reconcile failed');
-        await reportFailure(key, e, kind.message);
+        if (key) await retryFailed(key, text, e, n);
       } finally {
         // A slot observe reserved for a copy this step did not create is free again.
-        slots.releaseUnused(key);
-        queue.done(key);
+        if (key?.kind === 'migration') slots.releaseUnused(cacheKeyOf(key));
+        queue.done(text);
       }
     }
   };
@@ -253,12 +286,12 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       leading = true;
     }
     if (stopping) return;
-    for (const m of caches.migrations.list()) queue.add(keyOf(m));
-    for (const claim of caches.claims.list()) void applyShortcut(claim);
+    caches.migrations.list().forEach(enqueueMigration);
+    enqueueClaims();
     resync = setInterval(() => {
-      for (const m of caches.migrations.list()) queue.add(keyOf(m));
-      for (const claim of caches.claims.list()) void applyShortcut(claim);
-      void releaseOrphans();
+      caches.migrations.list().forEach(enqueueMigration);
+      enqueueClaims();
+      enqueueOrphans();
     }, options.resyncMs);
   })();
   const workers = Array.from({ length: options.workers }, (_, n) => worker(n));

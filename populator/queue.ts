@@ -1,18 +1,18 @@
-// A work queue keyed by migration: a key is processed by one worker at a time,
-// an add while it is processed runs it once more afterwards, and failures back
-// off exponentially per key (reset by a success).
+// A work queue: a key is processed by one worker at a time, an add while it is
+// processed runs it once more afterwards, and failures back off exponentially
+// per key (reset by a success). The controller's keys are typed in work-key.ts.
 
-export class WorkQueue {
-  private readonly ready: string[] = [];
-  private readonly queued = new Set<string>();
-  private readonly processing = new Set<string>();
-  private readonly dirty = new Set<string>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
-  private readonly failures = new Map<string, number>();
+export class WorkQueue<K extends string = string> {
+  private readonly ready: K[] = [];
+  private readonly queued = new Set<K>();
+  private readonly processing = new Set<K>();
+  private readonly dirty = new Set<K>();
+  private readonly timers = new Map<K, NodeJS.Timeout>();
+  private readonly failures = new Map<K, number>();
   private waiters: (() => void)[] = [];
   private shuttingDown = false;
 
-  add(key: string): void {
+  add(key: K): void {
     if (this.shuttingDown) return;
     if (this.processing.has(key)) {
       this.dirty.add(key);
@@ -24,7 +24,7 @@ export class WorkQueue {
     this.waiters.shift()?.();
   }
 
-  addAfter(key: string, ms: number): void {
+  addAfter(key: K, ms: number): void {
     if (this.shuttingDown) return;
     if (ms <= 0) return this.add(key);
     const existing = this.timers.get(key);
@@ -38,7 +38,7 @@ export class WorkQueue {
   }
 
   /** Re-adds after a failure: 500 ms, 1 s, 2 s ... up to 60 s. */
-  addRateLimited(key: string): number {
+  addRateLimited(key: K): number {
     const n = (this.failures.get(key) ?? 0) + 1;
     this.failures.set(key, n);
     const delay = Math.min(500 * 2 ** (n - 1), 60_000);
@@ -46,12 +46,12 @@ export class WorkQueue {
     return delay;
   }
 
-  forget(key: string): void {
+  forget(key: K): void {
     this.failures.delete(key);
   }
 
   /** The next key, or undefined once shut down. */
-  async get(): Promise<string | undefined> {
+  async get(): Promise<K | undefined> {
     for (;;) {
       if (this.shuttingDown) return undefined;
       const key = this.ready.shift();
@@ -64,7 +64,7 @@ export class WorkQueue {
     }
   }
 
-  done(key: string): void {
+  done(key: K): void {
     this.processing.delete(key);
     if (this.dirty.delete(key)) this.add(key);
   }

@@ -17,7 +17,6 @@ import {
   LABEL_NAMESPACE_ACTIVE,
   MANAGED_BY_VALUE,
   MIGRATION_KIND,
-  SCHEDULING_GATE,
   sourceHelperClaimName,
   stagingClaimName,
 } from '../src/names.js';
@@ -27,6 +26,7 @@ import { lastRunnerLine } from '../src/runner-protocol.js';
 import { buildCopyPod, copyPodNameFor, pinnedNode } from './copy-pod.js';
 import { CopySlots, copyPassOf, copySlotPods, passAboutToStart, type CopyPodState } from './copy-slots.js';
 import type { EventRecorder } from './events.js';
+import { liftGate } from './gates.js';
 import type { ControllerMetrics } from './metrics.js';
 import { plan, progressText, type EventNote, type Step } from './plan.js';
 import { PASSES, type ControllerSettings, type Pass, type RunnerProgress, type RunnerSummary, type World } from './world.js';
@@ -382,20 +382,7 @@ export class Reconciler {
       case 'liftGates':
         for (const name of step.pods) {
           const pod = this.caches.pods.get(`${ns}/${name}`);
-          if (!pod) continue;
-          const gates = (pod.spec?.schedulingGates ?? []).filter((g) => g.name !== SCHEDULING_GATE);
-          try {
-            await this.kube.patch(
-              paths.pods(ns, name),
-              [
-                { op: 'test', path: '/metadata/resourceVersion', value: pod.metadata?.resourceVersion },
-                { op: 'replace', path: '/spec/schedulingGates', value: gates },
-              ],
-              'json',
-            );
-          } catch (e: unknown) {
-            if (!(e instanceof ApiError && e.code === 404)) throw e;
-          }
+          if (pod) await liftGate(this.kube, pod);
         }
         await this.note(world, step.event);
         return;

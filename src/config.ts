@@ -35,6 +35,8 @@ export interface Config {
     copyAttempts: number;
     copyBandwidthLimitKiBps: number;
     copyStallSeconds: number;
+    /** Crash tests only: SIGKILL after this many steps that changed something; 0 = never. */
+    faultCrashAfterSteps: number;
   };
   metricsPort: number;
 }
@@ -75,6 +77,10 @@ Flags (each also read from PVSHIFT_<NAME>, e.g. PVSHIFT_COPY_IMAGE):
   --copy-stall-timeout SECONDS   a copy whose progress has not moved for this long is stopped and
                                  counts as a failed attempt (default 600)
   --copy-bandwidth-limit KIBPS   throttle every copy (rsync --bwlimit), to spare production I/O (default 0: none)
+ fault injection (tests only):
+  --fault-crash-after-steps N    the controller SIGKILLs itself right after its N-th reconcile step that
+                                 changed something, with no cleanup, as a node failure or an OOM kill
+                                 would (default 0: never)
 `;
 
 const OPTIONS = {
@@ -104,6 +110,7 @@ const OPTIONS = {
   'copy-attempts': { type: 'string' },
   'copy-stall-timeout': { type: 'string' },
   'copy-bandwidth-limit': { type: 'string' },
+  'fault-crash-after-steps': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -194,6 +201,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       copyAttempts: integer('copy-attempts', 3, 1),
       copyBandwidthLimitKiBps: integer('copy-bandwidth-limit', 0, 0),
       copyStallSeconds: integer('copy-stall-timeout', 600, 5),
+      faultCrashAfterSteps: integer('fault-crash-after-steps', 0, 0),
     },
     metricsPort: integer('metrics-port', 8080, 0),
   };

@@ -7,7 +7,7 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import { parseConfig, USAGE, type Config } from './config.js';
 import { ConfigurationError, errorMessage } from './errors.js';
 import { Kube } from './kube.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, flushLogger, type Logger } from './logger.js';
 import { LEADER_ELECTION_LEASE } from './permissions.js';
 
 async function runServices(config: Config, logger: Logger): Promise<void> {
@@ -58,6 +58,7 @@ async function runServices(config: Config, logger: Logger): Promise<void> {
         },
         workers: c.workers,
         resyncMs: 10_000,
+        crashAfterSteps: c.faultCrashAfterSteps,
         ...(c.leaderElect
           ? {
               leaderElection: {
@@ -120,5 +121,7 @@ export async function serve(argv: string[]): Promise<number> {
     }
     logger.fatal({ err: e }, 'pvshift failed');
     return 1;
+  } finally {
+    await flushLogger(logger);
   }
 }

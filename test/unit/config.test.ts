@@ -28,6 +28,7 @@ t.test('defaults', (t) => {
       copyAttempts: 3,
       copyBandwidthLimitKiBps: 0,
       copyStallSeconds: 600,
+      faultCrashAfterSteps: 0,
     },
     metricsPort: 8080,
   });
@@ -66,6 +67,7 @@ t.test('every flag, and its PVSHIFT_ variable', (t) => {
     ['copy-attempts', '5', (c) => c.controller.copyAttempts, 5],
     ['copy-bandwidth-limit', '2048', (c) => c.controller.copyBandwidthLimitKiBps, 2048],
     ['copy-stall-timeout', '120', (c) => c.controller.copyStallSeconds, 120],
+    ['fault-crash-after-steps', '1', (c) => c.controller.faultCrashAfterSteps, 1],
   ];
   for (const [flag, value, read, expected] of flags) {
     const base = flag === 'mode' ? [] : ['--mode=controller'];
@@ -103,6 +105,7 @@ t.test('every bad value fails with a message that names the flag', (t) => {
     ['zero copies per node', ['--mode=controller'], { PVSHIFT_MAX_COPIES_PER_NODE: '0' }, '--max-copies-per-node must be a whole number of at least 1, not "0"'],
     ['zero copy attempts', ['--mode=controller', '--copy-attempts=0'], {}, '--copy-attempts must be a whole number of at least 1, not "0"'],
     ['a stall timeout below 5 s', ['--mode=controller', '--copy-stall-timeout=1'], {}, '--copy-stall-timeout must be a whole number of at least 5, not "1"'],
+    ['a crash after a negative number of steps', ['--mode=controller'], { PVSHIFT_FAULT_CRASH_AFTER_STEPS: '-1' }, '--fault-crash-after-steps must be a whole number of at least 0, not "-1"'],
     ['a bandwidth limit in words', ['--mode=controller', '--copy-bandwidth-limit=fast'], {}, '--copy-bandwidth-limit must be a whole number of at least 0, not "fast"'],
     ['leader-elect yes', ['--mode=controller', '--leader-elect=yes'], {}, '--leader-elect must be true or false, not "yes"'],
     ['a node selector that is no JSON', ['--mode=controller', '--copy-node-selector=disktype=ssd'], {}, '--copy-node-selector must be JSON (an object of strings), not "disktype=ssd"'],
