@@ -34,6 +34,13 @@ async function usedBlocks(): Promise<Set<string>> {
   return used;
 }
 
+/** A random unicast, locally administered MAC (02:xx:...). */
+export function bridgeMac(): string {
+  const bytes = randomBytes(6);
+  bytes[0] = (bytes[0]! & 0xfc) | 0x02;
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
 /**
  * Makes the bridge with both addresses. A random 10.A.B.0/24 in 10.200-249 that
  * nothing on this machine routes yet: concurrent runs each get their own.
@@ -54,7 +61,12 @@ export async function createNodeNetwork(): Promise<NodeNetwork> {
     serviceCidr: `10.${block}.128/28`,
     apiserverAddress: `10.${block}.129`,
   };
-  await ip('link', 'add', bridge, 'type', 'bridge');
+  // A bridge made without an address takes the lowest MAC of its ports, and a
+  // new one each time that port goes: every pod deleted can move the gateway's
+  // MAC under the other pods' ARP caches, and their packets to the node and the
+  // API server (webhook answers, probe replies, Lease renewals) are dropped for
+  // seconds. An address of its own (locally administered) never moves.
+  await ip('link', 'add', bridge, 'address', bridgeMac(), 'type', 'bridge');
   const remove = async (): Promise<void> => {
     await ip('link', 'del', bridge).catch(() => undefined);
   };
