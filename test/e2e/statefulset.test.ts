@@ -112,4 +112,15 @@ t.test('a 3-replica StatefulSet moves from ext4 to xfs, one replica at a time, t
     const pods = (await kube.get<{ items: V1Pod[] }>(paths.pods(ns)))?.items ?? [];
     return pods.every((p) => !p.spec?.schedulingGates?.length) ? true : undefined;
   });
+
+  // Through three cutovers pvshift stayed up: every recreated pod was gated (no
+  // GateMissed), and neither replica was restarted by a failed probe or a lost Lease.
+  const events = (await kube.get<{ items: { reason?: string; message?: string }[] }>(paths.events(ns)))?.items ?? [];
+  t.same(events.filter((e) => e.reason === 'GateMissed').map((e) => e.message), [], 'no pod got past the webhook ungated');
+  const replicas = (await kube.get<{ items: V1Pod[] }>(paths.pods(PVSHIFT_NAMESPACE)))?.items ?? [];
+  t.same(
+    replicas.map((p) => `${p.metadata?.name}: ${p.status?.containerStatuses?.[0]?.restartCount ?? '?'} restarts`),
+    replicas.map((p) => `${p.metadata?.name}: 0 restarts`),
+    'pvshift was never restarted',
+  );
 });
