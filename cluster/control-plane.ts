@@ -273,6 +273,12 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       '--bind-address=127.0.0.1',
       `--secure-port=${schedPort}`,
       '--leader-elect=false',
+      // A pod whose claim binds while its scheduling attempt is failing on "unbound
+      // immediate PersistentVolumeClaims" can miss the requeue (kubernetes/kubernetes
+      // #125762, seen in CI) and wait in the unschedulable pool for the 5-minute
+      // fallback. Here the fallback is 10 s (checked every 30 s): a test waits a
+      // minute at most for a pod, and no pod should wait on this race for minutes.
+      '--pod-max-in-unschedulable-pods-duration=10s',
       '--v=1',
     ]);
     return {
