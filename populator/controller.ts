@@ -5,7 +5,7 @@
 // per key, with backoff; leader election so two replicas are safe; graceful
 // shutdown. Event handlers and the resync timer only enqueue.
 import { hostname } from 'node:os';
-import type { V1Namespace, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { apiMessage, classifyApiError, errorMessage, TerminalError } from '../src/errors.js';
 import { ApiError, Informer, keyOf, paths, type Kube } from '../src/kube.js';
@@ -17,7 +17,7 @@ import { EventRecorder } from './events.js';
 import { liftGate } from './gates.js';
 import { LeaderElector } from './leader-election.js';
 import { createControllerMetrics } from './metrics.js';
-import { Reconciler, type Caches } from './reconcile.js';
+import { createCaches, Reconciler } from './reconcile.js';
 import { isOrphanGated } from './orphans.js';
 import { ABORT_PATCH, annotationSignature, INVALID_ANNOTATION_REASON, shortcutAction } from './shortcut.js';
 import { WorkQueue } from './queue.js';
@@ -59,14 +59,7 @@ export const DEFAULT_SETTINGS: ControllerSettings = {
 };
 
 export function startController(kube: Kube, options: ControllerOptions, logger: Logger): ControllerHandle {
-  const caches: Caches = {
-    migrations: new Informer<VolumeMigration>(kube, paths.migrations()),
-    claims: new Informer<V1PersistentVolumeClaim>(kube, paths.claims()),
-    volumes: new Informer<V1PersistentVolume>(kube, paths.volumes()),
-    pods: new Informer<V1Pod>(kube, paths.pods()),
-    classes: new Informer<V1StorageClass>(kube, paths.storageClasses()),
-    namespaces: new Informer<V1Namespace>(kube, paths.namespaces()),
-  };
+  const caches = createCaches(kube);
   const identity = options.leaderElection?.identity ?? `${hostname()}_${process.pid}`;
   const metrics = createControllerMetrics(options.register, () => caches.migrations.list());
   const recorder = new EventRecorder(kube, logger, identity);

@@ -3,7 +3,7 @@
 // exists and deleting what is gone count as success; read-modify-writes carry
 // a resourceVersion so a stale cache turns into a conflict, never a lost update.
 import type { V1Namespace, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
-import { ApiError, paths, type Informer, type Kube } from '../src/kube.js';
+import { ApiError, Informer, paths, type Kube } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
 import {
   ANNOTATION_MIGRATION,
@@ -38,6 +38,18 @@ export interface Caches {
   pods: Informer<V1Pod>;
   classes: Informer<V1StorageClass>;
   namespaces: Informer<V1Namespace>;
+}
+
+/** The informers the controller plans from, not started: one per kind it reads. */
+export function createCaches(kube: Kube): Caches {
+  return {
+    migrations: new Informer<VolumeMigration>(kube, paths.migrations()),
+    claims: new Informer<V1PersistentVolumeClaim>(kube, paths.claims()),
+    volumes: new Informer<V1PersistentVolume>(kube, paths.volumes()),
+    pods: new Informer<V1Pod>(kube, paths.pods()),
+    classes: new Informer<V1StorageClass>(kube, paths.storageClasses()),
+    namespaces: new Informer<V1Namespace>(kube, paths.namespaces()),
+  };
 }
 
 export interface ReconcileResult {

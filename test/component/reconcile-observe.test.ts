@@ -5,12 +5,11 @@
 // server before plan sees the miss.
 import t from 'tap';
 import { Registry } from 'prom-client';
-import type { V1Namespace, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { EventRecorder } from '../../populator/events.js';
 import { createControllerMetrics } from '../../populator/metrics.js';
-import { Reconciler, type Caches } from '../../populator/reconcile.js';
-import { KubeConfig } from '@kubernetes/client-node';
-import { Informer, Kube, paths } from '../../src/kube.js';
+import { createCaches, Reconciler } from '../../populator/reconcile.js';
+import { Kube, paths } from '../../src/kube.js';
 import { silentLogger } from '../../src/logger.js';
 import { FINALIZER, stagingClaimName } from '../../src/names.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
@@ -23,29 +22,12 @@ const cluster = await clusterFor(t);
 const { kube } = cluster;
 // The reconciler runs as pvshift does: the chart's ServiceAccount and RBAC.
 const installation = await installPvshift(cluster, { admissionPolicy: false });
-const asPvshift = new Kube(kubeConfigFrom(installation.kubeconfigPath));
+const asPvshift = Kube.fromDefault(installation.kubeconfigPath);
 
-function kubeConfigFrom(path: string): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromFile(path);
-  return kc;
-}
-
-/** Caches that were never started: every lookup misses, as a lagging cache would. */
-function emptyCaches(): Caches {
-  return {
-    migrations: new Informer<VolumeMigration>(asPvshift, paths.migrations()),
-    claims: new Informer<V1PersistentVolumeClaim>(asPvshift, paths.claims()),
-    volumes: new Informer<V1PersistentVolume>(asPvshift, paths.volumes()),
-    pods: new Informer<V1Pod>(asPvshift, paths.pods()),
-    classes: new Informer<V1StorageClass>(asPvshift, paths.storageClasses()),
-    namespaces: new Informer<V1Namespace>(asPvshift, paths.namespaces()),
-  };
-}
-
+/** A reconciler whose caches were never started: every lookup misses, as a lagging cache would. */
 function reconciler(): Reconciler {
   const logger = silentLogger();
-  return new Reconciler(asPvshift, emptyCaches(), SETTINGS, new EventRecorder(asPvshift, logger, 'test'), createControllerMetrics(new Registry(), () => []), logger);
+  return new Reconciler(asPvshift, createCaches(asPvshift), SETTINGS, new EventRecorder(asPvshift, logger, 'test'), createControllerMetrics(new Registry(), () => []), logger);
 }
 
 async function migrationIn(phase: 'Populating' | 'WaitingForCutover'): Promise<{ migration: VolumeMigration; staging: V1PersistentVolumeClaim }> {
