@@ -29,7 +29,17 @@ import type { EventRecorder } from './events.js';
 import { liftGate } from './gates.js';
 import type { ControllerMetrics } from './metrics.js';
 import { plan, progressText, type EventNote, type Step } from './plan.js';
-import { PASSES, type ControllerSettings, type Pass, type RunnerProgress, type RunnerSummary, type World } from './world.js';
+import {
+  PASSES,
+  isStored,
+  storedOrNone,
+  type ControllerSettings,
+  type Pass,
+  type RunnerProgress,
+  type RunnerSummary,
+  type Stored,
+  type World,
+} from './world.js';
 
 export interface Caches {
   migrations: Informer<VolumeMigration>;
@@ -88,7 +98,10 @@ export class Reconciler {
     private readonly metrics: ControllerMetrics,
     private readonly logger: Logger,
     /** Shared by every worker of the process: the caps hold across them. */
-    private readonly slots: CopySlots = new CopySlots({ maxConcurrent: settings.maxConcurrentCopies, maxPerNode: settings.maxCopiesPerNode }),
+    private readonly slots: CopySlots = new CopySlots({
+      maxConcurrent: settings.maxConcurrentCopies,
+      maxPerNode: settings.maxCopiesPerNode,
+    }),
   ) {}
 
   async reconcile(key: string): Promise<ReconcileResult> {
@@ -122,23 +135,32 @@ export class Reconciler {
     if (cached || (phase !== 'Populating' && phase !== 'Binding')) return cached;
     // A list by name: the chart grants list and watch on claims, not get.
     const live = (await this.kube.list<V1PersistentVolumeClaim>(paths.claims(ns), { fieldSelector: `metadata.name=${name}` })).items[0];
-    if (live) this.logger.warn({ migration: `${ns}/${migration.metadata.name}`, claim: name }, 'the claims cache lacks the staging claim the API server has; using the live one');
+    if (live) {
+      this.logger.warn(
+        { migration: `${ns}/${migration.metadata.name}`, claim: name },
+        'the claims cache lacks the staging claim the API server has; using the live one',
+      );
+    }
     return live;
   }
 
-  /** Everything plan needs, from the caches (plus the copy pod's log when one runs). */
+  /** Everything plan needs, from the caches (plus the copy pod's log when one runs); every object named and with a uid. */
   async observe(migration: VolumeMigration): Promise<World> {
     const ns = migration.metadata.namespace;
     const uid = migration.metadata.uid ?? '';
     const status = migration.status ?? {};
-    const claim = this.caches.claims.get(`${ns}/${migration.spec.claimName}`);
+    const claim = storedOrNone(this.caches.claims.get(`${ns}/${migration.spec.claimName}`));
     const sourceName = status.sourceVolumeName ?? claim?.spec?.volumeName;
-    const stagingClaim = await this.confirmedStagingClaim(migration);
+    const sourceVolume = sourceName ? storedOrNone(this.caches.volumes.get(sourceName)) : undefined;
+    const targetClass = this.caches.classes.get(migration.spec.targetStorageClassName);
+    const stagingClaim = storedOrNone(await this.confirmedStagingClaim(migration));
     const stagingVolumeName = status.targetVolumeName ?? stagingClaim?.spec?.volumeName;
+    const stagingVolume = stagingVolumeName ? storedOrNone(this.caches.volumes.get(stagingVolumeName)) : undefined;
+    const helperClaim = storedOrNone(this.caches.claims.get(`${ns}/${sourceHelperClaimName(uid)}`));
     const pods = this.caches.pods.list().filter((p) => p.metadata?.namespace === ns);
-    const copyPods: Partial<Record<Pass, V1Pod>> = {};
+    const copyPods: Partial<Record<Pass, Stored<V1Pod>>> = {};
     for (const pass of PASSES) {
-      const pod = this.caches.pods.get(`${ns}/${copyPodNameFor(uid, pass)}`);
+      const pod = storedOrNone(this.caches.pods.get(`${ns}/${copyPodNameFor(uid, pass)}`));
       if (pod) copyPods[pass] = pod;
     }
     const namespace = this.caches.namespaces.get(ns);
@@ -147,12 +169,12 @@ export class Reconciler {
       now: new Date(),
       migration,
       ...(claim ? { claim } : {}),
-      ...(sourceName && this.caches.volumes.get(sourceName) ? { sourceVolume: this.caches.volumes.get(sourceName)! } : {}),
-      ...(this.caches.classes.get(migration.spec.targetStorageClassName) ? { targetClass: this.caches.classes.get(migration.spec.targetStorageClassName)! } : {}),
+      ...(sourceVolume ? { sourceVolume } : {}),
+      ...(targetClass ? { targetClass } : {}),
       ...(stagingClaim ? { stagingClaim } : {}),
-      ...(stagingVolumeName && this.caches.volumes.get(stagingVolumeName) ? { stagingVolume: this.caches.volumes.get(stagingVolumeName)! } : {}),
-      ...(this.caches.claims.get(`${ns}/${sourceHelperClaimName(uid)}`) ? { helperClaim: this.caches.claims.get(`${ns}/${sourceHelperClaimName(uid)}`)! } : {}),
-      consumers: pods.filter((p) => !isCopyPod(p) && mountsClaim(p, migration.spec.claimName)),
+      ...(stagingVolume ? { stagingVolume } : {}),
+      ...(helperClaim ? { helperClaim } : {}),
+      consumers: pods.filter(isStored).filter((p) => !isCopyPod(p) && mountsClaim(p, migration.spec.claimName)),
       copyPods,
       siblings: this.caches.migrations.list().filter((m) => m.metadata.namespace === ns),
       namespaceLabelled: namespace?.metadata?.labels?.[LABEL_NAMESPACE_ACTIVE] === 'true',
@@ -220,7 +242,8 @@ export class Reconciler {
 
   private async podLog(pod: V1Pod, tailLines: number): Promise<string | undefined> {
     try {
-      const response = await this.kube.raw('GET', `${paths.pods(pod.metadata?.namespace, pod.metadata?.name)}/log?container=copy&tailLines=${tailLines}`);
+      const path = `${paths.pods(pod.metadata?.namespace, pod.metadata?.name)}/log?container=copy&tailLines=${tailLines}`;
+      const response = await this.kube.raw('GET', path);
       return response.status === 200 ? response.body : undefined;
     } catch {
       return undefined;
@@ -231,15 +254,27 @@ export class Reconciler {
     if (!event) return;
     const m = world.migration;
     await this.events.record(
-      { apiVersion: API_GROUP_VERSION, kind: MIGRATION_KIND, name: m.metadata.name, namespace: m.metadata.namespace, uid: m.metadata.uid ?? '' },
+      {
+        apiVersion: API_GROUP_VERSION,
+        kind: MIGRATION_KIND,
+        name: m.metadata.name,
+        namespace: m.metadata.namespace,
+        uid: m.metadata.uid ?? '',
+      },
       event.type,
       event.reason,
       event.message,
     );
     const claim = world.claim;
-    if (claim?.metadata?.name) {
+    if (claim) {
       await this.events.record(
-        { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name: claim.metadata.name, namespace: m.metadata.namespace, uid: claim.metadata.uid ?? '' },
+        {
+          apiVersion: 'v1',
+          kind: 'PersistentVolumeClaim',
+          name: claim.metadata.name,
+          namespace: m.metadata.namespace,
+          uid: claim.metadata.uid,
+        },
         event.type,
         event.reason,
         event.message,
@@ -253,7 +288,8 @@ export class Reconciler {
 
   private async patchStatus(m: VolumeMigration, status: VolumeMigrationStatus): Promise<void> {
     // resourceVersion in a merge patch is a precondition: a stale cache gets 409.
-    await this.kube.patch(`${this.migrationPath(m)}/status`, { metadata: { resourceVersion: m.metadata.resourceVersion }, status }, 'merge');
+    const patch = { metadata: { resourceVersion: m.metadata.resourceVersion }, status };
+    await this.kube.patch(`${this.migrationPath(m)}/status`, patch, 'merge');
   }
 
   /** Does the step; returns a delay where the cluster said "not now" (a PodDisruptionBudget). */
@@ -275,7 +311,13 @@ export class Reconciler {
           ...step.status,
           phase: step.phase,
           observedGeneration: m.metadata.generation ?? 0,
-          conditions: conditionsFor(m.status?.conditions ?? [], step.phase, step.event, world.now, step.status.copyFidelity ?? m.status?.copyFidelity),
+          conditions: conditionsFor(
+            m.status?.conditions ?? [],
+            step.phase,
+            step.event,
+            world.now,
+            step.status.copyFidelity ?? m.status?.copyFidelity,
+          ),
         };
         if (!status.message) status.message = step.event.message;
         await this.patchStatus(m, status);
@@ -290,9 +332,14 @@ export class Reconciler {
       }
       case 'retainVolume': {
         const pv = this.caches.volumes.get(step.volumeName);
-        const annotations: Record<string, string> = { [ANNOTATION_MIGRATION]: step.migrationKey, [ANNOTATION_MIGRATION_UID]: step.migrationUid };
+        const annotations: Record<string, string> = {
+          [ANNOTATION_MIGRATION]: step.migrationKey,
+          [ANNOTATION_MIGRATION_UID]: step.migrationUid,
+        };
         // Record the policy to restore only once: a second pass would record Retain.
-        if (!pv?.metadata?.annotations?.[ANNOTATION_ORIGINAL_RECLAIM_POLICY]) annotations[ANNOTATION_ORIGINAL_RECLAIM_POLICY] = step.originalPolicy;
+        if (!pv?.metadata?.annotations?.[ANNOTATION_ORIGINAL_RECLAIM_POLICY]) {
+          annotations[ANNOTATION_ORIGINAL_RECLAIM_POLICY] = step.originalPolicy;
+        }
         // resourceVersion in a merge patch is a precondition: a PV changed since the plan read it is a 409, not an overwrite.
         await this.kube.patch(
           paths.volumes(step.volumeName),
@@ -307,18 +354,29 @@ export class Reconciler {
         await this.kube.patch(
           paths.volumes(step.volumeName),
           {
-            metadata: { resourceVersion: step.resourceVersion, annotations: { [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null, [ANNOTATION_MIGRATION_UID]: null, [ANNOTATION_MIGRATION]: null } },
+            metadata: {
+              resourceVersion: step.resourceVersion,
+              annotations: { [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null, [ANNOTATION_MIGRATION_UID]: null, [ANNOTATION_MIGRATION]: null },
+            },
             spec: { persistentVolumeReclaimPolicy: step.policy },
           },
           'merge',
         );
         return;
       case 'setVolumePolicy':
-        await this.kube.patch(paths.volumes(step.volumeName), { metadata: { resourceVersion: step.resourceVersion }, spec: { persistentVolumeReclaimPolicy: step.policy } }, 'merge');
+        await this.kube.patch(
+          paths.volumes(step.volumeName),
+          { metadata: { resourceVersion: step.resourceVersion }, spec: { persistentVolumeReclaimPolicy: step.policy } },
+          'merge',
+        );
         await this.note(world, step.event);
         return;
       case 'annotateVolume':
-        await this.kube.patch(paths.volumes(step.volumeName), { metadata: { resourceVersion: step.resourceVersion, annotations: step.annotations } }, 'merge');
+        await this.kube.patch(
+          paths.volumes(step.volumeName),
+          { metadata: { resourceVersion: step.resourceVersion, annotations: step.annotations } },
+          'merge',
+        );
         return;
       case 'disownClaim':
         await this.kube.patch(
@@ -332,7 +390,11 @@ export class Reconciler {
         );
         return;
       case 'labelNamespace':
-        await this.kube.patch(paths.namespaces(ns), { metadata: { labels: { [LABEL_NAMESPACE_ACTIVE]: step.active ? 'true' : null } } }, 'merge');
+        await this.kube.patch(
+          paths.namespaces(ns),
+          { metadata: { labels: { [LABEL_NAMESPACE_ACTIVE]: step.active ? 'true' : null } } },
+          'merge',
+        );
         return;
       case 'createClaim':
         if (await this.createIfAbsent(paths.claims(ns), step.claim)) await this.note(world, step.event);
@@ -378,7 +440,8 @@ export class Reconciler {
       case 'evictPods':
         for (const name of step.pods) {
           try {
-            await this.kube.create(`${paths.pods(ns, name)}/eviction`, { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name, namespace: ns } });
+            const eviction = { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name, namespace: ns } };
+            await this.kube.create(`${paths.pods(ns, name)}/eviction`, eviction);
           } catch (e: unknown) {
             // 429: a PodDisruptionBudget says not now. That is the point of Evict: wait.
             if (e instanceof ApiError && e.code === 429) {
@@ -411,7 +474,8 @@ export class Reconciler {
       return (await this.createIfAbsent(paths.pods(world.migration.metadata.namespace), buildCopyPod(world, pass))) ? 'created' : 'exists';
     } catch (e: unknown) {
       // 403 on a create we have RBAC for is admission (Pod Security says "violates PodSecurity"); 422/400 a policy webhook.
-      if (e instanceof ApiError && e.code === 403 && /violates PodSecurity|admission webhook|denied the request|denied request/i.test(e.message)) {
+      const byAdmission = /violates PodSecurity|admission webhook|denied the request|denied request/i;
+      if (e instanceof ApiError && e.code === 403 && byAdmission.test(e.message)) {
         this.refused.set(key, { pass, message: e.message });
         return 'refused';
       }

@@ -1,6 +1,6 @@
 // What the controller knows about one migration at one moment: read from the
 // informer caches by reconcile, handed to plan. Pure data, no clients.
-import type { V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type { V1ObjectMeta, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
 import type { FidelityDecision } from '../src/pod-security.js';
 import type { ProgressAsRead, SummaryAsRead } from '../src/runner-protocol.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
@@ -13,6 +13,22 @@ export const PASSES: readonly Pass[] = ['presync', 'final', 'measure'];
 export type RunnerProgress = ProgressAsRead;
 /** A finished copy pod's summary, as read from its termination message or log. */
 export type RunnerSummary = SummaryAsRead;
+
+/**
+ * An object as the API server keeps it: named, with a uid. observe hands plan
+ * nothing else, and says so in the type, so plan reads both without `!`.
+ */
+export type Stored<T extends { metadata?: V1ObjectMeta }> = T & { metadata: V1ObjectMeta & { name: string; uid: string } };
+
+/** Whether `o` has a name and a uid (everything read from the API server does). */
+export function isStored<T extends { metadata?: V1ObjectMeta }>(o: T): o is Stored<T> {
+  return !!o.metadata?.name && !!o.metadata.uid;
+}
+
+/** `o` where it is stored, else undefined: a cache entry without a name or uid is no object to act on. */
+export function storedOrNone<T extends { metadata?: V1ObjectMeta }>(o: T | undefined): Stored<T> | undefined {
+  return o && isStored(o) ? o : undefined;
+}
 
 export interface ControllerSettings {
   copyImage: string;
@@ -36,15 +52,15 @@ export interface World {
   now: Date;
   migration: VolumeMigration;
   /** The claim that has the migration's claim name now: the original, the replacement, or a restored one. */
-  claim?: V1PersistentVolumeClaim;
-  sourceVolume?: V1PersistentVolume;
+  claim?: Stored<V1PersistentVolumeClaim>;
+  sourceVolume?: Stored<V1PersistentVolume>;
   targetClass?: V1StorageClass;
-  stagingClaim?: V1PersistentVolumeClaim;
-  stagingVolume?: V1PersistentVolume;
-  helperClaim?: V1PersistentVolumeClaim;
+  stagingClaim?: Stored<V1PersistentVolumeClaim>;
+  stagingVolume?: Stored<V1PersistentVolume>;
+  helperClaim?: Stored<V1PersistentVolumeClaim>;
   /** Pods of the namespace that mount the claim (copy pods excluded). */
-  consumers: V1Pod[];
-  copyPods: Partial<Record<Pass, V1Pod>>;
+  consumers: Stored<V1Pod>[];
+  copyPods: Partial<Record<Pass, Stored<V1Pod>>>;
   /** For a running copy pod: its latest progress line. */
   progress?: RunnerProgress;
   /** For a finished copy pod: its summary (termination message), where it parsed. */

@@ -2,7 +2,7 @@
 // created out. Transport and lookups live elsewhere (admission.ts).
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { AdmissionDenial } from '../src/errors.js';
-import { ANNOTATION_MIGRATION, API_GROUP, MIGRATION_KIND } from '../src/names.js';
+import { replacementClaim, restoredClaim, targetSpecOf } from '../src/replacement-claim.js';
 import { isRestoringClaims, isRewritingClaims, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
 
 export interface MutationResult<T> {
@@ -49,67 +49,35 @@ export function mutateClaim(
     );
   }
   const migration = owning[0]!;
-  // Copy on write: the objects this mutation writes into are new, the rest is shared.
-  const copy: V1PersistentVolumeClaim = {
-    ...claim,
-    metadata: { ...claim.metadata },
-    spec: { ...claim.spec, ...(claim.spec?.resources ? { resources: { ...claim.spec.resources } } : {}) },
-  };
-  return isRewritingClaims(phaseOf(migration)) ? rewrite(claim, copy, migration) : restore(claim, copy, migration);
+  return isRewritingClaims(phaseOf(migration)) ? rewrite(claim, migration) : restore(claim, migration);
 }
 
-/** The replacement claim: target class, size and modes, filled by the populator. */
-function rewrite(
-  original: V1PersistentVolumeClaim,
-  claim: V1PersistentVolumeClaim,
-  migration: VolumeMigration,
-): MutationResult<V1PersistentVolumeClaim> {
+/** The replacement claim (src/replacement-claim.ts): target class, size and modes, filled by the populator. */
+function rewrite(claim: V1PersistentVolumeClaim, migration: VolumeMigration): MutationResult<V1PersistentVolumeClaim> {
   const migrationName = migration.metadata.name;
-  const size = migration.spec.targetSize ?? migration.status?.originalClaim?.spec?.resources?.requests?.storage;
-  if (size === undefined || size === null || String(size) === '') {
+  const target = targetSpecOf(migration);
+  if (target.problem !== undefined) {
     throw new AdmissionDenial(
       `claim "${migration.spec.claimName}" is in cutover to storage class "${migration.spec.targetStorageClassName}" ` +
-        `(VolumeMigration "${migrationName}", phase ${phaseOf(migration)}), but the migration has no targetSize ` +
-        'and its status holds no snapshot of the original claim; refusing to create it until the controller records one',
+        `(VolumeMigration "${migrationName}", phase ${phaseOf(migration)}), but ${target.problem}; ` +
+        'refusing to create it until the migration says what it must be',
     );
   }
-
-  const spec = (claim.spec ??= {});
-  spec.storageClassName = migration.spec.targetStorageClassName;
-  spec.resources ??= {};
-  spec.resources.requests = { ...spec.resources.requests, storage: String(size) };
-  if (migration.spec.targetAccessModes && migration.spec.targetAccessModes.length > 0) {
-    spec.accessModes = [...migration.spec.targetAccessModes];
-  }
-  // Only dataSourceRef is set. The API server copies it into dataSource itself
-  // when the claim is stored (NormalizeDataSources in
-  // pkg/api/persistentvolumeclaim/util.go runs in PrepareForCreate, after mutating
-  // admission), so a dataSource left over from the template could only disagree
-  // with it and fail validation.
-  spec.dataSourceRef = { apiGroup: API_GROUP, kind: MIGRATION_KIND, name: migrationName };
-  delete spec.dataSource;
-  // The replacement is bound by the populator handing over the target PV, never by name.
-  delete spec.volumeName;
-  setAnnotation(claim, ANNOTATION_MIGRATION, migrationName);
-
-  if (JSON.stringify(claim) === JSON.stringify(original)) return { object: original, warnings: [] };
+  const replacement = replacementClaim(migration, target.spec, claim);
+  if (isSame(replacement, claim)) return { object: claim, warnings: [] };
   return {
-    object: claim,
+    object: replacement,
     warnings: [
       `pvshift: VolumeMigration ${migrationName} set this claim to storage class ` +
-        `${migration.spec.targetStorageClassName}, ${String(size)}; it binds once the data is copied`,
+        `${migration.spec.targetStorageClassName}, ${target.spec.resources?.requests?.storage}; it binds once the data is copied`,
     ],
   };
 }
 
-/** Rollback: the claim comes back as the original, on the original volume. */
-function restore(
-  originalClaim: V1PersistentVolumeClaim,
-  claim: V1PersistentVolumeClaim,
-  migration: VolumeMigration,
-): MutationResult<V1PersistentVolumeClaim> {
+/** Rollback: the claim comes back as the original (src/replacement-claim.ts), on the original volume. */
+function restore(claim: V1PersistentVolumeClaim, migration: VolumeMigration): MutationResult<V1PersistentVolumeClaim> {
   const migrationName = migration.metadata.name;
-  const original = migration.status?.originalClaim?.spec;
+  const original = migration.status?.originalClaim;
   const volumeName = migration.status?.sourceVolumeName;
   if (!original || !volumeName) {
     const missing = [!original && 'status.originalClaim', !volumeName && 'status.sourceVolumeName'].filter(Boolean);
@@ -119,35 +87,15 @@ function restore(
         'refusing to create it on anything but the original volume',
     );
   }
-  const spec = (claim.spec ??= {});
-  copyField(spec, original, 'storageClassName');
-  copyField(spec, original, 'accessModes');
-  copyField(spec, original, 'volumeMode');
-  if (original.resources) spec.resources = structuredClone(original.resources);
-  spec.volumeName = volumeName;
-  delete spec.dataSourceRef;
-  delete spec.dataSource;
-  setAnnotation(claim, ANNOTATION_MIGRATION, migrationName);
-
-  if (JSON.stringify(claim) === JSON.stringify(originalClaim)) return { object: originalClaim, warnings: [] };
+  const restored = restoredClaim(migration, original, volumeName, claim);
+  if (isSame(restored, claim)) return { object: claim, warnings: [] };
   return {
-    object: claim,
+    object: restored,
     warnings: [`pvshift: VolumeMigration ${migrationName} is rolling back; this claim returns to volume ${volumeName}`],
   };
 }
 
-/** Copies `key` exactly: present with its value, or absent when the original lacked it. */
-function copyField<K extends keyof NonNullable<V1PersistentVolumeClaim['spec']>>(
-  target: NonNullable<V1PersistentVolumeClaim['spec']>,
-  source: NonNullable<V1PersistentVolumeClaim['spec']>,
-  key: K,
-): void {
-  const value = source[key];
-  if (value === undefined) delete target[key];
-  else target[key] = structuredClone(value);
-}
-
-function setAnnotation(object: { metadata?: { annotations?: Record<string, string> } }, key: string, value: string): void {
-  const metadata = (object.metadata ??= {});
-  metadata.annotations = { ...metadata.annotations, [key]: value };
+/** Equal as JSON, key order included: the builders keep the order of what they are given, so their own output comes back equal. */
+function isSame(a: V1PersistentVolumeClaim, b: V1PersistentVolumeClaim): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }

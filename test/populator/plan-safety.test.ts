@@ -4,7 +4,6 @@
 // pre-sync, pre-syncs yielding to finals, stalled and refused copy pods, pods
 // gated for several migrations, and where the new volume can be reached.
 import t, { type Test } from 'tap';
-import type { V1PersistentVolume } from '@kubernetes/client-node';
 import { plan, type Step } from '../../populator/plan.js';
 import { placementConflict } from '../../populator/placement.js';
 import type { World } from '../../populator/world.js';
@@ -44,7 +43,7 @@ function check(t: Test, w: World, expected: Expect, name: string): Step {
 
 const gated = [pod('app-0', { gated: true })];
 
-function nodeVolume(name: string, node: string, extra: Parameters<typeof volume>[1] = {}): V1PersistentVolume {
+function nodeVolume(name: string, node: string, extra: Parameters<typeof volume>[1] = {}): ReturnType<typeof volume> {
   const pv = volume(name, extra);
   pv.spec!.nodeAffinity = { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] }] } };
   return pv;
@@ -75,7 +74,7 @@ t.test('status is not an authority: volumes and claims not stamped with the migr
     'a forged targetVolumeName is never rebound to our claim',
   );
   const squatted = claimWithVolume(STAGING, undefined);
-  delete squatted.metadata!.labels;
+  delete squatted.metadata.labels;
   check(t, world({ migration: migration({ phase: 'PreSyncing', status: prepared() }), claim: originalClaim(), sourceVolume: retainedSource(), stagingClaim: squatted }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'VolumeNotOwned' } }, 'a claim squatting the staging name without our UID label is not used');
   t.end();
 });
@@ -84,7 +83,9 @@ t.test('Held: the copy kept (Retain, no owner), the pods held, released only by 
   const held = (extra: { abort?: boolean; deleting?: boolean } = {}) =>
     migration({ phase: 'Held', spec: { abort: !!extra.abort }, deleting: !!extra.deleting, status: prepared({ cutoverStartTime: NOW.toISOString(), sourceVolumeName: 'pv-gone' }) });
   const staging = claimWithVolume(STAGING, TARGET_PV);
-  staging.metadata!.ownerReferences = [{ apiVersion: 'pvshift.io/v1alpha1', kind: 'VolumeMigration', name: 'data', uid: UID, controller: true }];
+  staging.metadata.ownerReferences = [
+    { apiVersion: 'pvshift.io/v1alpha1', kind: 'VolumeMigration', name: 'data', uid: UID, controller: true },
+  ];
   const copy = volume(TARGET_PV, { policy: 'Delete', claimRef: { name: STAGING, uid: `uid-${STAGING}` } });
   const base = { claim: replacementClaim(), stagingClaim: staging, stagingVolume: copy, consumers: gated };
   check(t, world({ ...base, migration: held() }), { kind: 'retainVolume', volumeName: TARGET_PV, migrationUid: UID }, 'the copy is made Retain first');

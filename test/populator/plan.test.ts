@@ -134,7 +134,7 @@ t.test('Pending: the source is made Retain first, then snapshot, namespace label
   t.same(snap, {
     kind: 'patchStatus',
     status: {
-      originalClaim: { labels: claim.metadata!.labels, annotations: claim.metadata!.annotations, spec: claim.spec, uid: ORIGINAL_UID },
+      originalClaim: { labels: claim.metadata.labels, annotations: claim.metadata.annotations, spec: claim.spec, uid: ORIGINAL_UID },
       sourceVolumeName: SOURCE_PV,
       sourceStorageClassName: 'standard',
       startTime: NOW.toISOString(),
@@ -186,6 +186,22 @@ t.test('PreSyncing: staging claim, copy pod, progress, result, pod deleted, then
   }
   check(t, world({ ...base, migration: m(), stagingClaim: staging }), { kind: 'createCopyPod', pass: 'presync', event: { reason: 'PreSyncStarted' } }, 'then the copy pod');
   check(t, world({ ...base, migration: m(), stagingClaim: staging, copySlotFree: false }), { kind: 'wait', reason: 'WaitingForCopySlot' }, 'no slot: wait for one');
+  const bigger = plan(world({ ...base, migration: m({}, { targetSize: 2147483648 as unknown as string }) }));
+  t.same(
+    bigger.kind === 'createClaim' && bigger.claim.spec?.resources,
+    { requests: { storage: '2147483648' } },
+    'an integer targetSize (int-or-string) is asked for as a quantity string',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({}, { targetSize: '0' }) }),
+    {
+      kind: 'setPhase',
+      phase: 'Failed',
+      event: { type: 'Warning', reason: 'InvalidTarget', message: /staging claim cannot be made: the target size "0"/ },
+    },
+    'a target that cannot be made (targetSize edited to 0 after validation): Failed, before cutover, nothing guessed',
+  );
   const progress = { bytesDone: 10, bytesTotal: 40, filesDone: 1, filesTotal: 4, bytesPerSecond: 5 };
   check(t, world({ ...base, migration: m(), stagingClaim: staging, copyPods: { presync: copyPod('presync', { phase: 'Running' }) }, progress }), { kind: 'wait', reason: 'Copying', message: 'presync copy running', progress }, 'running: wait, carrying its progress');
   check(t, world({ ...base, migration: m(), stagingClaim: staging, copyPods: { presync: copyPod('presync', { phase: 'Pending' }) } }), { kind: 'wait', reason: 'Copying' }, 'not started yet: wait too');
@@ -282,7 +298,7 @@ t.test('WaitingForCutover: a pod created ungated after validation is a missed cu
   const base = { claim: originalClaim(), sourceVolume: retainedSource(), stagingClaim: claimWithVolume(STAGING, TARGET_PV) };
   const created = (at: string, options: Parameters<typeof pod>[1] = { node: 'node-1' }) => {
     const p = pod('app-0', options);
-    p.metadata!.creationTimestamp = at as unknown as Date;
+    p.metadata.creationTimestamp = at as unknown as Date;
     return p;
   };
   const missed = plan(world({ ...base, migration: m(), consumers: [created('2024-05-01T11:30:00Z')] }));
@@ -329,6 +345,24 @@ t.test('CuttingOver: Retain, original deleted by uid, source rebound to the help
     t.same(replacement.claim.metadata?.labels, { app: 'shop' }, "the user's labels");
   }
   check(t, world({ migration: m({ targetSize: '5Gi', targetAccessModes: ['ReadWriteMany'] }), sourceVolume: toHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }), { kind: 'createClaim', role: 'replacement', claim: { spec: { accessModes: ['ReadWriteMany'], resources: { requests: { storage: '5Gi' } } } } }, 'target size and access modes from the spec');
+  check(
+    t,
+    world({ migration: m({ targetSize: '0' }), claim: originalClaim(), sourceVolume: retainedSource(), consumers: gated }),
+    { kind: 'setPhase', phase: 'RollingBack', event: { type: 'Warning', reason: 'InvalidTarget' } },
+    'a replacement that cannot be made (targetSize edited to 0): roll back before the original claim is deleted',
+  );
+  const unmade = migration({ phase: 'CuttingOver', status: prepared({ cutoverStartTime: NOW.toISOString() }) });
+  delete unmade.status!.originalClaim!.spec.resources;
+  check(
+    t,
+    world({ migration: unmade, sourceVolume: toHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }),
+    {
+      kind: 'setPhase',
+      phase: 'RollingBack',
+      event: { reason: 'InvalidTarget', message: /no targetSize and the snapshot of the original claim .* has no storage request/ },
+    },
+    'a snapshot without a size and no targetSize: no 1Gi guess, roll back',
+  );
   check(t, world({ migration: m(), claim: replacementClaim(), sourceVolume: retainedSource(), consumers: gated }), { kind: 'rebindVolume' }, 'a replacement the webhook made first does not skip the rebind');
   check(t, world({ migration: m(), claim: originalClaim(), sourceVolume: retainedSource(), consumers: [pod('app-0', { node: 'node-1' })] }), { kind: 'setPhase', phase: 'WaitingForCutover', event: { reason: 'CutoverDeferred' } }, 'a scheduled pod uses the original again: back to waiting');
   check(t, world({ migration: m(), claim: originalClaim(), consumers: gated }), { kind: 'setPhase', phase: 'RollingBack', event: { type: 'Warning', reason: 'SourceMissing' } }, 'the source volume gone: roll back');

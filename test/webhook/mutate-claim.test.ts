@@ -3,7 +3,7 @@
 import t from 'tap';
 import jsonpatch from 'fast-json-patch';
 import { AdmissionDenial } from '../../src/errors.js';
-import { ANNOTATION_MIGRATION } from '../../src/names.js';
+import { ANNOTATION_MIGRATION, ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE } from '../../src/names.js';
 import { PHASES, type Phase } from '../../src/volume-migration.js';
 import { mutateClaim } from '../../webhook/mutate-claim.js';
 import { diff } from '../../webhook/responses.js';
@@ -88,9 +88,50 @@ void t.test('rewrite in cutover', (t) => {
     t.same(mutateClaim(statefulSetClaim(), [m]).object.spec?.resources?.requests, { storage: '5368709120' });
     t.end();
   });
-  void t.test('without targetAccessModes the claim keeps its own', (t) => {
+  // The copy's volume was provisioned with the original's modes; a claim asking for others would never bind to it.
+  void t.test("without targetAccessModes the original's, whatever the created claim asks for", (t) => {
     const claim = statefulSetClaim('data-web-0', { spec: { accessModes: ['ReadWriteMany'] } });
-    t.same(mutateClaim(claim, [migration('data-web-0', 'CuttingOver')]).object.spec?.accessModes, ['ReadWriteMany']);
+    t.same(mutateClaim(claim, [migration('data-web-0', 'CuttingOver')]).object.spec?.accessModes, ['ReadWriteOnce']);
+    t.end();
+  });
+  void t.test("the spec is the migration's alone: nothing of the created claim's spec is kept", (t) => {
+    const claim = statefulSetClaim('data-web-0', {
+      spec: {
+        selector: { matchLabels: { tier: 'slow' } },
+        volumeAttributesClassName: 'slow-iops',
+        volumeMode: 'Block',
+        resources: { requests: { storage: '3Gi' }, limits: { storage: '3Gi' } },
+      },
+    });
+    t.same(mutateClaim(claim, [migration('data-web-0', 'CuttingOver')]).object.spec, {
+      storageClassName: 'fast-ssd',
+      accessModes: ['ReadWriteOnce'],
+      volumeMode: 'Filesystem',
+      resources: { requests: { storage: '10Gi' } },
+      dataSourceRef: { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: 'data-web-0' },
+    });
+    t.end();
+  });
+  // Say, a manifest saved with `kubectl get -o yaml` and applied again: bind-completed
+  // on a claim with no volume makes the PV controller mark it Lost at once.
+  void t.test('binding and shortcut annotations of the created claim are dropped, the others kept', (t) => {
+    const claim = statefulSetClaim('data-web-0', {
+      metadata: {
+        annotations: {
+          'example.com/owner': 'team-a',
+          'pv.kubernetes.io/bind-completed': 'yes',
+          'pv.kubernetes.io/bound-by-controller': 'yes',
+          'volume.kubernetes.io/storage-provisioner': 'hostpath.pvshift.io',
+          'volume.kubernetes.io/selected-node': 'node-1',
+          [ANNOTATION_TARGET_CLASS]: 'fast-ssd',
+          [ANNOTATION_TARGET_SIZE]: '10Gi',
+        },
+      },
+    });
+    t.same(mutateClaim(claim, [migration('data-web-0', 'CuttingOver')]).object.metadata?.annotations, {
+      'example.com/owner': 'team-a',
+      [ANNOTATION_MIGRATION]: 'data-web-0',
+    });
     t.end();
   });
   void t.test('a dataSource, dataSourceRef or volumeName from the template is replaced', (t) => {
@@ -107,22 +148,47 @@ void t.test('rewrite in cutover', (t) => {
     t.same(object.spec?.dataSourceRef, { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: 'data-web-0' });
     t.end();
   });
-  void t.test('targetSize alone is enough without a snapshot', (t) => {
-    const m = migration('data-web-0', 'CuttingOver', { withSnapshot: false, spec: { targetSize: '1Gi' } });
-    t.same(mutateClaim(statefulSetClaim(), [m]).object.spec?.resources?.requests, { storage: '1Gi' });
+  void t.test('targetSize and targetAccessModes are enough without a snapshot', (t) => {
+    const spec = { targetSize: '1Gi', targetAccessModes: ['ReadWriteOnce'] };
+    const m = migration('data-web-0', 'CuttingOver', { withSnapshot: false, spec });
+    const { object } = mutateClaim(statefulSetClaim(), [m]);
+    t.same(object.spec?.resources?.requests, { storage: '1Gi' });
+    t.same(object.spec?.accessModes, ['ReadWriteOnce']);
     t.end();
   });
-  void t.test('no snapshot and no targetSize: denied, because the size is unknown', (t) => {
-    const m = migration('data-web-0', 'CuttingOver', { withSnapshot: false });
-    t.throws(() => mutateClaim(statefulSetClaim(), [m]), {
-      name: 'AdmissionDenial',
-      message:
-        'claim "data-web-0" is in cutover to storage class "fast-ssd" (VolumeMigration "data-web-0", phase CuttingOver), ' +
-        'but the migration has no targetSize and its status holds no snapshot of the original claim; ' +
-        'refusing to create it until the controller records one',
+  const denied: [string, ReturnType<typeof migration>, string][] = [
+    [
+      'no snapshot and no targetSize: the size is unknown',
+      migration('data-web-0', 'CuttingOver', { withSnapshot: false }),
+      'the migration has no targetSize and its status holds no snapshot of the original claim',
+    ],
+    [
+      'no snapshot and no targetAccessModes: the access modes are unknown',
+      migration('data-web-0', 'CuttingOver', { withSnapshot: false, spec: { targetSize: '1Gi' } }),
+      'the migration has no targetAccessModes and its status holds no snapshot of the original claim',
+    ],
+    [
+      'a targetSize of zero',
+      migration('data-web-0', 'CuttingOver', { spec: { targetSize: '0' } }),
+      'the target size "0" is not a quantity greater than zero',
+    ],
+    [
+      'a targetSize that is no quantity pvshift can check',
+      migration('data-web-0', 'CuttingOver', { spec: { targetSize: '-1Gi' } }),
+      'the target size "-1Gi" is not a quantity greater than zero',
+    ],
+  ];
+  for (const [name, m, problem] of denied) {
+    void t.test(`${name}: denied`, (t) => {
+      t.throws(() => mutateClaim(statefulSetClaim(), [m]), {
+        name: 'AdmissionDenial',
+        message:
+          'claim "data-web-0" is in cutover to storage class "fast-ssd" (VolumeMigration "data-web-0", phase CuttingOver), ' +
+          `but ${problem}; refusing to create it until the migration says what it must be`,
+      });
+      t.end();
     });
-    t.end();
-  });
+  }
   void t.test('the migration may be named differently from the claim', (t) => {
     const m = migration('move-web-0', 'Binding', { claimName: 'data-web-0' });
     const { object } = mutateClaim(statefulSetClaim(), [m]);
@@ -149,6 +215,20 @@ void t.test('restore in rollback', (t) => {
     t.match(warnings, [/rolling back; this claim returns to volume pvc-0a1b/]);
     t.end();
   });
+  void t.test("the original's spec exactly, not the created claim's; binding annotations dropped, the shortcut's kept", (t) => {
+    const m = migration('data-web-0', 'RollingBack');
+    m.status!.originalClaim!.spec.selector = { matchLabels: { tier: 'slow' } };
+    const claim = statefulSetClaim('data-web-0', {
+      metadata: {
+        annotations: { 'pv.kubernetes.io/bind-completed': 'yes', [ANNOTATION_TARGET_CLASS]: 'fast-ssd' },
+      },
+      spec: { volumeAttributesClassName: 'fast-iops', resources: { requests: { storage: '20Gi' } } },
+    });
+    const { object } = mutateClaim(claim, [m]);
+    t.same(object.spec, { ...ORIGINAL_CLAIM_SPEC, selector: { matchLabels: { tier: 'slow' } } });
+    t.same(object.metadata?.annotations, { [ANNOTATION_TARGET_CLASS]: 'fast-ssd', [ANNOTATION_MIGRATION]: 'data-web-0' });
+    t.end();
+  });
   void t.test('an original without storageClassName restores without one', (t) => {
     const m = migration('data-web-0', 'RollingBack');
     delete m.status!.originalClaim!.spec.storageClassName;
@@ -158,14 +238,23 @@ void t.test('restore in rollback', (t) => {
   const missing: [string, (m: ReturnType<typeof migration>) => void, string][] = [
     ['originalClaim', (m) => delete m.status!.originalClaim, 'status.originalClaim is missing'],
     ['sourceVolumeName', (m) => delete m.status!.sourceVolumeName, 'status.sourceVolumeName is missing'],
-    ['both', (m) => { delete m.status!.originalClaim; delete m.status!.sourceVolumeName; }, 'status.originalClaim and status.sourceVolumeName are missing'],
+    [
+      'both',
+      (m) => {
+        delete m.status!.originalClaim;
+        delete m.status!.sourceVolumeName;
+      },
+      'status.originalClaim and status.sourceVolumeName are missing',
+    ],
   ];
   for (const [what, strip, text] of missing) {
     void t.test(`no ${what}: denied`, (t) => {
       const m = migration('data-web-0', 'RollingBack');
       strip(m);
       t.throws(() => mutateClaim(statefulSetClaim(), [m]), {
-        message: `claim "data-web-0" is being rolled back by VolumeMigration "data-web-0", but its ${text}; refusing to create it on anything but the original volume`,
+        message:
+          `claim "data-web-0" is being rolled back by VolumeMigration "data-web-0", but its ${text}; ` +
+          'refusing to create it on anything but the original volume',
       });
       t.end();
     });
@@ -180,7 +269,10 @@ void t.test('which migrations count', (t) => {
     { name: 'one in another namespace', migrations: [migration('data-web-0', 'CuttingOver', { namespace: 'other' })], expect: 'unchanged' },
     {
       name: 'a finished one and one in cutover',
-      migrations: [migration('old', 'Succeeded', { claimName: 'data-web-0' }), migration('new', 'CuttingOver', { claimName: 'data-web-0' })],
+      migrations: [
+        migration('old', 'Succeeded', { claimName: 'data-web-0' }),
+        migration('new', 'CuttingOver', { claimName: 'data-web-0' }),
+      ],
       expect: 'rewritten',
     },
     {
@@ -195,7 +287,8 @@ void t.test('which migrations count', (t) => {
       const before = structuredClone(claim);
       if (c.expect === 'denied') {
         t.throws(() => mutateClaim(claim, c.migrations), new AdmissionDenial(
-          'claim "data-web-0" is claimed by several VolumeMigrations in cutover (a, b); pvshift cannot tell which one this claim belongs to: abort all but one',
+          'claim "data-web-0" is claimed by several VolumeMigrations in cutover (a, b); ' +
+            'pvshift cannot tell which one this claim belongs to: abort all but one',
         ));
         t.end();
         return;
