@@ -14,7 +14,7 @@ import type { V1MutatingWebhookConfiguration, V1Secret } from '@kubernetes/clien
 import { errorMessage, isAlreadyExists, isConflict } from '../src/errors.js';
 import { Kube, KubeConfig, paths } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
-import { LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../src/names.js';
+import { COMPONENT_WEBHOOK, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../src/names.js';
 import {
   CA_VALIDITY_DAYS,
   createCertificateAuthority,
@@ -227,7 +227,7 @@ export async function startManagedCertificates(options: ManagedCertificateOption
             apiVersion: 'v1',
             kind: 'Secret',
             type: 'kubernetes.io/tls',
-            metadata: { name, namespace, labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, 'app.kubernetes.io/component': 'webhook' } },
+            metadata: { name, namespace, labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, [LABEL_COMPONENT]: COMPONENT_WEBHOOK } },
             data: storedToData(next),
           });
         } else {

@@ -2,7 +2,15 @@
 // `rollback` may set spec.abort in a phase (and what to say either way), the
 // VolumeMigration `migrate` creates, and which PVs `cleanup` may release.
 import type { V1PersistentVolume } from '@kubernetes/client-node';
-import { ANNOTATION_MIGRATION, ANNOTATION_MIGRATION_UID, API_GROUP_VERSION, MIGRATION_KIND, migrationNameForClaim } from '../src/names.js';
+import {
+  ANNOTATION_MIGRATION,
+  ANNOTATION_MIGRATION_UID,
+  API_GROUP_VERSION,
+  CREATED_BY_PLUGIN,
+  LABEL_CREATED_BY,
+  MIGRATION_KIND,
+  migrationNameForClaim,
+} from '../src/names.js';
 import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
 import type { CutoverFlag, VerifyFlag } from './args.js';
 import type { RetainedVolume } from './render.js';
@@ -99,7 +107,7 @@ export function migrationFor(namespace: string, claimName: string, f: MigrateFla
   return {
     apiVersion: API_GROUP_VERSION,
     kind: MIGRATION_KIND,
-    metadata: { name: migrationNameForClaim(claimName), namespace, labels: { 'app.kubernetes.io/created-by': 'kubectl-pvshift' } },
+    metadata: { name: migrationNameForClaim(claimName), namespace, labels: { [LABEL_CREATED_BY]: CREATED_BY_PLUGIN } },
     spec: {
       claimName,
       targetStorageClassName: f.targetStorageClassName,

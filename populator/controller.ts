@@ -7,11 +7,22 @@
 import { hostname } from 'node:os';
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
+import type { Config } from '../src/config.js';
 import { apiMessage, classifyApiError, errorMessage, TerminalError } from '../src/errors.js';
 import { ApiError, Informer, keyOf, paths, type Kube } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
-import { ANNOTATION_MIGRATION, ANNOTATION_TARGET_CLASS, LABEL_MIGRATION_UID } from '../src/names.js';
+import {
+  ANNOTATION_MIGRATION,
+  ANNOTATION_RETRY,
+  ANNOTATION_TARGET_CLASS,
+  API_GROUP_VERSION,
+  LABEL_MIGRATION_UID,
+  MIGRATION_KIND,
+  MIGRATION_PLURAL,
+} from '../src/names.js';
+import { Reason } from '../src/reasons.js';
 import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
+import { withCondition, type ConditionNote } from './conditions.js';
 import { CopySlots, copyPassOf } from './copy-slots.js';
 import { EventRecorder } from './events.js';
 import { liftGate } from './gates.js';
@@ -45,18 +56,22 @@ export interface ControllerHandle {
   stop(): Promise<void>;
 }
 
-export const DEFAULT_SETTINGS: ControllerSettings = {
-  copyImage: 'pvshift:dev',
-  copyNodeSelector: {},
-  copyTolerations: [],
-  copyResources: undefined,
-  maxConcurrentCopies: 4,
-  maxCopiesPerNode: 2,
-  copyAttempts: 3,
-  copyBandwidthLimitKiBps: 0,
-  sizeHeadroom: 0.1,
-  copyStallSeconds: 600,
-};
+/** What the planner and the copy pods need of the controller's configuration (src/config.ts holds every default). */
+export function controllerSettings(c: Config['controller']): ControllerSettings {
+  return {
+    copyImage: c.copyImage,
+    copyNodeSelector: c.copyNodeSelector,
+    copyTolerations: c.copyTolerations,
+    copyResources: c.copyResources,
+    ...(c.copyPriorityClass ? { copyPriorityClassName: c.copyPriorityClass } : {}),
+    maxConcurrentCopies: c.maxConcurrentCopies,
+    maxCopiesPerNode: c.maxCopiesPerNode,
+    copyAttempts: c.copyAttempts,
+    copyBandwidthLimitKiBps: c.copyBandwidthLimitKiBps,
+    copyStallSeconds: c.copyStallSeconds,
+    sizeHeadroom: c.sizeHeadroom,
+  };
+}
 
 export function startController(kube: Kube, options: ControllerOptions, logger: Logger): ControllerHandle {
   const caches = createCaches(kube);
@@ -225,16 +240,85 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     pod: { what: 'release the orphaned gate of pod', log: 'could not release an orphaned gate' },
   };
 
-  /** A key's work failed: retried with backoff (a terminal error after a minute); a migration shows why. */
+  /** The object a key stands for, from its cache. */
+  const objectOf = (key: WorkKey): VolumeMigration | V1PersistentVolumeClaim | V1Pod | undefined => {
+    const cacheKey = cacheKeyOf(key);
+    if (key.kind === 'migration') return caches.migrations.get(cacheKey);
+    return key.kind === 'claim' ? caches.claims.get(cacheKey) : caches.pods.get(cacheKey);
+  };
+
+  /**
+   * Keys a terminal error stopped, with the mark of the object they stopped at
+   * (parkMark): neither a resync nor an event tries them again until the mark
+   * moves. Retrying a request the API server refused for good only repeats the
+   * refusal, its Event and its log line, every minute, for ever.
+   */
+  const parked = new Map<WorkKeyText, string>();
+  /** A migration moves on a spec edit (generation) or a new retry annotation; a claim or pod on any change. */
+  const parkMark = (key: WorkKey, o: VolumeMigration | V1PersistentVolumeClaim | V1Pod): string =>
+    key.kind === 'migration'
+      ? `${o.metadata?.generation ?? 0}/${o.metadata?.annotations?.[ANNOTATION_RETRY] ?? ''}`
+      : (o.metadata?.resourceVersion ?? '');
+
+  /** The Degraded condition of a migration, set or cleared; a stale cache makes it a no-op (409), the next pass writes again. */
+  const setDegraded = async (m: VolumeMigration, note: ConditionNote, message?: string): Promise<void> => {
+    const conditions = withCondition(m.status?.conditions ?? [], 'Degraded', note, new Date());
+    const status = { conditions, ...(message === undefined ? {} : { message }) };
+    try {
+      await kube.patch(`${paths.migrations(m.metadata.namespace, m.metadata.name)}/status`, { metadata: { resourceVersion: m.metadata.resourceVersion }, status }, 'merge');
+    } catch (e: unknown) {
+      if (!(e instanceof ApiError && e.code === 409)) throw e;
+    }
+  };
+
+  /** Whether a key is parked; a parked key whose object changed is unparked (and a migration's Degraded cleared). */
+  const isParked = async (key: WorkKey, text: WorkKeyText): Promise<boolean> => {
+    const mark = parked.get(text);
+    if (mark === undefined) return false;
+    const o = objectOf(key);
+    if (o && parkMark(key, o) === mark) return true;
+    parked.delete(text);
+    if (o && key.kind === 'migration') {
+      logger.info({ migration: cacheKeyOf(key) }, 'the migration changed since a terminal error stopped it: trying again');
+      await setDegraded(o as VolumeMigration, { status: 'False', reason: Reason.Retrying, message: 'changed since the failure: trying again' });
+    }
+    return false;
+  };
+
+  /** A terminal error: an Event with its reason on the object, Degraded on a migration, and no retry until the object changes. */
+  const stopOnTerminal = async (key: WorkKey, text: WorkKeyText, error: TerminalError, n: number): Promise<void> => {
+    const { log } = failures[key.kind];
+    const o = objectOf(key);
+    queue.forget(text);
+    logger.warn({ [key.kind]: cacheKeyOf(key), worker: n, err: error.message, reason: error.reason }, `${log}; stopped until the object changes`);
+    if (!o?.metadata?.name || !o.metadata.namespace) return;
+    parked.set(text, parkMark(key, o));
+    const target = {
+      apiVersion: key.kind === 'migration' ? API_GROUP_VERSION : 'v1',
+      kind: key.kind === 'migration' ? MIGRATION_KIND : key.kind === 'claim' ? 'PersistentVolumeClaim' : 'Pod',
+      name: o.metadata.name,
+      namespace: o.metadata.namespace,
+      uid: o.metadata.uid,
+    };
+    const retry = key.kind === 'migration' ? `; fix the cause, then retry: kubectl annotate ${MIGRATION_PLURAL} ${o.metadata.name} ${ANNOTATION_RETRY}="$(date +%s)" --overwrite` : '';
+    await recorder.record(target, 'Warning', error.reason, `${error.message}${retry}`);
+    if (key.kind !== 'migration') return;
+    metrics.reconcileErrors.inc({ kind: 'terminal' });
+    const m = o as VolumeMigration;
+    if (isTerminal(phaseOf(m))) return;
+    await setDegraded(m, { status: 'True', reason: error.reason, message: error.message.slice(0, 1024) }, `stopped: ${error.message}${retry}`.slice(0, 1024));
+  };
+
+  /** A key's work failed: a transient error is retried with backoff, a terminal one stops the key (stopOnTerminal). */
   const retryFailed = async (key: WorkKey, text: WorkKeyText, e: unknown, n: number): Promise<void> => {
     const { what, log } = failures[key.kind];
     const kind = classifyApiError(e, `${what} ${cacheKeyOf(key)}`);
-    const delay = kind instanceof TerminalError ? 60_000 : queue.addRateLimited(text);
-    if (kind instanceof TerminalError) queue.addAfter(text, delay);
+    if (kind instanceof TerminalError) return stopOnTerminal(key, text, kind, n);
+    const delay = queue.addRateLimited(text);
     // Logged as { migration | claim | pod: "<namespace>/<name>" }, as the other lines about the object.
     logger.warn({ [key.kind]: cacheKeyOf(key), worker: n, err: kind.message, retryInMs: delay }, log);
     if (key.kind !== 'migration') return;
-    metrics.reconcileErrors.inc({ kind: kind instanceof TerminalError ? 'terminal' : 'transient' });
+    metrics.reconcileErrors.inc({ kind: 'transient' });
     await reportFailure(cacheKeyOf(key), e, kind.message);
   };
 
@@ -248,7 +332,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       const key = parseWorkKey(text);
       try {
         // Not leading: another replica does the writes. (!key cannot happen: only formatWorkKey makes a queue's text.)
-        if (!leading || !key) continue;
+        if (!leading || !key || (await isParked(key, text))) continue;
         const again = await work(key);
         queue.forget(text);
         if (again !== undefined) queue.addAfter(text, again);

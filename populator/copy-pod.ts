@@ -2,7 +2,7 @@
 // Children are named from the migration's UID, so a rerun finds its pod again.
 import type { V1Affinity, V1NodeSelectorTerm, V1PersistentVolume, V1Pod, V1Toleration } from '@kubernetes/client-node';
 import { BASELINE_CAPABILITIES, PRIVILEGED_CAPABILITIES } from '../src/pod-security.js';
-import { ANNOTATION_COPY_ATTEMPT, COMPONENT_COPY, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MIGRATION_UID, MANAGED_BY_VALUE, copyPodName, sourceHelperClaimName, stagingClaimName } from '../src/names.js';
+import { ANNOTATION_COPY_ATTEMPT, COMPONENT_COPY, LABEL_COMPONENT, LABEL_COPY_PASS, LABEL_MANAGED_BY, LABEL_MIGRATION_UID, MANAGED_BY_VALUE, copyPodName, sourceHelperClaimName, stagingClaimName } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 import type { Pass, World } from './world.js';
 
@@ -85,7 +85,7 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
     metadata: {
       name: copyPodNameFor(uid, pass),
       namespace: m.metadata.namespace,
-      labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, [LABEL_COMPONENT]: COMPONENT_COPY, [LABEL_MIGRATION_UID]: uid, 'pvshift.io/pass': pass },
+      labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, [LABEL_COMPONENT]: COMPONENT_COPY, [LABEL_MIGRATION_UID]: uid, [LABEL_COPY_PASS]: pass },
       annotations: { [ANNOTATION_COPY_ATTEMPT]: String(m.status?.attempts?.[pass] ?? 0) },
       ownerReferences: [{ apiVersion: m.apiVersion, kind: m.kind, name: m.metadata.name, uid, controller: true, blockOwnerDeletion: false }],
     },

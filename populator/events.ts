@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../src/logger.js';
 import { paths, type Kube } from '../src/kube.js';
+import { EVENT_REPORTING_COMPONENT } from '../src/names.js';
 
 export interface EventTarget {
   apiVersion: string;
@@ -31,7 +32,7 @@ export class EventRecorder {
         message: message.slice(0, 1024),
         type,
         source: { component: 'pvshift' },
-        reportingComponent: 'pvshift.io/controller',
+        reportingComponent: EVENT_REPORTING_COMPONENT,
         reportingInstance: this.instance,
         firstTimestamp: now,
         lastTimestamp: now,

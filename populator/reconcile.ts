@@ -21,12 +21,13 @@ import {
   stagingClaimName,
 } from '../src/names.js';
 import { copyFidelityFor } from '../src/pod-security.js';
-import type { Condition, CopyFidelity, Phase, VolumeMigration, VolumeMigrationStatus } from '../src/volume-migration.js';
+import type { Phase, VolumeMigration, VolumeMigrationStatus } from '../src/volume-migration.js';
 import { lastRunnerLine } from '../src/runner-protocol.js';
 import { buildCopyPod, copyPodNameFor, pinnedNode } from './copy-pod.js';
 import { CopySlots, copyPassOf, copySlotPods, passAboutToStart, type CopyPodState } from './copy-slots.js';
 import type { EventRecorder } from './events.js';
 import { liftGate } from './gates.js';
+import { conditionsFor } from './conditions.js';
 import type { ControllerMetrics } from './metrics.js';
 import { plan, progressText, type EventNote, type Step } from './plan.js';
 import {
@@ -539,26 +540,4 @@ export class Reconciler {
       if (status.downtimeSeconds !== undefined) this.metrics.downtimeSeconds.observe(status.downtimeSeconds);
     }
   }
-}
-
-/** Ready, Validated and Degraded, moved with the phase. */
-export function conditionsFor(existing: Condition[], phase: Phase, event: EventNote, now: Date, fidelity?: CopyFidelity): Condition[] {
-  const stamp = now.toISOString().replace(/\.\d+Z$/, 'Z');
-  const set = (list: Condition[], type: string, status: Condition['status'], reason: string, message: string): Condition[] => {
-    const old = list.find((c) => c.type === type);
-    const changed = !old || old.status !== status;
-    const next: Condition = { type, status, reason, message, lastTransitionTime: changed ? stamp : old.lastTransitionTime };
-    return [...list.filter((c) => c.type !== type), next];
-  };
-  let out = existing;
-  out = set(out, 'Ready', phase === 'Succeeded' ? 'True' : 'False', event.reason, event.message);
-  if (phase === 'Failed') out = set(out, 'Validated', 'False', event.reason, event.message);
-  else if (phase !== 'Pending' && phase !== 'Aborted') {
-    // What the namespace's Pod Security level costs is part of what was validated.
-    const cost = fidelity?.dropped.length ? `; not copied at Pod Security level ${fidelity.level}: ${fidelity.dropped.join(', ')}` : '';
-    out = set(out, 'Validated', 'True', 'Validated', `the claim, its volume and the target class are fit to migrate${cost}`);
-  }
-  const degraded = phase === 'Failed' || phase === 'RollingBack' || phase === 'RolledBack';
-  out = set(out, 'Degraded', degraded ? 'True' : 'False', degraded ? event.reason : 'AsExpected', degraded ? event.message : '');
-  return out;
 }

@@ -4,6 +4,7 @@
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE, API_GROUP_VERSION, MIGRATION_KIND, PREFIX, migrationNameForClaim } from '../src/names.js';
 import { parseQuantity } from '../src/quantity.js';
+import { Reason } from '../src/reasons.js';
 import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
 
 export const LABEL_CREATED_FROM = `${PREFIX}/created-from`;
@@ -18,7 +19,7 @@ const ABORTED_BY_WITHDRAWAL = 'annotation-removed';
 export const ABORT_PATCH = { metadata: { annotations: { [ANNOTATION_ABORTED_BY]: ABORTED_BY_WITHDRAWAL } }, spec: { abort: true } } as const;
 
 /** The reason of the Event on a claim whose annotation pvshift cannot act on. */
-export const INVALID_ANNOTATION_REASON = 'InvalidMigrationAnnotation';
+export const INVALID_ANNOTATION_REASON = Reason.InvalidMigrationAnnotation;
 
 export type ShortcutAction =
   | { kind: 'create'; migration: VolumeMigration }

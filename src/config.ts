@@ -5,11 +5,14 @@ import { parseArgs } from 'node:util';
 import { ConfigurationError } from './errors.js';
 
 export type Mode = 'webhook' | 'controller' | 'runner';
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface Config {
   modes: Mode[];
   kubeconfig?: string;
   namespace: string;
+  logLevel: LogLevel;
   webhook: {
     port: number;
     host: string;
@@ -35,6 +38,10 @@ export interface Config {
     copyAttempts: number;
     copyBandwidthLimitKiBps: number;
     copyStallSeconds: number;
+    /** How often every migration is looked at again though nothing changed. */
+    resyncSeconds: number;
+    /** Room the target needs beyond the data it will hold (0.1: 10%), for filesystem overhead and growth. */
+    sizeHeadroom: number;
     /** Crash tests only: SIGKILL after this many steps that changed something; 0 = never. */
     faultCrashAfterSteps: number;
   };
@@ -51,6 +58,7 @@ Flags (each also read from PVSHIFT_<NAME>, e.g. PVSHIFT_COPY_IMAGE):
   --kubeconfig PATH              default: in-cluster, then KUBECONFIG, then ~/.kube/config
   --namespace NAME               pvshift's own namespace (default POD_NAMESPACE or pvshift-system)
   --metrics-port N               /metrics and /healthz over HTTP (default 8080; 0 = off)
+  --log-level LEVEL              debug, info, warn or error (default info)
  webhook:
   --port N                       HTTPS port (default 8443)
   --host ADDR                    listen address (default 0.0.0.0)
@@ -77,6 +85,7 @@ Flags (each also read from PVSHIFT_<NAME>, e.g. PVSHIFT_COPY_IMAGE):
   --copy-stall-timeout SECONDS   a copy whose progress has not moved for this long is stopped and
                                  counts as a failed attempt (default 600)
   --copy-bandwidth-limit KIBPS   throttle every copy (rsync --bwlimit), to spare production I/O (default 0: none)
+  --resync-interval SECONDS      look at every migration again this often, changed or not (default 10)
  fault injection (tests only):
   --fault-crash-after-steps N    the controller SIGKILLs itself right after its N-th reconcile step that
                                  changed something, with no cleanup, as a node failure or an OOM kill
@@ -88,6 +97,7 @@ const OPTIONS = {
   kubeconfig: { type: 'string' },
   namespace: { type: 'string' },
   'metrics-port': { type: 'string' },
+  'log-level': { type: 'string' },
   port: { type: 'string' },
   host: { type: 'string' },
   'cert-mode': { type: 'string' },
@@ -110,6 +120,7 @@ const OPTIONS = {
   'copy-attempts': { type: 'string' },
   'copy-stall-timeout': { type: 'string' },
   'copy-bandwidth-limit': { type: 'string' },
+  'resync-interval': { type: 'string' },
   'fault-crash-after-steps': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -167,6 +178,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (certMode !== 'managed' && certMode !== 'files') throw new ConfigurationError(`--cert-mode must be managed or files, not ${JSON.stringify(certMode)}`);
   if (certMode === 'files' && !get('cert-dir')) throw new ConfigurationError('--cert-mode=files needs --cert-dir');
   const namespace = get('namespace') ?? env.POD_NAMESPACE ?? 'pvshift-system';
+  const logLevel = get('log-level') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigurationError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(logLevel)}`);
   const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
   const kubeconfig = get('kubeconfig');
   const certDir = get('cert-dir');
@@ -176,6 +189,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     modes: modes as Mode[],
     ...(kubeconfig ? { kubeconfig } : {}),
     namespace,
+    logLevel: logLevel as LogLevel,
     webhook: {
       port: integer('port', 8443, 0),
       host: get('host') ?? '0.0.0.0',
@@ -201,6 +215,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       copyAttempts: integer('copy-attempts', 3, 1),
       copyBandwidthLimitKiBps: integer('copy-bandwidth-limit', 0, 0),
       copyStallSeconds: integer('copy-stall-timeout', 600, 5),
+      resyncSeconds: integer('resync-interval', 10, 1),
+      sizeHeadroom: 0.1,
       faultCrashAfterSteps: integer('fault-crash-after-steps', 0, 0),
     },
     metricsPort: integer('metrics-port', 8080, 0),

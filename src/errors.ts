@@ -1,5 +1,6 @@
 // The four kinds of failure pvshift distinguishes, and the one function that maps
 // Kubernetes API status codes onto them. Callers decide by kind, never by code.
+import { Reason } from './reasons.js';
 
 /** Worth retrying with backoff: conflicts, timeouts, throttling, a server hiccup. */
 export class TransientError extends Error {
@@ -90,21 +91,43 @@ export const isAlreadyExists = (e: unknown): boolean => statusOf(e) === 409 && /
 export const isConflict = (e: unknown): boolean => statusOf(e) === 409 && !isAlreadyExists(e);
 
 /**
- * Classifies an API failure. 409 (conflict), 422 from a failed `test` patch op,
- * 429, 5xx and network errors are transient: the next reconcile reads the world
- * again. 400/403/422 otherwise are terminal: the request itself is wrong.
+ * A JSON patch the server could not apply to the object as it is now: a `test`
+ * op on a resourceVersion that moved on, a path that is gone. The patch handler
+ * answers 422 with only the generic message and no details (apimachinery's
+ * NewGenericServerResponse; the failed op is not sent), where a refused object
+ * is a 422 naming the object and its invalid fields. Older servers and proxies
+ * said "test operation failed" or "testing value ... failed".
+ */
+function isUnappliedPatch(e: ApiError): boolean {
+  const text = apiMessage(e);
+  if (/test operation failed|testing value/i.test(text)) return true;
+  const details = (e.body as { details?: Record<string, unknown> } | undefined)?.details;
+  return text === 'the server rejected our request due to an error in our request' && (!details || Object.keys(details).length === 0);
+}
+
+/**
+ * Classifies an API failure. 404 (an object a stale cache still showed), 409
+ * (conflict), 422 from a failed `test` patch op, 429, 5xx and network errors are
+ * transient: the next reconcile reads the world again. 400/403/422 otherwise are
+ * terminal: the request itself is wrong, and sending it again gets the same answer.
  */
 export function classifyApiError(e: unknown, what: string): TransientError | TerminalError {
   if (e instanceof TransientError || e instanceof TerminalError) return e;
   const code = statusOf(e);
   const message = `${what}: ${apiMessage(e)}`;
-  if (code === undefined || code === 409 || code === 429 || code >= 500) {
+  if (code === undefined || code === 404 || code === 409 || code === 429 || code >= 500) {
     return new TransientError(message, { cause: e, retryAfterSeconds: e instanceof ApiError ? e.retryAfterSeconds : undefined });
   }
-  if (code === 422 && /test operation failed|testing value/i.test(apiMessage(e))) {
+  if (code === 422 && isUnappliedPatch(e as ApiError)) {
+    return new TransientError(`${what}: the object changed since it was read (the patch's guard failed); reading it again`, { cause: e });
+  }
+  // 403s that pass by themselves: a ResourceQuota used up (admission's "exceeded
+  // quota", until something is freed) and a namespace being deleted ("because it
+  // is being terminated", until it is gone and the migration with it).
+  if (code === 403 && /exceeded quota|is being terminated/i.test(apiMessage(e))) {
     return new TransientError(message, { cause: e });
   }
-  return new TerminalError(message, code === 403 ? 'Forbidden' : 'APIRejected', { cause: e });
+  return new TerminalError(message, code === 403 ? Reason.Forbidden : Reason.APIRejected, { cause: e });
 }
 
 export function errorMessage(e: unknown): string {

@@ -27,12 +27,12 @@ export function stdoutDestination(): DestinationStream {
  * The one logger. Children carry the request uid or the migration key; nothing
  * else in pvshift writes to stdout or stderr except the runner's JSON protocol.
  * Certificate keys and Secret data are redacted by path in case an object is
- * logged whole.
+ * logged whole. The level is config's --log-level (options.level).
  */
 export function createLogger(options: LoggerOptions = {}, destination: DestinationStream = stdoutDestination()): Logger {
   return pino(
     {
-      level: process.env.PVSHIFT_LOG_LEVEL ?? 'info',
+      level: 'info',
       base: { app: 'pvshift' },
       redact: {
         paths: ['*.data', '*.stringData', '*.privateKey', '*.key', '*.tls.key', 'key', 'privateKey'],

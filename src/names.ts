@@ -6,7 +6,7 @@ export const PREFIX = 'pvshift.io';
 
 export const API_GROUP = PREFIX;
 export const API_VERSION = 'v1alpha1';
-export const API_GROUP_VERSION = `${API_GROUP}/${API_VERSION}`;
+export const API_GROUP_VERSION = `${API_GROUP}/${API_VERSION}` as const;
 export const MIGRATION_KIND = 'VolumeMigration';
 export const MIGRATION_PLURAL = 'volumemigrations';
 export const MIGRATION_CRD_NAME = `${MIGRATION_PLURAL}.${API_GROUP}`;
@@ -31,6 +31,13 @@ export const ANNOTATION_ORIGINAL_RECLAIM_POLICY = `${PREFIX}/original-reclaim-po
 export const ANNOTATION_MIGRATION_UID = `${PREFIX}/migration-uid`;
 /** On a copy pod: how many failures of its pass were recorded before it started (so each failure counts once). */
 export const ANNOTATION_COPY_ATTEMPT = `${PREFIX}/copy-attempt`;
+/**
+ * On a VolumeMigration, set by the user: a new value retries a migration that a
+ * terminal API failure stopped (Degraded), once its cause is fixed. Editing the
+ * spec retries too; annotations do not move metadata.generation, so this is the
+ * way that changes nothing else.
+ */
+export const ANNOTATION_RETRY = `${PREFIX}/retry`;
 /** On a gated pod: when the gate was added (RFC 3339), the start of downtime. */
 export const ANNOTATION_GATED_AT = `${PREFIX}/gated-at`;
 
@@ -61,7 +68,17 @@ export const LABEL_COMPONENT = 'app.kubernetes.io/component';
 export const COMPONENT_COPY = 'copy';
 export const COMPONENT_STAGING = 'staging';
 export const COMPONENT_SOURCE_HELPER = 'source-helper';
+export const COMPONENT_WEBHOOK = 'webhook';
 export const LABEL_MIGRATION_UID = `${PREFIX}/migration-uid`;
+/** On a copy pod: its pass (measure, presync, final). */
+export const LABEL_COPY_PASS = `${PREFIX}/pass`;
+/** On the objects pvshift's own install holds (the webhook configuration). */
+export const LABEL_NAME = 'app.kubernetes.io/name';
+/** On a VolumeMigration the kubectl plugin made. */
+export const LABEL_CREATED_BY = 'app.kubernetes.io/created-by';
+export const CREATED_BY_PLUGIN = 'kubectl-pvshift';
+/** reportingComponent of the Events the controller records. */
+export const EVENT_REPORTING_COMPONENT = `${PREFIX}/controller`;
 
 /** Finalizer that lets the controller clean up (or roll back) before a VolumeMigration goes. */
 export const FINALIZER = `${PREFIX}/cleanup`;

@@ -9,6 +9,7 @@
 // SYS_CHROOT; `restricted` also requires runAsNonRoot. A namespace without an
 // enforce label gets the cluster's default, `privileged` unless configured.
 import { LABEL_POD_SECURITY_ENFORCE, LABEL_PRIVILEGED_COPY } from './names.js';
+import { Reason, type ReasonName } from './reasons.js';
 import type { CopyFidelity } from './volume-migration.js';
 
 /** What the copy loses without CAP_SYS_ADMIN (the runner names them the same in its summary). */
@@ -27,7 +28,7 @@ export const BASELINE_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID
 /** Added only with the namespace's opt-in: reading and writing `trusted.*` xattrs and writing `security.*` need it. */
 export const PRIVILEGED_CAPABILITIES = ['SYS_ADMIN'];
 
-export type FidelityDecision = { ok: true; fidelity: CopyFidelity; note: string } | { ok: false; reason: string; message: string };
+export type FidelityDecision = { ok: true; fidelity: CopyFidelity; note: string } | { ok: false; reason: ReasonName; message: string };
 
 export function copyFidelityFor(namespace: string, labels: Record<string, string> | undefined): FidelityDecision {
   const level = labels?.[LABEL_POD_SECURITY_ENFORCE] ?? 'privileged';
@@ -35,7 +36,7 @@ export function copyFidelityFor(namespace: string, labels: Record<string, string
   if (level === 'restricted') {
     return {
       ok: false,
-      reason: 'PodSecurityRestricted',
+      reason: Reason.PodSecurityRestricted,
       message:
         `namespace ${namespace} enforces Pod Security "restricted" (label ${LABEL_POD_SECURITY_ENFORCE}), which admits no container running as root; ` +
         `pvshift's copy pods run as root to keep every owner and mode. To migrate, an administrator labels the namespace ` +

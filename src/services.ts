@@ -30,7 +30,7 @@ async function runServices(config: Config, logger: Logger): Promise<void> {
         serviceNamespace: config.namespace,
         extraNames: config.webhook.extraNames,
         webhookConfigurationName: config.webhook.webhookConfiguration,
-        kubeConfig: kube.config,
+        kube,
         register,
       },
       logger.child({ component: 'webhook' }),
@@ -38,26 +38,14 @@ async function runServices(config: Config, logger: Logger): Promise<void> {
     closers.push(() => handle.close());
   }
   if (config.modes.includes('controller')) {
-    const { startController } = await import('../populator/controller.js');
+    const { controllerSettings, startController } = await import('../populator/controller.js');
     const c = config.controller;
     const handle = startController(
       kube,
       {
-        settings: {
-          copyImage: c.copyImage,
-          copyNodeSelector: c.copyNodeSelector,
-          copyTolerations: c.copyTolerations,
-          copyResources: c.copyResources,
-          ...(c.copyPriorityClass ? { copyPriorityClassName: c.copyPriorityClass } : {}),
-          maxConcurrentCopies: c.maxConcurrentCopies,
-          maxCopiesPerNode: c.maxCopiesPerNode,
-          copyAttempts: c.copyAttempts,
-          copyBandwidthLimitKiBps: c.copyBandwidthLimitKiBps,
-          copyStallSeconds: c.copyStallSeconds,
-          sizeHeadroom: 0.1,
-        },
+        settings: controllerSettings(c),
         workers: c.workers,
-        resyncMs: 10_000,
+        resyncMs: c.resyncSeconds * 1000,
         crashAfterSteps: c.faultCrashAfterSteps,
         ...(c.leaderElect
           ? {
@@ -105,18 +93,25 @@ async function runServices(config: Config, logger: Logger): Promise<void> {
 
 /** `pvshift --mode=webhook,controller ...`: returns the exit code. */
 export async function serve(argv: string[]): Promise<number> {
-  const logger = createLogger();
+  let config: ReturnType<typeof parseConfig>;
   try {
-    const config = parseConfig(argv);
-    if (config === 'help') {
-      process.stdout.write(USAGE);
-      return 0;
-    }
+    config = parseConfig(argv);
+  } catch (e: unknown) {
+    if (!(e instanceof ConfigurationError)) throw e;
+    process.stderr.write(`pvshift: ${e.message}\n`);
+    return 2;
+  }
+  if (config === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const logger = createLogger({ level: config.logLevel });
+  try {
     await runServices(config, logger);
     return 0;
   } catch (e: unknown) {
     if (e instanceof ConfigurationError) {
-      process.stderr.write(`pvshift: ${e.message}\n`);
+      logger.fatal(e.message);
       return 2;
     }
     logger.fatal({ err: e }, 'pvshift failed');

@@ -2,6 +2,7 @@
 // pure predicates that webhook and controller share about its phases.
 import type { V1ObjectMeta, V1PersistentVolumeClaimSpec } from '@kubernetes/client-node';
 import type { ProgressCounters, Summary, VerifyMode } from './runner-protocol.js';
+import type { API_GROUP_VERSION } from './names.js';
 
 export type CutoverMode = 'OnPodRecreate' | 'Evict';
 export type SourceRetention = 'Keep' | 'DeleteAfterVerify';
@@ -123,7 +124,7 @@ export interface VolumeMigrationStatus {
 }
 
 export interface VolumeMigration {
-  apiVersion: 'pvshift.io/v1alpha1';
+  apiVersion: typeof API_GROUP_VERSION;
   kind: 'VolumeMigration';
   metadata: V1ObjectMeta & { name: string; namespace: string };
   spec: VolumeMigrationSpec;

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { V1MutatingWebhook, V1MutatingWebhookConfiguration } from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { ConfigurationError } from '../src/errors.js';
+import { LABEL_NAME, MANAGED_BY_VALUE } from '../src/names.js';
 
 /** One entry of webhooks.yaml: a MutatingWebhook without clientConfig, plus its path. */
 export type WebhookDefinition = Omit<V1MutatingWebhook, 'clientConfig'> & { path: string };
@@ -81,7 +82,7 @@ export function buildWebhookConfiguration(input: WebhookConfigurationInput): V1M
   return {
     apiVersion: 'admissionregistration.k8s.io/v1',
     kind: 'MutatingWebhookConfiguration',
-    metadata: { name: input.name, labels: { 'app.kubernetes.io/name': 'pvshift' } },
+    metadata: { name: input.name, labels: { [LABEL_NAME]: MANAGED_BY_VALUE } },
     webhooks,
   };
 }

@@ -2,13 +2,13 @@
 // started together and stopped together.
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { serviceDnsNames } from '../certs/authority.js';
 import { startFileCertificates } from '../certs/files.js';
 import { startManagedCertificates } from '../certs/managed.js';
 import type { CertificateSource } from '../certs/source.js';
 import { ConfigurationError } from '../src/errors.js';
+import { Kube } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
 import { buildWebhookApp, secureServerOf } from './admission.js';
 import { startMigrationCache } from './migration-cache.js';
@@ -21,7 +21,7 @@ export { mutatePod, claimNamesOf } from './mutate-pod.js';
 
 /** How `--mode=webhook` is run. Every field maps to one flag of src/config.ts (set in src/services.ts). */
 export interface WebhookRunOptions {
-  /** HTTPS port (default 9443: unprivileged, and what the chart's Service targets). */
+  /** HTTPS port (default 8443, as --port: unprivileged, and the chart's `webhook.port`, which its Service targets). */
   port?: number;
   /** Address to listen on (default `0.0.0.0`; `::` for dual stack). */
   host?: string;
@@ -49,8 +49,8 @@ export interface WebhookRunOptions {
   webhookConfigurationName?: string;
   /** How often certificates are checked for renewal and the caBundle re-applied, in ms (default 60000). */
   certCheckIntervalMs?: number;
-  /** The API client configuration; default: client-node's default loader (in-cluster, KUBECONFIG, ~/.kube/config). */
-  kubeConfig?: KubeConfig;
+  /** The one API client (src/kube.ts); default: loaded as Kube.fromDefault does (in-cluster, KUBECONFIG, ~/.kube/config). */
+  kube?: Kube;
   /** Where metrics go (default: a new registry with the Node process metrics). */
   register?: Registry;
 }
@@ -65,7 +65,8 @@ export interface WebhookHandle {
 }
 
 export async function runWebhook(options: WebhookRunOptions, logger: Logger): Promise<WebhookHandle> {
-  const kubeConfig = options.kubeConfig ?? defaultKubeConfig();
+  const kube = options.kube ?? Kube.fromDefault();
+  const closeKube = options.kube ? () => {} : () => kube.close();
   const register = options.register ?? defaultRegistry();
   const names = [
     ...serviceDnsNames(options.serviceName, options.serviceNamespace, options.clusterDomain),
@@ -84,7 +85,7 @@ export async function runWebhook(options: WebhookRunOptions, logger: Logger): Pr
       throw new ConfigurationError('managed certificates need a Secret name and namespace');
     }
     const managed = await startManagedCertificates({
-      kubeConfig,
+      kubeConfig: kube,
       secretName: options.secretName,
       secretNamespace: options.secretNamespace,
       names,
@@ -101,7 +102,7 @@ export async function runWebhook(options: WebhookRunOptions, logger: Logger): Pr
     throw new ConfigurationError(`unknown certificate mode ${JSON.stringify(options.certMode)}: use managed or files`);
   }
 
-  const cache = startMigrationCache(kubeConfig, logger);
+  const cache = startMigrationCache(kube, logger);
   const first = certificates.current();
   const app = buildWebhookApp({ logger, lookup: cache, register, https: { key: first.keyPem, cert: first.certPem } });
   certificates.onChange((pair) => {
@@ -111,10 +112,11 @@ export async function runWebhook(options: WebhookRunOptions, logger: Logger): Pr
   });
 
   try {
-    await app.listen({ port: options.port ?? 9443, host: options.host ?? '0.0.0.0' });
+    await app.listen({ port: options.port ?? 8443, host: options.host ?? '0.0.0.0' });
   } catch (e: unknown) {
     await certificates.stop();
     await cache.stop();
+    closeKube();
     throw e;
   }
   const port = (app.server.address() as AddressInfo).port;
@@ -127,14 +129,9 @@ export async function runWebhook(options: WebhookRunOptions, logger: Logger): Pr
       await app.close();
       await certificates.stop();
       await cache.stop();
+      closeKube();
     },
   };
-}
-
-function defaultKubeConfig(): KubeConfig {
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromDefault();
-  return kubeConfig;
 }
 
 function defaultRegistry(): Registry {

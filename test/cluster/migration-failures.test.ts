@@ -4,10 +4,10 @@
 import t, { type Test } from 'tap';
 import type { V1PersistentVolume, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { paths } from '../../src/kube.js';
-import { LABEL_MANAGED_BY, SCHEDULING_GATE } from '../../src/names.js';
+import { ANNOTATION_RETRY, LABEL_MANAGED_BY, SCHEDULING_GATE } from '../../src/names.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
 import { clusterFor, freshNamespace, volumeOf, waitFor, waitForClaimBound, waitForPodReady } from '../helpers/cluster.js';
-import { createMigration, eventReasonsWith, fillVolume, snapshotTree, waitForPhase } from '../helpers/migration.js';
+import { createMigration, eventReasons, eventReasonsWith, fillVolume, migrationOf, snapshotTree, waitForPhase } from '../helpers/migration.js';
 import { installPvshift } from '../helpers/pvshift.js';
 import { appWithData as appWithDataIn, claimSpec, recreateApp as recreateAppIn } from '../helpers/app.js';
 
@@ -142,4 +142,81 @@ t.test('a copy that fails for good rolls back, and says why', async (t) => {
   const warning = (await kube.list<{ reason?: string; message?: string }>(paths.events(ns), { fieldSelector: 'involvedObject.name=queue,reason=CopyFailed' })).items[0];
   t.match(warning?.message, /exit 76\): no space left on device; rolling back/, "the event carries the runner's own message");
   await assertRolledBack(t, ns, 'queue', pv, before);
+});
+
+t.test('a write the API server refuses for good stops the migration: an Event, Degraded, no retry until the user asks', async (t) => {
+  const ns = await freshNamespace(kube);
+  await kube.create(paths.claims(ns), { metadata: { name: 'data' }, spec: claimSpec() });
+  const pv = await volumeOf(kube, ns, 'data');
+  const pvName = pv.metadata!.name!;
+  // A cluster policy (as Kyverno or Gatekeeper would hold) that forbids changing this
+  // volume's reclaim policy: pvshift's first write, retaining the source, is refused with 403.
+  const policy = `no-retain-${ns}`;
+  await kube.create('/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies', {
+    metadata: { name: policy },
+    spec: {
+      failurePolicy: 'Fail',
+      matchConstraints: { resourceRules: [{ apiGroups: [''], apiVersions: ['v1'], operations: ['UPDATE'], resources: ['persistentvolumes'] }] },
+      validations: [
+        {
+          expression: `object.metadata.name != '${pvName}' || object.spec.persistentVolumeReclaimPolicy == oldObject.spec.persistentVolumeReclaimPolicy`,
+          message: 'reclaim policies are managed by the platform team',
+          reason: 'Forbidden',
+        },
+      ],
+    },
+  });
+  const bindingPath = '/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings';
+  await kube.create(bindingPath, { metadata: { name: policy }, spec: { policyName: policy, validationActions: ['Deny'] } });
+  t.teardown(async () => {
+    await kube.delete(`${bindingPath}/${policy}`);
+    await kube.delete(`/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/${policy}`);
+  });
+  // The policy is in force once a dry run of the change is refused.
+  await waitFor('the policy in force', async () => {
+    try {
+      const retain = { spec: { persistentVolumeReclaimPolicy: 'Retain' } };
+      await kube.patch(paths.volumes(pvName), retain, 'merge', { dryRun: 'All' });
+      return undefined;
+    } catch {
+      return true;
+    }
+  });
+
+  await createMigration(kube, ns, 'stopped', { claimName: 'data', targetStorageClassName: 'fast', preSync: false });
+  const degraded = await waitFor('Degraded', async () => {
+    const m = await migrationOf(kube, ns, 'stopped');
+    return m?.status?.conditions?.find((c) => c.type === 'Degraded' && c.status === 'True') ? m : undefined;
+  });
+  const condition = degraded.status?.conditions?.find((c) => c.type === 'Degraded');
+  t.equal(condition?.reason, 'Forbidden', 'Degraded, with the reason of the refusal');
+  t.match(condition?.message, /reclaim policies are managed by the platform team/, "and the API server's message");
+  t.match(degraded.status?.message, /stopped: .*fix the cause, then retry: kubectl annotate volumemigrations stopped pvshift\.io\/retry=/, 'the message says how to retry');
+  t.equal(degraded.status?.phase ?? 'Pending', 'Pending', 'the phase stays where it was');
+  const reasons = await eventReasonsWith(kube, ns, 'stopped', 'VolumeMigration', ['Forbidden']);
+  t.ok(reasons.includes('Forbidden'), 'a Warning event with the reason');
+
+  // Not retried: over more than one resync (10 s), neither the migration nor its events move.
+  await new Promise((resolve) => setTimeout(resolve, 12_000));
+  const later = await migrationOf(kube, ns, 'stopped');
+  t.equal(later?.metadata?.resourceVersion, degraded.metadata?.resourceVersion, 'the migration is not written again');
+  t.equal((await eventReasons(kube, ns, 'stopped', 'VolumeMigration')).filter((r) => r === 'Forbidden').length, 1, 'one event, not one per retry');
+  t.equal((await kube.get<V1PersistentVolume>(paths.volumes(pvName)))?.spec?.persistentVolumeReclaimPolicy, 'Delete', 'the volume is untouched');
+
+  // The cause fixed and the retry asked for: the migration goes on, and Degraded clears.
+  await kube.delete(`${bindingPath}/${policy}`);
+  await waitFor('the policy lifted', async () => {
+    try {
+      await kube.patch(paths.volumes(pvName), { spec: { persistentVolumeReclaimPolicy: 'Retain' } }, 'merge', { dryRun: 'All' });
+      return true;
+    } catch {
+      return undefined;
+    }
+  });
+  await kube.patch(paths.migrations(ns, 'stopped'), { metadata: { annotations: { [ANNOTATION_RETRY]: '1' } } });
+  const moving = await waitForPhase(kube, ns, 'stopped', ['WaitingForCutover']);
+  t.equal(moving.status?.conditions?.find((c) => c.type === 'Degraded')?.status, 'False', 'Degraded is False again');
+  t.equal((await kube.get<V1PersistentVolume>(paths.volumes(pvName)))?.spec?.persistentVolumeReclaimPolicy, 'Retain', 'the source is retained now');
+  await kube.patch(paths.migrations(ns, 'stopped'), { spec: { abort: true } });
+  await waitForPhase(kube, ns, 'stopped', ['Aborted']);
 });

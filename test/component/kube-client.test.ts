@@ -8,7 +8,7 @@
 import t, { type Test } from 'tap';
 import type { V1ConfigMap, V1Pod } from '@kubernetes/client-node';
 import { installVolumeMigrationCrd } from '../../cluster/index.js';
-import { classifyApiError, TransientError } from '../../src/errors.js';
+import { classifyApiError, TerminalError, TransientError } from '../../src/errors.js';
 import { ApiError, Informer, Kube, keyOf, paths, RETRY_AFTER_ATTEMPTS } from '../../src/kube.js';
 import { silentLogger } from '../../src/logger.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
@@ -258,4 +258,24 @@ void t.test("the webhook's migration cache on the one client", async (t) => {
   await until('synced again once a watch opens', () => (cache.isSynced() ? true : undefined));
   await until('move-c in the index', () => (cache.migrationsForClaim(space, 'data-c').length === 1 ? true : undefined));
   t.same(cache.migrationsForClaim(space, 'data-a').map((m) => m.metadata.name), ['move-a'], 'nothing lost on the way');
+});
+
+void t.test('the real answers classifyApiError sorts', async (t) => {
+  const name = 'stale';
+  const made = await admin.create<V1ConfigMap>(configMaps(ns), configMap(name));
+  await admin.patch(configMaps(ns, name), { data: { moved: 'on' } });
+  // A guarded write from a stale view, as reconcile sends them: the API server
+  // answers 422 with a generic message and the failed test op in details.causes.
+  const guarded = [
+    { op: 'test', path: '/metadata/resourceVersion', value: made.metadata?.resourceVersion },
+    { op: 'add', path: '/data/late', value: 'x' },
+  ];
+  const stale = await admin.patch(configMaps(ns, name), guarded, 'json').catch((e: unknown) => e);
+  t.ok(stale instanceof ApiError && stale.code === 422, 'a failed test op is a 422');
+  t.ok(classifyApiError(stale, 'patch') instanceof TransientError, 'transient: the next pass reads again');
+  t.match(classifyApiError(stale, 'patch').message, /changed since it was read/, 'and the message says what happened (the server does not)');
+  // An object the API server refuses on its merits stays terminal.
+  const invalid = await admin.patch(configMaps(ns, name), { metadata: { labels: { 'not a label': 'x' } } }).catch((e: unknown) => e);
+  t.ok(invalid instanceof ApiError && invalid.code === 422, 'an invalid object is a 422 too');
+  t.ok(classifyApiError(invalid, 'patch') instanceof TerminalError, 'but terminal: the same request gets the same answer');
 });

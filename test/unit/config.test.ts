@@ -14,6 +14,7 @@ t.test('defaults', (t) => {
   t.same(parse(['--mode=webhook,controller']), {
     modes: ['webhook', 'controller'],
     namespace: 'pvshift-system',
+    logLevel: 'info',
     webhook: { port: 8443, host: '0.0.0.0', certMode: 'managed', tlsSecret: 'pvshift-webhook-tls', serviceName: 'pvshift', webhookConfiguration: 'pvshift', extraNames: [] },
     controller: {
       leaderElect: true,
@@ -28,6 +29,8 @@ t.test('defaults', (t) => {
       copyAttempts: 3,
       copyBandwidthLimitKiBps: 0,
       copyStallSeconds: 600,
+      resyncSeconds: 10,
+      sizeHeadroom: 0.1,
       faultCrashAfterSteps: 0,
     },
     metricsPort: 8080,
@@ -45,6 +48,7 @@ t.test('every flag, and its PVSHIFT_ variable', (t) => {
     ['kubeconfig', '/etc/kube/config', (c) => c.kubeconfig, '/etc/kube/config'],
     ['namespace', 'storage', (c) => c.namespace, 'storage'],
     ['metrics-port', '9090', (c) => c.metricsPort, 9090],
+    ['log-level', 'debug', (c) => c.logLevel, 'debug'],
     ['port', '9443', (c) => c.webhook.port, 9443],
     ['host', '127.0.0.1', (c) => c.webhook.host, '127.0.0.1'],
     ['cert-mode', 'managed', (c) => c.webhook.certMode, 'managed'],
@@ -67,6 +71,7 @@ t.test('every flag, and its PVSHIFT_ variable', (t) => {
     ['copy-attempts', '5', (c) => c.controller.copyAttempts, 5],
     ['copy-bandwidth-limit', '2048', (c) => c.controller.copyBandwidthLimitKiBps, 2048],
     ['copy-stall-timeout', '120', (c) => c.controller.copyStallSeconds, 120],
+    ['resync-interval', '30', (c) => c.controller.resyncSeconds, 30],
     ['fault-crash-after-steps', '1', (c) => c.controller.faultCrashAfterSteps, 1],
   ];
   for (const [flag, value, read, expected] of flags) {
@@ -107,6 +112,8 @@ t.test('every bad value fails with a message that names the flag', (t) => {
     ['a stall timeout below 5 s', ['--mode=controller', '--copy-stall-timeout=1'], {}, '--copy-stall-timeout must be a whole number of at least 5, not "1"'],
     ['a crash after a negative number of steps', ['--mode=controller'], { PVSHIFT_FAULT_CRASH_AFTER_STEPS: '-1' }, '--fault-crash-after-steps must be a whole number of at least 0, not "-1"'],
     ['a bandwidth limit in words', ['--mode=controller', '--copy-bandwidth-limit=fast'], {}, '--copy-bandwidth-limit must be a whole number of at least 0, not "fast"'],
+    ['a log level pino has but pvshift does not offer', ['--mode=controller', '--log-level=trace'], {}, '--log-level must be one of debug, info, warn, error, not "trace"'],
+    ['a resync of zero', ['--mode=controller', '--resync-interval=0'], {}, '--resync-interval must be a whole number of at least 1, not "0"'],
     ['leader-elect yes', ['--mode=controller', '--leader-elect=yes'], {}, '--leader-elect must be true or false, not "yes"'],
     ['a node selector that is no JSON', ['--mode=controller', '--copy-node-selector=disktype=ssd'], {}, '--copy-node-selector must be JSON (an object of strings), not "disktype=ssd"'],
     ['a node selector with a number', ['--mode=controller', '--copy-node-selector={"a":1}'], {}, '--copy-node-selector must be an object of strings'],

@@ -92,7 +92,7 @@ const handle = await runWebhook(
     serviceNamespace: pvshiftNs,
     extraNames: ['127.0.0.1'],
     webhookConfigurationName: CONFIG_NAME,
-    kubeConfig,
+    kube,
   },
   silentLogger(),
 );

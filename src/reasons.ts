@@ -1,0 +1,109 @@
+// Every reason pvshift gives: of the Events on the user's claim and
+// VolumeMigration, of waits, of failures and of the migration's conditions. One
+// list, so a reason is spelled once and whoever filters events or writes an alert
+// on one (`kubectl get events --field-selector reason=...`) finds them all here.
+export const Reason = {
+  // Validation refusals (Pending → Failed): the migration cannot start, nothing was changed.
+  DuplicateMigration: 'DuplicateMigration',
+  ClaimNotFound: 'ClaimNotFound',
+  ClaimNotBound: 'ClaimNotBound',
+  VolumeNotFound: 'VolumeNotFound',
+  /** Also later, at any phase: status names a volume or claim pvshift cannot prove is the migration's. */
+  VolumeNotOwned: 'VolumeNotOwned',
+  BlockVolumeUnsupported: 'BlockVolumeUnsupported',
+  StorageClassNotFound: 'StorageClassNotFound',
+  PreSyncUnsupported: 'PreSyncUnsupported',
+  InvalidAccessModes: 'InvalidAccessModes',
+  InvalidSize: 'InvalidSize',
+  InvalidRetention: 'InvalidRetention',
+  /** src/pod-security.ts: the namespace's Pod Security level admits no copy pod. */
+  PodSecurityRestricted: 'PodSecurityRestricted',
+  TargetTooSmall: 'TargetTooSmall',
+  /** The staging or replacement claim cannot be made from the spec (fails before cutover, rolls back during it). */
+  InvalidTarget: 'InvalidTarget',
+  SnapshotMissing: 'SnapshotMissing',
+
+  // Start (Pending): the source is secured, the data measured where it must fit a smaller target.
+  SourceRetained: 'SourceRetained',
+  /** The event of leaving Pending, and the reason of the Validated condition (populator/reconcile.ts). */
+  Validated: 'Validated',
+  /** Ended before cutover at the user's request. */
+  Aborted: 'Aborted',
+  MeasureStarted: 'MeasureStarted',
+  MeasureFailed: 'MeasureFailed',
+
+  // Copy passes (measure, presync, final).
+  WaitingForCopySlot: 'WaitingForCopySlot',
+  PreSyncStarted: 'PreSyncStarted',
+  FinalSyncStarted: 'FinalSyncStarted',
+  Copying: 'Copying',
+  CopyRetrying: 'CopyRetrying',
+  CopyFailed: 'CopyFailed',
+  CopyPodRefused: 'CopyPodRefused',
+  CopyResultMissing: 'CopyResultMissing',
+  FeaturesDropped: 'FeaturesDropped',
+  PreSyncYielded: 'PreSyncYielded',
+  PreSynced: 'PreSynced',
+  Copied: 'Copied',
+
+  // Waiting for cutover: the workload must stop using the original claim.
+  WaitingForCutover: 'WaitingForCutover',
+  Evicting: 'Evicting',
+  GateMissed: 'GateMissed',
+  /** The user deleted their claim before cutover: the migration ends. */
+  ClaimDeleted: 'ClaimDeleted',
+
+  // Cutover: the original claim is deleted and replaced.
+  CutoverStarted: 'CutoverStarted',
+  CutoverDeferred: 'CutoverDeferred',
+  SourceMissing: 'SourceMissing',
+  ClaimTerminating: 'ClaimTerminating',
+  ClaimInUse: 'ClaimInUse',
+  OriginalClaimDeleted: 'OriginalClaimDeleted',
+  UnrewrittenClaimReplaced: 'UnrewrittenClaimReplaced',
+  ReplacementCreated: 'ReplacementCreated',
+
+  // Populating and binding: the final copy, the new volume handed to the replacement, the gates lifted.
+  Populating: 'Populating',
+  SourceBinding: 'SourceBinding',
+  StagingClaimLost: 'StagingClaimLost',
+  ReplacementMissing: 'ReplacementMissing',
+  TargetBinding: 'TargetBinding',
+  TargetMissing: 'TargetMissing',
+  TargetUnreachable: 'TargetUnreachable',
+  Binding: 'Binding',
+  GateLifted: 'GateLifted',
+  Succeeded: 'Succeeded',
+
+  // Rollback: the original claim back on its original volume.
+  RollingBack: 'RollingBack',
+  RollbackImpossible: 'RollbackImpossible',
+  OriginalRestored: 'OriginalRestored',
+  RestoreBinding: 'RestoreBinding',
+  RolledBack: 'RolledBack',
+
+  // Held: no way back and no way on; the user decides.
+  Held: 'Held',
+  ReleasedFromHold: 'ReleasedFromHold',
+
+  // Terminal: what a finished migration still does.
+  SourceReleased: 'SourceReleased',
+
+  // Conditions (populator/conditions.ts).
+  /** Degraded=False. */
+  AsExpected: 'AsExpected',
+  /** Degraded=False after a terminal error: the migration changed (spec or pvshift.io/retry) and is tried again. */
+  Retrying: 'Retrying',
+
+  // The annotation shortcut (populator/shortcut.ts, an Event on the claim).
+  InvalidMigrationAnnotation: 'InvalidMigrationAnnotation',
+
+  // API errors that retrying will not cure (src/errors.ts TerminalError).
+  Forbidden: 'Forbidden',
+  APIRejected: 'APIRejected',
+} as const;
+
+export type ReasonName = (typeof Reason)[keyof typeof Reason];
+
+// Each reason is spelled as its own name: this fails to compile where a value and its key differ.
+const _spelledAsNamed: { readonly [K in keyof typeof Reason]: K } = Reason;
