@@ -25,7 +25,12 @@ const BACKDATE_MS = 5 * 60 * 1000;
 
 /** The DNS names a client may use for a Service: `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<domain>`. */
 export function serviceDnsNames(service: string, namespace: string, clusterDomain = 'cluster.local'): string[] {
-  return [service, `${service}.${namespace}`, `${service}.${namespace}.svc`, `${service}.${namespace}.svc.${clusterDomain}`];
+  return [
+    service,
+    `${service}.${namespace}`,
+    `${service}.${namespace}.svc`,
+    `${service}.${namespace}.svc.${clusterDomain}`,
+  ];
 }
 
 /**
@@ -69,7 +74,11 @@ export async function createCertificateAuthority(options: CaOptions): Promise<Ke
   // PrintableString". UTF8String accepts anything, and the default name keeps to
   // the printable set anyway.
   const subject = [
-    { name: 'commonName', value: options.commonName ?? `pvshift-webhook-ca-${Math.floor(options.now.getTime() / 1000)}`, valueTagClass: UTF8 },
+    {
+      name: 'commonName',
+      value: options.commonName ?? `pvshift-webhook-ca-${Math.floor(options.now.getTime() / 1000)}`,
+      valueTagClass: UTF8,
+    },
     { name: 'organizationName', value: 'pvshift', valueTagClass: UTF8 },
   ];
   cert.setSubject(subject);

@@ -72,7 +72,10 @@ export async function startFileCertificates(options: FileCertificateOptions): Pr
         if (next.certPem === current.certPem && next.keyPem === current.keyPem) continue;
         const nextProblem = pairProblem(next);
         if (nextProblem) {
-          log.warn({ reason: nextProblem }, 'certificate files changed but cannot be served yet; keeping the current ones');
+          log.warn(
+            { reason: nextProblem },
+            'certificate files changed but cannot be served yet; keeping the current ones',
+          );
           continue;
         }
         current = next;

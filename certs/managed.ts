@@ -52,10 +52,15 @@ export type CertificatePlan =
  * What to do with what the Secret holds (pure). A new CA also means a new
  * serving certificate; a serving certificate alone is reissued from the kept CA.
  */
-export function planCertificates(stored: Partial<StoredCertificates> | undefined, now: Date, names: readonly string[]): CertificatePlan {
+export function planCertificates(
+  stored: Partial<StoredCertificates> | undefined,
+  now: Date,
+  names: readonly string[],
+): CertificatePlan {
   if (!stored) return { action: 'new-ca', reason: 'no certificates yet' };
   const caPem = splitPemBundle(stored.caBundlePem ?? '')[0];
-  if (!caPem || !stored.caKeyPem) return { action: 'new-ca', reason: `the Secret lacks ${!caPem ? SECRET_KEYS.caBundle : SECRET_KEYS.caKey}` };
+  if (!caPem || !stored.caKeyPem)
+    return { action: 'new-ca', reason: `the Secret lacks ${!caPem ? SECRET_KEYS.caBundle : SECRET_KEYS.caKey}` };
   const caProblem = pairProblem({ certPem: caPem, keyPem: stored.caKeyPem });
   if (caProblem) return { action: 'new-ca', reason: `CA: ${caProblem}` };
   const ca = new X509Certificate(caPem);
@@ -63,12 +68,16 @@ export function planCertificates(stored: Partial<StoredCertificates> | undefined
   if (caDecision.renew) return { action: 'new-ca', reason: `CA ${caDecision.reason}` };
 
   if (!stored.certPem || !stored.keyPem) {
-    return { action: 'issue-serving', reason: `the Secret lacks ${!stored.certPem ? SECRET_KEYS.cert : SECRET_KEYS.key}` };
+    return {
+      action: 'issue-serving',
+      reason: `the Secret lacks ${!stored.certPem ? SECRET_KEYS.cert : SECRET_KEYS.key}`,
+    };
   }
   const servingProblem = pairProblem({ certPem: stored.certPem, keyPem: stored.keyPem });
   if (servingProblem) return { action: 'issue-serving', reason: `serving certificate: ${servingProblem}` };
   const servingDecision = needsRenewal(new X509Certificate(stored.certPem), now, names, ca);
-  if (servingDecision.renew) return { action: 'issue-serving', reason: `serving certificate ${servingDecision.reason}` };
+  if (servingDecision.renew)
+    return { action: 'issue-serving', reason: `serving certificate ${servingDecision.reason}` };
   return { action: 'keep', reason: `serving certificate ${servingDecision.reason}` };
 }
 
@@ -93,7 +102,11 @@ export async function carryOut(
     caBundlePem = stored!.caBundlePem!;
     ca = { certPem: splitPemBundle(caBundlePem)[0]!, keyPem: stored!.caKeyPem! };
   }
-  const serving = await issueServingCertificate(ca, { names, now, validityDays: validity.servingDays ?? SERVING_VALIDITY_DAYS });
+  const serving = await issueServingCertificate(ca, {
+    names,
+    now,
+    validityDays: validity.servingDays ?? SERVING_VALIDITY_DAYS,
+  });
   return { caBundlePem, caKeyPem: ca.keyPem, certPem: serving.certPem, keyPem: serving.keyPem };
 }
 
@@ -197,7 +210,10 @@ export interface ManagedCertificateSource extends CertificateSource {
  * first read or write fails: a webhook with no certificate cannot serve.
  */
 export async function startManagedCertificates(options: ManagedCertificateOptions): Promise<ManagedCertificateSource> {
-  const log = options.logger.child({ component: 'certificates', secret: `${options.secretNamespace}/${options.secretName}` });
+  const log = options.logger.child({
+    component: 'certificates',
+    secret: `${options.secretNamespace}/${options.secretName}`,
+  });
   const owned = options.kubeConfig instanceof KubeConfig;
   const kube = options.kubeConfig instanceof KubeConfig ? new Kube(options.kubeConfig) : options.kubeConfig;
   const now = options.now ?? (() => new Date());
@@ -227,13 +243,20 @@ export async function startManagedCertificates(options: ManagedCertificateOption
             apiVersion: 'v1',
             kind: 'Secret',
             type: 'kubernetes.io/tls',
-            metadata: { name, namespace, labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, [LABEL_COMPONENT]: COMPONENT_WEBHOOK } },
+            metadata: {
+              name,
+              namespace,
+              labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, [LABEL_COMPONENT]: COMPONENT_WEBHOOK },
+            },
             data: storedToData(next),
           });
         } else {
           // resourceVersion makes this a compare-and-swap: a replica that
           // renewed meanwhile makes it fail with 409 instead of being overwritten.
-          await kube.replace<V1Secret>(paths.secrets(namespace, name), { ...secret, data: { ...secret.data, ...storedToData(next) } });
+          await kube.replace<V1Secret>(paths.secrets(namespace, name), {
+            ...secret,
+            data: { ...secret.data, ...storedToData(next) },
+          });
         }
         return next;
       } catch (e: unknown) {
@@ -261,11 +284,15 @@ export async function startManagedCertificates(options: ManagedCertificateOption
         return { gated: false };
       }
       const webhooks = config.webhooks ?? [];
-      if (webhooks.every((w) => w.clientConfig.caBundle === encoded)) return { gated: true, cas: splitPemBundle(bundle) };
+      if (webhooks.every((w) => w.clientConfig.caBundle === encoded))
+        return { gated: true, cas: splitPemBundle(bundle) };
       for (const webhook of webhooks) webhook.clientConfig.caBundle = encoded;
       try {
         await kube.replace(paths.mutatingWebhooks(configName), config);
-        log.info({ webhookConfiguration: configName, webhooks: webhooks.length, cas: splitPemBundle(bundle).length }, 'CA bundle set in the webhook configuration');
+        log.info(
+          { webhookConfiguration: configName, webhooks: webhooks.length, cas: splitPemBundle(bundle).length },
+          'CA bundle set in the webhook configuration',
+        );
         return { gated: true, cas: splitPemBundle(bundle) };
       } catch (e: unknown) {
         if (isConflict(e) && attempt < 3) continue;

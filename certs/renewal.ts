@@ -73,7 +73,10 @@ export function needsRenewal(
     return { renew: true, reason: `expired at ${notAfter.toISOString()}` };
   }
   if (now.getTime() < notBefore.getTime()) {
-    return { renew: true, reason: `not valid before ${notBefore.toISOString()} (clock skew or a certificate from the future)` };
+    return {
+      renew: true,
+      reason: `not valid before ${notBefore.toISOString()} (clock skew or a certificate from the future)`,
+    };
   }
   if (issuer && !(cert.checkIssued(issuer) && cert.verify(issuer.publicKey))) {
     return { renew: true, reason: `not signed by the current CA (${issuer.subject.replace(/\n/g, ', ')})` };

@@ -81,10 +81,20 @@ function isCommand(word: string): word is CommandName {
   return (COMMANDS as readonly string[]).includes(word);
 }
 
-const SHORT = new Map(Object.entries(FLAGS).flatMap(([long, spec]) => (spec.short ? [[spec.short, long] as const] : [])));
+const SHORT = new Map(
+  Object.entries(FLAGS).flatMap(([long, spec]) => (spec.short ? [[spec.short, long] as const] : [])),
+);
 
 function defaults(): Options {
-  return { allNamespaces: false, noPresync: false, yes: false, dryRun: false, watch: false, output: 'table', help: false };
+  return {
+    allNamespaces: false,
+    noPresync: false,
+    yes: false,
+    dryRun: false,
+    watch: false,
+    output: 'table',
+    help: false,
+  };
 }
 
 export function parseArgs(argv: string[]): Parsed {
@@ -104,21 +114,29 @@ export function parseArgs(argv: string[]): Parsed {
       const eq = arg.indexOf('=');
       long = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
       inline = eq >= 0 ? arg.slice(eq + 1) : undefined;
-      if (!FLAGS[long]) throw new UsageError(`unknown flag --${long}${command ? ` for "${command}"` : ''}; see kubectl pvshift ${command ? `${command} ` : ''}--help`);
+      if (!FLAGS[long])
+        throw new UsageError(
+          `unknown flag --${long}${command ? ` for "${command}"` : ''}; see kubectl pvshift ${command ? `${command} ` : ''}--help`,
+        );
     } else if (arg.startsWith('-') && arg.length > 1) {
       long = SHORT.get(arg[1]!);
-      if (!long) throw new UsageError(`unknown shorthand flag -${arg[1]}${command ? ` for "${command}"` : ''}; see kubectl pvshift ${command ? `${command} ` : ''}--help`);
+      if (!long)
+        throw new UsageError(
+          `unknown shorthand flag -${arg[1]}${command ? ` for "${command}"` : ''}; see kubectl pvshift ${command ? `${command} ` : ''}--help`,
+        );
       if (arg.length > 2) inline = arg.slice(arg[2] === '=' ? 3 : 2);
     }
     if (long === undefined) {
       if (command === undefined) {
         if (arg === 'help') {
           const topic = argv.slice(i + 1).find((a) => !a.startsWith('-'));
-          if (topic !== undefined && !isCommand(topic)) throw new UsageError(`unknown command "${topic}"; see kubectl pvshift --help`);
+          if (topic !== undefined && !isCommand(topic))
+            throw new UsageError(`unknown command "${topic}"; see kubectl pvshift --help`);
           return { kind: 'help', ...(topic ? { command: topic } : {}) };
         }
         if (arg === 'version') return { kind: 'version' };
-        if (!isCommand(arg)) throw new UsageError(`unknown command "${arg}" for "kubectl pvshift"; commands: ${COMMANDS.join(', ')}`);
+        if (!isCommand(arg))
+          throw new UsageError(`unknown command "${arg}" for "kubectl pvshift"; commands: ${COMMANDS.join(', ')}`);
         command = arg;
       } else positionals.push(arg);
       continue;
@@ -129,7 +147,8 @@ export function parseArgs(argv: string[]): Parsed {
       let value = inline;
       if (value === undefined) {
         value = argv[i + 1];
-        if (value === undefined || (value.startsWith('-') && value !== '-')) throw new UsageError(`flag --${long} needs a value`);
+        if (value === undefined || (value.startsWith('-') && value !== '-'))
+          throw new UsageError(`flag --${long} needs a value`);
         i++;
       }
       if (value === '') throw new UsageError(`flag --${long} needs a value`);
@@ -137,15 +156,18 @@ export function parseArgs(argv: string[]): Parsed {
     } else if (long === 'verify') {
       // `--verify` alone asks for checksums; `--verify=metadata|none|checksum` names the mode.
       const mode = inline ?? 'checksum';
-      if (!['none', 'metadata', 'checksum'].includes(mode)) throw new UsageError(`--verify must be none, metadata or checksum, not "${mode}"`);
+      if (!['none', 'metadata', 'checksum'].includes(mode))
+        throw new UsageError(`--verify must be none, metadata or checksum, not "${mode}"`);
       options.verify = mode as VerifyFlag;
     } else {
-      if (inline !== undefined && !['true', 'false'].includes(inline)) throw new UsageError(`flag --${long} takes no value`);
+      if (inline !== undefined && !['true', 'false'].includes(inline))
+        throw new UsageError(`flag --${long} takes no value`);
       (options as unknown as Record<string, unknown>)[spec.key] = inline !== 'false';
     }
   }
   const output = options.output as string;
-  if (!['table', 'json', 'yaml'].includes(output)) throw new UsageError(`unknown output format "${output}"; use -o json or -o yaml (or leave -o out for a table)`);
+  if (!['table', 'json', 'yaml'].includes(output))
+    throw new UsageError(`unknown output format "${output}"; use -o json or -o yaml (or leave -o out for a table)`);
   if (command === undefined) {
     if (options.help || argv.length === 0) return { kind: 'help' };
     throw new UsageError(`no command given; commands: ${COMMANDS.join(', ')}; see kubectl pvshift --help`);
@@ -153,36 +175,47 @@ export function parseArgs(argv: string[]): Parsed {
   if (options.help) return { kind: 'help', command };
   const allowed = new Set([...GLOBAL, ...COMMAND_FLAGS[command]]);
   const foreign = seen.find((f) => !allowed.has(f));
-  if (foreign) throw new UsageError(`flag --${foreign} does not apply to "${command}"; see kubectl pvshift ${command} --help`);
+  if (foreign)
+    throw new UsageError(`flag --${foreign} does not apply to "${command}"; see kubectl pvshift ${command} --help`);
   checkCommand(command, positionals, options);
   return { kind: 'run', command, args: positionals, options };
 }
 
 function checkCommand(command: CommandName, args: string[], o: Options): void {
-  if (o.allNamespaces && o.namespace !== undefined) throw new UsageError('-n/--namespace and -A/--all-namespaces exclude each other; give one');
-  if (o.cutover !== undefined && !['recreate', 'evict'].includes(o.cutover)) throw new UsageError(`--cutover must be recreate or evict, not "${o.cutover}"`);
+  if (o.allNamespaces && o.namespace !== undefined)
+    throw new UsageError('-n/--namespace and -A/--all-namespaces exclude each other; give one');
+  if (o.cutover !== undefined && !['recreate', 'evict'].includes(o.cutover))
+    throw new UsageError(`--cutover must be recreate or evict, not "${o.cutover}"`);
   if (o.size !== undefined) {
     const bytes = parseQuantity(o.size);
-    if (bytes === undefined || bytes <= 0) throw new UsageError(`--size "${o.size}" is not a quantity such as 20Gi or 500M`);
+    if (bytes === undefined || bytes <= 0)
+      throw new UsageError(`--size "${o.size}" is not a quantity such as 20Gi or 500M`);
   }
   switch (command) {
     case 'plan':
     case 'migrate':
       if (!o.to) throw new UsageError(`${command} needs --to CLASS, the target StorageClass`);
-      if (args.length > 0 && o.allNamespaces) throw new UsageError('claim names need one namespace; use -n instead of -A');
-      if (args.length > 0 && o.selector !== undefined) throw new UsageError('give claim names or -l/--selector, not both');
+      if (args.length > 0 && o.allNamespaces)
+        throw new UsageError('claim names need one namespace; use -n instead of -A');
+      if (args.length > 0 && o.selector !== undefined)
+        throw new UsageError('give claim names or -l/--selector, not both');
       return;
     case 'status':
       if (args.length > 1) throw new UsageError('status takes at most one migration name');
-      if (args.length === 1 && o.allNamespaces) throw new UsageError('a migration name needs one namespace; use -n instead of -A');
+      if (args.length === 1 && o.allNamespaces)
+        throw new UsageError('a migration name needs one namespace; use -n instead of -A');
       return;
     case 'abort':
     case 'rollback':
-      if (args.length !== 1) throw new UsageError(`${command} takes exactly one migration name: kubectl pvshift ${command} NAME [-n NAMESPACE]`);
+      if (args.length !== 1)
+        throw new UsageError(
+          `${command} takes exactly one migration name: kubectl pvshift ${command} NAME [-n NAMESPACE]`,
+        );
       if (o.allNamespaces) throw new UsageError(`${command} works on one namespace; use -n instead of -A`);
       return;
     case 'cleanup':
-      if (args.length > 0) throw new UsageError('cleanup takes no arguments; it lists every retained old volume (filter with -n or -A)');
+      if (args.length > 0)
+        throw new UsageError('cleanup takes no arguments; it lists every retained old volume (filter with -n or -A)');
       return;
   }
 }

@@ -40,10 +40,12 @@ export function connect(o: Options, env: NodeJS.ProcessEnv = process.env): Conne
     throw new CliError(`cannot read kubeconfig ${shown}: ${oneLine(e instanceof Error ? e.message : String(e))}`);
   }
   const context = o.context ?? kc.getCurrentContext();
-  if (!context) throw new CliError(`no current context in ${shown}; pass --context NAME (see kubectl config get-contexts)`);
+  if (!context)
+    throw new CliError(`no current context in ${shown}; pass --context NAME (see kubectl config get-contexts)`);
   const contextObject = kc.getContextObject(context);
   if (!contextObject) throw new CliError(`context "${context}" not found in ${shown}; see kubectl config get-contexts`);
-  if (!kc.getCluster(contextObject.cluster)) throw new CliError(`context "${context}" names cluster "${contextObject.cluster}", which is not in ${shown}`);
+  if (!kc.getCluster(contextObject.cluster))
+    throw new CliError(`context "${context}" names cluster "${contextObject.cluster}", which is not in ${shown}`);
   const kube = Kube.fromDefault(o.kubeconfig, context);
   const defaultNamespace = o.namespace ?? contextObject.namespace ?? 'default';
   return {

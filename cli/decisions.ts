@@ -29,16 +29,30 @@ function keptText(m: VolumeMigration): string {
 /** `kubectl pvshift abort`: set spec.abort, or refuse and say why. */
 export function decideAbort(m: VolumeMigration): Decision {
   const phase = phaseOf(m);
-  if (isTerminal(phase)) return { act: false, ok: false, message: `VolumeMigration ${key(m)} has already finished (${phase}); there is nothing to abort` };
-  if (phase === 'RollingBack') return { act: false, ok: true, message: `VolumeMigration ${key(m)} is already rolling back to the original volume` };
+  if (isTerminal(phase))
+    return {
+      act: false,
+      ok: false,
+      message: `VolumeMigration ${key(m)} has already finished (${phase}); there is nothing to abort`,
+    };
+  if (phase === 'RollingBack')
+    return {
+      act: false,
+      ok: true,
+      message: `VolumeMigration ${key(m)} is already rolling back to the original volume`,
+    };
   // spec.abort usually started the rollback that could not finish, so it cannot also mean "let go": deletion does.
   if (phase === 'Held') return { act: false, ok: false, message: heldRelease(m) };
-  if (m.spec.abort) return { act: false, ok: true, message: `abort of VolumeMigration ${key(m)} was already requested (${phase})` };
+  if (m.spec.abort)
+    return { act: false, ok: true, message: `abort of VolumeMigration ${key(m)} was already requested (${phase})` };
   const source = m.status?.sourceVolumeName ? ` ${m.status.sourceVolumeName}` : '';
   switch (phase) {
     case 'CuttingOver':
     case 'Populating':
-      return { act: true, message: `abort requested: VolumeMigration ${key(m)} was ${phase}; pvshift rolls claim ${m.spec.claimName} back to its original volume${source}` };
+      return {
+        act: true,
+        message: `abort requested: VolumeMigration ${key(m)} was ${phase}; pvshift rolls claim ${m.spec.claimName} back to its original volume${source}`,
+      };
     case 'Binding':
       // The controller rolls back until the replacement claim is bound to the copy; from then on, finishing is the safe way out.
       return {
@@ -46,7 +60,10 @@ export function decideAbort(m: VolumeMigration): Decision {
         message: `abort requested: VolumeMigration ${key(m)} was Binding; pvshift rolls claim ${m.spec.claimName} back to its original volume${source}, unless the claim is already bound to the new volume: then the migration finishes`,
       };
     default:
-      return { act: true, message: `abort requested: VolumeMigration ${key(m)} was ${phase}, before cutover; pvshift cleans up and nothing of yours changes` };
+      return {
+        act: true,
+        message: `abort requested: VolumeMigration ${key(m)} was ${phase}, before cutover; pvshift cleans up and nothing of yours changes`,
+      };
   }
 }
 
@@ -63,10 +80,23 @@ export function decideRollback(m: VolumeMigration): Decision {
   switch (phase) {
     case 'CuttingOver':
     case 'Populating':
-      if (m.spec.abort) return { act: false, ok: true, message: `rollback of VolumeMigration ${key(m)} was already requested (${phase})` };
-      return { act: true, message: `rollback requested: VolumeMigration ${key(m)} was ${phase}; claim ${m.spec.claimName} goes back to its original volume${source}` };
+      if (m.spec.abort)
+        return {
+          act: false,
+          ok: true,
+          message: `rollback of VolumeMigration ${key(m)} was already requested (${phase})`,
+        };
+      return {
+        act: true,
+        message: `rollback requested: VolumeMigration ${key(m)} was ${phase}; claim ${m.spec.claimName} goes back to its original volume${source}`,
+      };
     case 'Binding':
-      if (m.spec.abort) return { act: false, ok: true, message: `rollback of VolumeMigration ${key(m)} was already requested (${phase})` };
+      if (m.spec.abort)
+        return {
+          act: false,
+          ok: true,
+          message: `rollback of VolumeMigration ${key(m)} was already requested (${phase})`,
+        };
       return {
         act: true,
         message: `rollback requested: VolumeMigration ${key(m)} was Binding; claim ${m.spec.claimName} goes back to its original volume${source}, unless it is already bound to the new volume: then the migration finishes (see kubectl pvshift status ${m.metadata.name} -n ${ns})`,
@@ -80,7 +110,11 @@ export function decideRollback(m: VolumeMigration): Decision {
     case 'Pending':
     case 'PreSyncing':
     case 'WaitingForCutover':
-      return { act: false, ok: false, message: `VolumeMigration ${key(m)} is ${phase}: nothing has been cut over, so there is nothing to roll back; use kubectl pvshift abort ${m.metadata.name} -n ${ns}` };
+      return {
+        act: false,
+        ok: false,
+        message: `VolumeMigration ${key(m)} is ${phase}: nothing has been cut over, so there is nothing to roll back; use kubectl pvshift abort ${m.metadata.name} -n ${ns}`,
+      };
     case 'RollingBack':
       return { act: false, ok: true, message: `VolumeMigration ${key(m)} is already rolling back` };
     case 'Succeeded':
@@ -90,7 +124,11 @@ export function decideRollback(m: VolumeMigration): Decision {
         message: `VolumeMigration ${key(m)} has Succeeded; rolling back a finished migration is not supported yet (the old volume ${m.status?.sourceVolumeName ?? '<unknown>'} is kept, Released with reclaim policy Retain, holding the data as it was at cutover)`,
       };
     default:
-      return { act: false, ok: false, message: `VolumeMigration ${key(m)} has already finished (${phase}); there is nothing to roll back` };
+      return {
+        act: false,
+        ok: false,
+        message: `VolumeMigration ${key(m)} has already finished (${phase}); there is nothing to roll back`,
+      };
   }
 }
 
@@ -120,7 +158,12 @@ export function migrationFor(namespace: string, claimName: string, f: MigrateFla
 }
 
 /** Why a volume may not be released, or undefined when it may. */
-function whyKept(pv: V1PersistentVolume, record: VolumeMigration | undefined, sameKeyUnfinished: VolumeMigration | undefined, claimUids: ReadonlySet<string>): string | undefined {
+function whyKept(
+  pv: V1PersistentVolume,
+  record: VolumeMigration | undefined,
+  sameKeyUnfinished: VolumeMigration | undefined,
+  claimUids: ReadonlySet<string>,
+): string | undefined {
   const ref = pv.spec?.claimRef;
   const phase = pv.status?.phase ?? 'Pending';
   // Bound again (by the user, to get the data back, or as a migration's new
@@ -131,7 +174,8 @@ function whyKept(pv: V1PersistentVolume, record: VolumeMigration | undefined, sa
     return phase === 'Available' ? `reserved for claim ${ref?.namespace}/${ref?.name}` : `volume is ${phase}`;
   }
   const holder = record && !isTerminal(phaseOf(record)) ? record : sameKeyUnfinished;
-  if (holder) return `VolumeMigration ${key(holder)} is ${phaseOf(holder)}, not finished; see kubectl pvshift status ${holder.metadata.name} -n ${holder.metadata.namespace}`;
+  if (holder)
+    return `VolumeMigration ${key(holder)} is ${phaseOf(holder)}, not finished; see kubectl pvshift status ${holder.metadata.name} -n ${holder.metadata.namespace}`;
   // Kept on purpose after a failure (possibly the only full copy): the record
   // says what it holds; releasing it is a decision made by deleting the record.
   const kept = record?.status?.keptVolumes?.find((k) => k.name === pv.metadata?.name);
@@ -147,7 +191,11 @@ const PVSHIFT_CLAIM = /^pvshift-[0-9a-f-]{36}-(source|target)$/;
 /** Whether the record names the volume as one of its own. */
 function names(m: VolumeMigration, volumeName: string): boolean {
   const s = m.status;
-  return s?.sourceVolumeName === volumeName || s?.targetVolumeName === volumeName || (s?.keptVolumes ?? []).some((k) => k.name === volumeName);
+  return (
+    s?.sourceVolumeName === volumeName ||
+    s?.targetVolumeName === volumeName ||
+    (s?.keptVolumes ?? []).some((k) => k.name === volumeName)
+  );
 }
 
 /**
@@ -162,7 +210,12 @@ function names(m: VolumeMigration, volumeName: string): boolean {
  * `claimUids`: the UIDs of the claims that exist (a Released volume whose
  * claimRef names one is about to be bound again).
  */
-export function findRetained(volumes: V1PersistentVolume[], migrations: VolumeMigration[], claimUids: ReadonlySet<string>, namespace: string | undefined): RetainedVolume[] {
+export function findRetained(
+  volumes: V1PersistentVolume[],
+  migrations: VolumeMigration[],
+  claimUids: ReadonlySet<string>,
+  namespace: string | undefined,
+): RetainedVolume[] {
   const byUid = new Map(migrations.flatMap((m) => (m.metadata.uid ? [[m.metadata.uid, m] as const] : [])));
   const byKey = new Map(migrations.map((m) => [key(m), m]));
   const out: RetainedVolume[] = [];
@@ -183,7 +236,11 @@ export function findRetained(volumes: V1PersistentVolume[], migrations: VolumeMi
     const ns = record?.metadata.namespace ?? (owner?.includes('/') ? owner.split('/')[0] : undefined) ?? ref?.namespace;
     if (namespace !== undefined && ns !== namespace) continue;
     // Before cutover the claimRef is the user's claim; after it, pvshift's helper claim.
-    const claim = record ? `${record.metadata.namespace}/${record.spec.claimName}` : ref?.name && !PVSHIFT_CLAIM.test(ref.name) ? `${ref.namespace}/${ref.name}` : '<unknown>';
+    const claim = record
+      ? `${record.metadata.namespace}/${record.spec.claimName}`
+      : ref?.name && !PVSHIFT_CLAIM.test(ref.name)
+        ? `${ref.namespace}/${ref.name}`
+        : '<unknown>';
     const reason = whyKept(pv, record, sameKeyUnfinished, claimUids);
     const kept = record?.status?.keptVolumes?.find((k) => k.name === name);
     out.push({

@@ -2,7 +2,13 @@
 // claims with their volumes, consumer pods, owners, migrations and their
 // namespace's labels, shaped as the pure preflight's input. One list per kind,
 // never a request per claim.
-import type { V1Namespace, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type {
+  V1Namespace,
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1Pod,
+  V1StorageClass,
+} from '@kubernetes/client-node';
 import { ApiError, paths, type Kube, type ObjectMeta } from '../src/kube.js';
 import { LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
@@ -21,12 +27,16 @@ interface ReplicaSet {
   metadata?: ObjectMeta;
 }
 
-const replicaSetsPath = (namespace?: string) => `/apis/apps/v1${namespace ? `/namespaces/${encodeURIComponent(namespace)}` : ''}/replicasets`;
+const replicaSetsPath = (namespace?: string) =>
+  `/apis/apps/v1${namespace ? `/namespaces/${encodeURIComponent(namespace)}` : ''}/replicasets`;
 
 /** Migrations in scope; a missing CRD is said as such. */
 export async function listMigrations(kube: Kube, namespace: string | undefined): Promise<VolumeMigration[]> {
   const items = await listMigrationsIfInstalled(kube, namespace);
-  if (items === undefined) throw new CliError('the VolumeMigration API (pvshift.io/v1alpha1) is not installed in this cluster; install pvshift first (helm install pvshift charts/pvshift)');
+  if (items === undefined)
+    throw new CliError(
+      'the VolumeMigration API (pvshift.io/v1alpha1) is not installed in this cluster; install pvshift first (helm install pvshift charts/pvshift)',
+    );
   return items;
 }
 
@@ -35,7 +45,10 @@ export async function listMigrations(kube: Kube, namespace: string | undefined):
  * installed (pvshift uninstalled): the volumes it kept outlive it, and cleanup
  * must still list and release them.
  */
-export async function listMigrationsIfInstalled(kube: Kube, namespace: string | undefined): Promise<VolumeMigration[] | undefined> {
+export async function listMigrationsIfInstalled(
+  kube: Kube,
+  namespace: string | undefined,
+): Promise<VolumeMigration[] | undefined> {
   try {
     return (await kube.list<VolumeMigration>(paths.migrations(namespace))).items;
   } catch (e: unknown) {
@@ -53,16 +66,22 @@ async function selectClaims(kube: Kube, s: Selection): Promise<V1PersistentVolum
     const claims: V1PersistentVolumeClaim[] = [];
     for (const name of s.names) {
       const claim = await kube.get<V1PersistentVolumeClaim>(paths.claims(s.namespace, name));
-      if (!claim) throw new CliError(`claim "${name}" not found in namespace "${s.namespace}"; see kubectl get pvc -n ${s.namespace}`);
+      if (!claim)
+        throw new CliError(
+          `claim "${name}" not found in namespace "${s.namespace}"; see kubectl get pvc -n ${s.namespace}`,
+        );
       claims.push(claim);
     }
     return claims;
   }
   const query = s.selector ? { labelSelector: s.selector } : undefined;
   try {
-    return (await kube.list<V1PersistentVolumeClaim>(paths.claims(s.namespace), query)).items.filter((c) => !isPvshiftClaim(c));
+    return (await kube.list<V1PersistentVolumeClaim>(paths.claims(s.namespace), query)).items.filter(
+      (c) => !isPvshiftClaim(c),
+    );
   } catch (e: unknown) {
-    if (e instanceof ApiError && e.code === 400 && s.selector) throw new CliError(`invalid label selector "${s.selector}"; use key=value,key!=value,key in (a,b)`);
+    if (e instanceof ApiError && e.code === 400 && s.selector)
+      throw new CliError(`invalid label selector "${s.selector}"; use key=value,key!=value,key in (a,b)`);
     throw e;
   }
 }
@@ -72,9 +91,15 @@ async function selectClaims(kube: Kube, s: Selection): Promise<V1PersistentVolum
  * who may not read namespaces gets an empty map: plan then says the level is
  * checked when the migration starts, instead of failing.
  */
-async function namespaceLabels(kube: Kube, namespace: string | undefined): Promise<Map<string, Record<string, string>>> {
+async function namespaceLabels(
+  kube: Kube,
+  namespace: string | undefined,
+): Promise<Map<string, Record<string, string>>> {
   try {
-    const items = namespace !== undefined ? [await kube.get<V1Namespace>(paths.namespaces(namespace))].filter((n) => n !== undefined) : (await kube.list<V1Namespace>(paths.namespaces())).items;
+    const items =
+      namespace !== undefined
+        ? [await kube.get<V1Namespace>(paths.namespaces(namespace))].filter((n) => n !== undefined)
+        : (await kube.list<V1Namespace>(paths.namespaces())).items;
     return new Map(items.map((n) => [n.metadata?.name ?? '', n.metadata?.labels ?? {}]));
   } catch (e: unknown) {
     if (e instanceof ApiError && e.code === 403) return new Map();
@@ -98,9 +123,15 @@ export async function gatherClaimFacts(kube: Kube, s: Selection): Promise<ClaimF
   let claims = await selectClaims(kube, s);
   const needsVolumes = claims.some((c) => c.spec?.volumeName);
   const volumes = new Map<string, V1PersistentVolume>();
-  if (needsVolumes) for (const v of (await kube.list<V1PersistentVolume>(paths.volumes())).items) volumes.set(v.metadata?.name ?? '', v);
+  if (needsVolumes)
+    for (const v of (await kube.list<V1PersistentVolume>(paths.volumes())).items)
+      volumes.set(v.metadata?.name ?? '', v);
   if (s.fromClass !== undefined) {
-    claims = claims.filter((c) => (c.spec?.storageClassName ?? volumes.get(c.spec?.volumeName ?? '')?.spec?.storageClassName ?? '') === s.fromClass);
+    claims = claims.filter(
+      (c) =>
+        (c.spec?.storageClassName ?? volumes.get(c.spec?.volumeName ?? '')?.spec?.storageClassName ?? '') ===
+        s.fromClass,
+    );
   }
   if (claims.length === 0) return [];
   const [pods, replicaSetList, migrations, labels] = await Promise.all([
@@ -115,7 +146,11 @@ export async function gatherClaimFacts(kube: Kube, s: Selection): Promise<ClaimF
     .map((claim) => {
       const ns = claim.metadata?.namespace;
       const name = claim.metadata?.name;
-      const consumers = appPods.filter((p) => p.metadata?.namespace === ns && (p.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === name));
+      const consumers = appPods.filter(
+        (p) =>
+          p.metadata?.namespace === ns &&
+          (p.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === name),
+      );
       const volume = claim.spec?.volumeName ? volumes.get(claim.spec.volumeName) : undefined;
       const nsLabels = labels.get(ns ?? '');
       return {
@@ -127,5 +162,9 @@ export async function gatherClaimFacts(kube: Kube, s: Selection): Promise<ClaimF
         migrations: migrations.filter((m) => m.metadata.namespace === ns),
       };
     })
-    .sort((a, b) => `${a.claim.metadata?.namespace}/${a.claim.metadata?.name}`.localeCompare(`${b.claim.metadata?.namespace}/${b.claim.metadata?.name}`));
+    .sort((a, b) =>
+      `${a.claim.metadata?.namespace}/${a.claim.metadata?.name}`.localeCompare(
+        `${b.claim.metadata?.namespace}/${b.claim.metadata?.name}`,
+      ),
+    );
 }

@@ -29,14 +29,26 @@ function processIo(): Io {
   };
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'SELF_SIGNED_CERT_IN_CHAIN']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ETIMEDOUT',
+  'ECONNRESET',
+  'EAI_AGAIN',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+]);
 
 /** One line that says what went wrong and what to do. */
 export function describeError(e: unknown, c: Connection | undefined): string {
   if (e instanceof UsageError || e instanceof CliError) return e.message;
   if (e instanceof ApiError) {
     const message = oneLine(apiMessage({ body: e.body }));
-    if (e.code === 401) return `the API server at ${c?.server} did not accept the credentials of context "${c?.context}" (401 Unauthorized); refresh them in ${c?.kubeconfigPath}`;
+    if (e.code === 401)
+      return `the API server at ${c?.server} did not accept the credentials of context "${c?.context}" (401 Unauthorized); refresh them in ${c?.kubeconfigPath}`;
     if (e.code === 403) return `forbidden: ${message}; ask a cluster administrator for access`;
     return `${e.method} ${e.path}: ${e.code} ${message}`;
   }

@@ -120,7 +120,10 @@ export function preflight(facts: ClaimFacts, request: PlanRequest): PlanRow {
   const sameName = facts.migrations.find((m) => m.metadata.name === migrationNameForClaim(name));
   const finished = !active && sameName && isTerminal(phaseOf(sameName)) ? sameName : undefined;
   if (active) {
-    block('AlreadyMigrating', `already being migrated by VolumeMigration ${active.metadata.name} (${phaseOf(active)}); see kubectl pvshift status ${active.metadata.name} -n ${namespace}`);
+    block(
+      'AlreadyMigrating',
+      `already being migrated by VolumeMigration ${active.metadata.name} (${phaseOf(active)}); see kubectl pvshift status ${active.metadata.name} -n ${namespace}`,
+    );
   } else if (sameName && !isTerminal(phaseOf(sameName))) {
     block(
       'MigrationExists',
@@ -135,7 +138,10 @@ export function preflight(facts: ClaimFacts, request: PlanRequest): PlanRow {
         `${text}; the volumes it kept (${kept.map((k) => `${k.name} ${k.role}`).join(', ')}) stay, listed by kubectl pvshift cleanup, but its notes on them go with the record: read them first (kubectl pvshift status ${finished.metadata.name} -n ${namespace})`,
       );
     } else {
-      info('ReplacesFinished', `${text}${phaseOf(finished) === 'Succeeded' ? '; the old volume it kept stays, listed by kubectl pvshift cleanup' : ''}`);
+      info(
+        'ReplacesFinished',
+        `${text}${phaseOf(finished) === 'Succeeded' ? '; the old volume it kept stays, listed by kubectl pvshift cleanup' : ''}`,
+      );
     }
   }
   if (claim.status?.phase !== 'Bound' || !claim.spec?.volumeName) {
@@ -147,13 +153,19 @@ export function preflight(facts: ClaimFacts, request: PlanRequest): PlanRow {
     block('BlockVolumeUnsupported', 'volumeMode Block is not supported: pvshift copies files, Filesystem volumes only');
   }
   if (!request.targetClassExists) {
-    block('StorageClassNotFound', `target StorageClass ${request.targetStorageClassName} does not exist; see kubectl get storageclass`);
+    block(
+      'StorageClassNotFound',
+      `target StorageClass ${request.targetStorageClassName} does not exist; see kubectl get storageclass`,
+    );
   }
   if ((claim.spec?.accessModes ?? []).includes('ReadWriteOncePod')) {
-    warn('NoPreSync', 'ReadWriteOncePod: no pre-sync (a copy pod cannot mount it while the application runs), so the whole copy is downtime');
+    warn(
+      'NoPreSync',
+      'ReadWriteOncePod: no pre-sync (a copy pod cannot mount it while the application runs), so the whole copy is downtime',
+    );
   }
   const target = parseQuantity(targetSize);
-  const capacity = parseQuantity(capacityText ?? (claim.status?.capacity?.storage));
+  const capacity = parseQuantity(capacityText ?? claim.status?.capacity?.storage);
   if (storageClass === request.targetStorageClassName && target !== undefined && target === parseQuantity(size)) {
     block('NothingToChange', `already on StorageClass ${storageClass} with size ${size}; give another --to or --size`);
   }
@@ -161,12 +173,21 @@ export function preflight(facts: ClaimFacts, request: PlanRequest): PlanRow {
     if (usedBytes !== undefined) {
       const needed = Math.ceil(usedBytes * (1 + SIZE_HEADROOM));
       if (needed > target) {
-        block('TargetTooSmall', `the claim held ${formatBytes(usedBytes)} at its last migration; with ${Math.round(SIZE_HEADROOM * 100)}% headroom the target needs ${formatBytes(needed)}, but the target size is ${formatBytes(target)}`);
+        block(
+          'TargetTooSmall',
+          `the claim held ${formatBytes(usedBytes)} at its last migration; with ${Math.round(SIZE_HEADROOM * 100)}% headroom the target needs ${formatBytes(needed)}, but the target size is ${formatBytes(target)}`,
+        );
       } else {
-        warn('Shrink', `target ${formatBytes(target)} is below the volume's capacity ${formatBytes(capacity)}: the data will be measured; refused if the data does not fit`);
+        warn(
+          'Shrink',
+          `target ${formatBytes(target)} is below the volume's capacity ${formatBytes(capacity)}: the data will be measured; refused if the data does not fit`,
+        );
       }
     } else {
-      warn('Shrink', `target ${formatBytes(target)} is below the volume's capacity ${formatBytes(capacity)}: the data will be measured; refused if the data does not fit`);
+      warn(
+        'Shrink',
+        `target ${formatBytes(target)} is below the volume's capacity ${formatBytes(capacity)}: the data will be measured; refused if the data does not fit`,
+      );
     }
   }
   if (claim.metadata?.annotations?.[ANNOTATION_MIGRATION] && !active) {
@@ -175,7 +196,10 @@ export function preflight(facts: ClaimFacts, request: PlanRequest): PlanRow {
   // What the namespace's Pod Security level costs, said before anything starts
   // (the controller decides the copy pods with the same rule).
   if (facts.namespaceLabels === undefined) {
-    info('PodSecurityUnknown', `could not read namespace ${namespace}: its Pod Security level (and what the copy may keep) is checked when the migration starts`);
+    info(
+      'PodSecurityUnknown',
+      `could not read namespace ${namespace}: its Pod Security level (and what the copy may keep) is checked when the migration starts`,
+    );
   } else {
     const fidelity = copyFidelityFor(namespace, facts.namespaceLabels);
     if (!fidelity.ok) block(fidelity.reason, fidelity.message);
@@ -199,6 +223,14 @@ export function preflight(facts: ClaimFacts, request: PlanRequest): PlanRow {
     owners: [...new Set(facts.owners)].sort(),
     findings,
     ready: findings.every((f) => f.severity !== 'blocking'),
-    ...(finished ? { replaces: { name: finished.metadata.name, phase: phaseOf(finished), ...(finished.metadata.uid ? { uid: finished.metadata.uid } : {}) } } : {}),
+    ...(finished
+      ? {
+          replaces: {
+            name: finished.metadata.name,
+            phase: phaseOf(finished),
+            ...(finished.metadata.uid ? { uid: finished.metadata.uid } : {}),
+          },
+        }
+      : {}),
   };
 }

@@ -3,7 +3,14 @@
 import { stringify } from 'yaml';
 import { formatBytes } from '../src/quantity.js';
 import { LABEL_PRIVILEGED_COPY } from '../src/names.js';
-import { isTerminal, phaseOf, type CopyFidelity, type KeptVolume, type Phase, type VolumeMigration } from '../src/volume-migration.js';
+import {
+  isTerminal,
+  phaseOf,
+  type CopyFidelity,
+  type KeptVolume,
+  type Phase,
+  type VolumeMigration,
+} from '../src/volume-migration.js';
 import type { Finding, PlanRow } from './preflight.js';
 
 export interface RenderOptions {
@@ -95,12 +102,23 @@ export function usedText(row: PlanRow): string {
 function verdict(row: PlanRow): Cell {
   if (!row.ready) return { text: 'blocked', colour: 'red' };
   const warnings = row.findings.filter((f) => f.severity === 'warning').length;
-  return warnings ? { text: `ok, ${warnings} warning${warnings > 1 ? 's' : ''}`, colour: 'yellow' } : { text: 'ok', colour: 'green' };
+  return warnings
+    ? { text: `ok, ${warnings} warning${warnings > 1 ? 's' : ''}`, colour: 'yellow' }
+    : { text: 'ok', colour: 'green' };
 }
 
 export function renderPlan(rows: PlanRow[], o: RenderOptions): string {
   if (rows.length === 0) return 'No claims match.\n';
-  const headers = [...(o.showNamespace ? ['NAMESPACE'] : []), 'CLAIM', 'CLASS', 'SIZE', 'USED', 'CONSUMERS', 'OWNERS', 'VERDICT'];
+  const headers = [
+    ...(o.showNamespace ? ['NAMESPACE'] : []),
+    'CLAIM',
+    'CLASS',
+    'SIZE',
+    'USED',
+    'CONSUMERS',
+    'OWNERS',
+    'VERDICT',
+  ];
   const body = rows.map((r) => [
     ...(o.showNamespace ? [r.namespace] : []),
     r.claim,
@@ -139,7 +157,16 @@ export interface StatusItem {
   phase: Phase;
   terminal: boolean;
   abortRequested: boolean;
-  progress: { bytesDone: number; bytesTotal: number; filesDone: number; filesTotal: number; percent: number | null; bytesPerSecond: number; etaSeconds: number | null; updatedAt: string } | null;
+  progress: {
+    bytesDone: number;
+    bytesTotal: number;
+    filesDone: number;
+    filesTotal: number;
+    percent: number | null;
+    bytesPerSecond: number;
+    etaSeconds: number | null;
+    updatedAt: string;
+  } | null;
   downtimeSeconds: number | null;
   sourceVolumeName: string | null;
   targetVolumeName: string | null;
@@ -216,13 +243,26 @@ function etaCell(m: VolumeMigration): string {
 function downtimeCell(m: VolumeMigration, now: Date): string {
   const s = m.status ?? {};
   if (s.downtimeSeconds !== undefined) return formatDuration(s.downtimeSeconds);
-  if (s.gatedAt && !isTerminal(phaseOf(m))) return `${formatDuration((now.getTime() - new Date(s.gatedAt).getTime()) / 1000)}+`;
+  if (s.gatedAt && !isTerminal(phaseOf(m)))
+    return `${formatDuration((now.getTime() - new Date(s.gatedAt).getTime()) / 1000)}+`;
   return '-';
 }
 
 export function renderStatus(migrations: VolumeMigration[], o: RenderOptions): string {
   if (migrations.length === 0) return 'No VolumeMigrations found.\n';
-  const headers = [...(o.showNamespace ? ['NAMESPACE'] : []), 'NAME', 'CLAIM', 'TARGET', 'PHASE', 'PROGRESS', 'RATE', 'ETA', 'DOWNTIME', 'AGE', 'MESSAGE'];
+  const headers = [
+    ...(o.showNamespace ? ['NAMESPACE'] : []),
+    'NAME',
+    'CLAIM',
+    'TARGET',
+    'PHASE',
+    'PROGRESS',
+    'RATE',
+    'ETA',
+    'DOWNTIME',
+    'AGE',
+    'MESSAGE',
+  ];
   const rows = migrations.map((m) => {
     const phase = phaseOf(m);
     const abort = m.spec.abort && !isTerminal(phase) ? '(abort requested)' : '';
@@ -247,7 +287,10 @@ export function renderStatus(migrations: VolumeMigration[], o: RenderOptions): s
 export function droppedText(f: CopyFidelity | undefined): string | undefined {
   if (!f?.dropped.length) return undefined;
   // At the privileged level what is missing is the namespace's opt-in, not the level.
-  const why = f.level === 'privileged' ? `Pod Security privileged without ${LABEL_PRIVILEGED_COPY}=true` : `Pod Security ${f.level}`;
+  const why =
+    f.level === 'privileged'
+      ? `Pod Security privileged without ${LABEL_PRIVILEGED_COPY}=true`
+      : `Pod Security ${f.level}`;
   return `not copied: ${f.dropped.join(', ')} (${why})`;
 }
 
@@ -269,13 +312,21 @@ function statusDetails(migrations: VolumeMigration[], o: RenderOptions): string 
       lines.push(`${paint(phase, phaseColour(phase), o.color)}: ${m.status?.message ?? 'no message'}`);
       for (const k of kept) lines.push(`  kept ${k.name} (${k.role}): ${k.message}`);
       // Deleting the migration is the way out of Held; the kept volumes stay.
-      if (phase === 'Held') lines.push(`  to release the held pods: kubectl delete volumemigration ${m.metadata.name} -n ${m.metadata.namespace} (the kept volumes stay)`);
+      if (phase === 'Held')
+        lines.push(
+          `  to release the held pods: kubectl delete volumemigration ${m.metadata.name} -n ${m.metadata.namespace} (the kept volumes stay)`,
+        );
     }
     const dropped = droppedText(m.status?.copyFidelity);
     if (dropped) lines.push(lines.length ? `  ${dropped}` : dropped);
     if (!lines.length) continue;
     const name = o.showNamespace ? `${m.metadata.namespace}/${m.metadata.name}` : m.metadata.name;
-    blocks.push(`${name}: ${lines[0]}\n${lines.slice(1).map((l) => `${l}\n`).join('')}`);
+    blocks.push(
+      `${name}: ${lines[0]}\n${lines
+        .slice(1)
+        .map((l) => `${l}\n`)
+        .join('')}`,
+    );
   }
   return blocks.length ? `\n${blocks.join('')}` : '';
 }
@@ -318,7 +369,10 @@ export function renderCleanup(volumes: RetainedVolume[], o: RenderOptions): stri
     v.capacity,
     v.claim,
     v.migration,
-    { text: v.record, ...(v.record === 'record deleted' ? { colour: 'dim' as const } : { colour: phaseColour(v.record as Phase) }) },
+    {
+      text: v.record,
+      ...(v.record === 'record deleted' ? { colour: 'dim' as const } : { colour: phaseColour(v.record as Phase) }),
+    },
     v.phase,
     v.retainedSince ? formatAge(v.retainedSince, o.now) : '-',
     v.releasable ? { text: 'yes', colour: 'green' as const } : { text: `no: ${v.reason}`, colour: 'yellow' as const },

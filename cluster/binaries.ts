@@ -72,7 +72,15 @@ async function resolveBinaries(log: (line: string) => void): Promise<Binaries> {
     kubelet: pick('kubelet'),
     helm: pick('helm'),
   };
-  const all = [binaries.etcd, binaries.kubeApiserver, binaries.kubeControllerManager, binaries.kubeScheduler, binaries.kubectl, binaries.kubelet, binaries.helm];
+  const all = [
+    binaries.etcd,
+    binaries.kubeApiserver,
+    binaries.kubeControllerManager,
+    binaries.kubeScheduler,
+    binaries.kubectl,
+    binaries.kubelet,
+    binaries.helm,
+  ];
   const missing: string[] = [];
   for (const path of all) if (!(await isExecutable(path))) missing.push(path);
   if (missing.length === 0) return binaries;

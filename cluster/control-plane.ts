@@ -13,7 +13,10 @@ import { createClusterPki, signClientCertificate, type ClusterPki } from './pki.
 import { freePort, startProcess, waitFor, type ManagedProcess } from './processes.js';
 
 /** What a test or the demo holds of either cluster: the control plane's access and its teardown. */
-export type ClusterAccess = Pick<ControlPlane, 'dir' | 'kubeconfigPath' | 'kubeConfig' | 'kube' | 'kubeconfigFor' | 'server' | 'binaries' | 'logs' | 'stop'>;
+export type ClusterAccess = Pick<
+  ControlPlane,
+  'dir' | 'kubeconfigPath' | 'kubeConfig' | 'kube' | 'kubeconfigFor' | 'server' | 'binaries' | 'logs' | 'stop'
+>;
 
 export interface ControlPlaneOptions {
   /** Where the temp dir goes (default the OS temp dir). */
@@ -97,7 +100,13 @@ const ADMISSION_PLUGINS = [
   'ResourceQuota',
 ];
 
-export function buildKubeConfig(server: string, caPem: string, certPem: string, keyPem: string, user = 'pvshift-admin'): KubeConfig {
+export function buildKubeConfig(
+  server: string,
+  caPem: string,
+  certPem: string,
+  keyPem: string,
+  user = 'pvshift-admin',
+): KubeConfig {
   const kc = new KubeConfig();
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   kc.loadFromOptions({
@@ -169,7 +178,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     for (const [name, content] of Object.entries(files)) await writeFile(join(pkiDir, name), content, { mode: 0o600 });
     const pkiPath = (name: string) => join(pkiDir, name);
 
-    const [etcdPort, etcdPeerPort, freeApiPort, kcmPort, schedPort] = await Promise.all(Array.from({ length: 5 }, () => freePort()));
+    const [etcdPort, etcdPeerPort, freeApiPort, kcmPort, schedPort] = await Promise.all(
+      Array.from({ length: 5 }, () => freePort()),
+    );
     const apiPort = options.port ?? freeApiPort!;
     const logs: Record<string, string> = {};
     const start = (name: string, bin: string, args: string[], env?: NodeJS.ProcessEnv): ManagedProcess => {
@@ -241,7 +252,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     );
     const kubeconfigPath = join(dir, 'kubeconfig');
     await writeFile(kubeconfigPath, kubeConfig.exportConfig(), { mode: 0o600 });
-    const kubeconfigFor = async (user: string, groups: string[] = []): Promise<{ kubeConfig: KubeConfig; path: string }> => {
+    const kubeconfigFor = async (
+      user: string,
+      groups: string[] = [],
+    ): Promise<{ kubeConfig: KubeConfig; path: string }> => {
       const pair = signClientCertificate(pki.ca, user, groups);
       const userConfig = buildKubeConfig(server, pki.ca.certPem, pair.certPem, pair.keyPem, user);
       const path = join(dir, `kubeconfig-${user.replace(/[^A-Za-z0-9.-]+/g, '_')}`);

@@ -24,11 +24,16 @@ export async function installVolumeMigrationCrd(kubeConfig: KubeConfig): Promise
       } catch (e: unknown) {
         if (!(e instanceof ApiError && e.code === 409)) throw e;
         const current = await kube.get<Crd>(paths.crds(crd.metadata.name));
-        await kube.replace(paths.crds(crd.metadata.name), { ...crd, metadata: { ...crd.metadata, resourceVersion: current?.metadata.resourceVersion } });
+        await kube.replace(paths.crds(crd.metadata.name), {
+          ...crd,
+          metadata: { ...crd.metadata, resourceVersion: current?.metadata.resourceVersion },
+        });
       }
       await waitFor(`CRD ${crd.metadata.name} Established`, async () => {
         const current = await kube.get<Crd>(paths.crds(crd.metadata.name));
-        return current?.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ? true : undefined;
+        return current?.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')
+          ? true
+          : undefined;
       });
     }
   } finally {

@@ -16,7 +16,16 @@ import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
-import type { V1Container, V1ContainerState, V1ContainerStatus, V1Node, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type {
+  V1Container,
+  V1ContainerState,
+  V1ContainerStatus,
+  V1Node,
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1Pod,
+  V1PodStatus,
+} from '@kubernetes/client-node';
 import { ApiError, Informer, keyOf, paths, type Kube } from '../src/kube.js';
 import { COMPONENT_COPY, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../src/names.js';
 import type { KeyPair } from './pki.js';
@@ -113,7 +122,8 @@ export class FakeKubelet {
     this.timers.push(
       setInterval(() => {
         for (const pod of this.pods.list()) {
-          if ((pod.status?.phase === 'Pending' || pod.metadata?.deletionTimestamp) && this.isOurs(pod)) this.enqueue(keyOf(pod));
+          if ((pod.status?.phase === 'Pending' || pod.metadata?.deletionTimestamp) && this.isOurs(pod))
+            this.enqueue(keyOf(pod));
         }
       }, 1000),
     );
@@ -150,7 +160,8 @@ export class FakeKubelet {
         if (pod) await this.syncPod(pod);
       })
       .catch((e: unknown) => {
-        if (!(e instanceof ApiError && (e.code === 404 || e.code === 409))) this.options.log(`fake-kubelet: ${key}: ${String(e)}`);
+        if (!(e instanceof ApiError && (e.code === 404 || e.code === 409)))
+          this.options.log(`fake-kubelet: ${key}: ${String(e)}`);
       });
     this.queue.set(key, next);
     void next.finally(() => {
@@ -220,10 +231,38 @@ export class FakeKubelet {
             bootID: name,
           },
           conditions: [
-            { type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'fake kubelet is posting ready status', lastHeartbeatTime: stamp, lastTransitionTime: stamp },
-            { type: 'MemoryPressure', status: 'False', reason: 'KubeletHasSufficientMemory', message: '', lastHeartbeatTime: stamp, lastTransitionTime: stamp },
-            { type: 'DiskPressure', status: 'False', reason: 'KubeletHasNoDiskPressure', message: '', lastHeartbeatTime: stamp, lastTransitionTime: stamp },
-            { type: 'PIDPressure', status: 'False', reason: 'KubeletHasSufficientPID', message: '', lastHeartbeatTime: stamp, lastTransitionTime: stamp },
+            {
+              type: 'Ready',
+              status: 'True',
+              reason: 'KubeletReady',
+              message: 'fake kubelet is posting ready status',
+              lastHeartbeatTime: stamp,
+              lastTransitionTime: stamp,
+            },
+            {
+              type: 'MemoryPressure',
+              status: 'False',
+              reason: 'KubeletHasSufficientMemory',
+              message: '',
+              lastHeartbeatTime: stamp,
+              lastTransitionTime: stamp,
+            },
+            {
+              type: 'DiskPressure',
+              status: 'False',
+              reason: 'KubeletHasNoDiskPressure',
+              message: '',
+              lastHeartbeatTime: stamp,
+              lastTransitionTime: stamp,
+            },
+            {
+              type: 'PIDPressure',
+              status: 'False',
+              reason: 'KubeletHasSufficientPID',
+              message: '',
+              lastHeartbeatTime: stamp,
+              lastTransitionTime: stamp,
+            },
           ],
         },
       },
@@ -321,7 +360,9 @@ export class FakeKubelet {
     const namespace = pod.metadata?.namespace;
     for (const volume of pod.spec?.volumes ?? []) {
       if (volume.persistentVolumeClaim) {
-        const claim = await this.kube.get<V1PersistentVolumeClaim>(paths.claims(namespace, volume.persistentVolumeClaim.claimName));
+        const claim = await this.kube.get<V1PersistentVolumeClaim>(
+          paths.claims(namespace, volume.persistentVolumeClaim.claimName),
+        );
         const volumeName = claim?.status?.phase === 'Bound' ? claim.spec?.volumeName : undefined;
         if (!volumeName) return undefined;
         const pv = await this.kube.get<V1PersistentVolume>(paths.volumes(volumeName));
@@ -354,7 +395,11 @@ export class FakeKubelet {
 
   private baseStatus(pod: V1Pod, ready: boolean, phase: string): V1PodStatus {
     const stamp = now();
-    const condition = (type: string, status: boolean) => ({ type, status: status ? 'True' : 'False', lastTransitionTime: stamp as unknown as Date });
+    const condition = (type: string, status: boolean) => ({
+      type,
+      status: status ? 'True' : 'False',
+      lastTransitionTime: stamp as unknown as Date,
+    });
     return {
       phase,
       hostIP: '127.0.0.1',
@@ -374,14 +419,18 @@ export class FakeKubelet {
   private async markRunning(pod: V1Pod): Promise<void> {
     const status = this.baseStatus(pod, true, 'Running');
     const started = now();
-    status.containerStatuses = (pod.spec?.containers ?? []).map((c) => containerStatus(pod, c, { running: { startedAt: started as unknown as Date } }));
+    status.containerStatuses = (pod.spec?.containers ?? []).map((c) =>
+      containerStatus(pod, c, { running: { startedAt: started as unknown as Date } }),
+    );
     await this.patchStatus(pod, status);
   }
 
   private argvFor(container: V1Container): string[] | string {
     const image = container.image ?? '';
-    const entrypoint = container.command ?? this.options.images[image] ?? this.options.images[image.replace(/[:@].*$/, '')];
-    if (!entrypoint) return `image ${image} has no entrypoint known to the fake kubelet and the container sets no command`;
+    const entrypoint =
+      container.command ?? this.options.images[image] ?? this.options.images[image.replace(/[:@].*$/, '')];
+    if (!entrypoint)
+      return `image ${image} has no entrypoint known to the fake kubelet and the container sets no command`;
     return [...entrypoint, ...(container.args ?? [])];
   }
 
@@ -394,7 +443,9 @@ export class FakeKubelet {
     const containers = pod.spec?.containers ?? [];
     const started = now();
     const running = this.baseStatus(pod, true, 'Running');
-    running.containerStatuses = containers.map((c) => containerStatus(pod, c, { running: { startedAt: started as unknown as Date } }));
+    running.containerStatuses = containers.map((c) =>
+      containerStatus(pod, c, { running: { startedAt: started as unknown as Date } }),
+    );
     const results = containers.map((container) => this.runContainer(pod, container, mounts, dir, run));
     await this.patchStatus(pod, running);
     void Promise.all(results).then(async (terminated) => {
@@ -403,12 +454,19 @@ export class FakeKubelet {
       const failed = terminated.some((t) => t.exitCode !== 0);
       const status = this.baseStatus(pod, false, failed ? 'Failed' : 'Succeeded');
       status.containerStatuses = containers.map((c, i) =>
-        containerStatus(pod, c, { terminated: { ...terminated[i]!, startedAt: started as unknown as Date, finishedAt: now() as unknown as Date } }),
+        containerStatus(pod, c, {
+          terminated: {
+            ...terminated[i]!,
+            startedAt: started as unknown as Date,
+            finishedAt: now() as unknown as Date,
+          },
+        }),
       );
       try {
         await this.patchStatus(pod, status);
       } catch (e: unknown) {
-        if (!(e instanceof ApiError && (e.code === 404 || e.code === 409))) this.options.log(`fake-kubelet: status of ${key}: ${String(e)}`);
+        if (!(e instanceof ApiError && (e.code === 404 || e.code === 409)))
+          this.options.log(`fake-kubelet: status of ${key}: ${String(e)}`);
       }
     });
   }
@@ -457,8 +515,22 @@ export class FakeKubelet {
       if (field === 'spec.nodeName') env[variable.name] = pod.spec?.nodeName;
       if (field === 'metadata.uid') env[variable.name] = pod.metadata?.uid;
     }
-    const unshareArgv = ['unshare', '--mount', '--uts', '--propagation', 'private', '--', '/bin/sh', '-c', lines.join('\n'), 'container', ...argv];
-    const [file, args] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', ...unshareArgv]] : [unshareArgv[0]!, unshareArgv.slice(1)];
+    const unshareArgv = [
+      'unshare',
+      '--mount',
+      '--uts',
+      '--propagation',
+      'private',
+      '--',
+      '/bin/sh',
+      '-c',
+      lines.join('\n'),
+      'container',
+      ...argv,
+    ];
+    const [file, args] = SETPRIV
+      ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', ...unshareArgv]]
+      : [unshareArgv[0]!, unshareArgv.slice(1)];
     // detached: its own process group, so stopping the pod reaches every process it forked.
     const child = spawn(file, args, { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     run.processes.push(child);

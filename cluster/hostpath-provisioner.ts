@@ -22,10 +22,19 @@ const ANNOTATION_PROVISIONED_BY = 'pv.kubernetes.io/provisioned-by';
 
 /** The classes of the local cluster. */
 export function localStorageClasses(): V1StorageClass[] {
-  const storageClass = (name: string, binding: string, reclaim: string, expand = false, isDefault = false): V1StorageClass => ({
+  const storageClass = (
+    name: string,
+    binding: string,
+    reclaim: string,
+    expand = false,
+    isDefault = false,
+  ): V1StorageClass => ({
     apiVersion: 'storage.k8s.io/v1',
     kind: 'StorageClass',
-    metadata: { name, ...(isDefault ? { annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } } : {}) },
+    metadata: {
+      name,
+      ...(isDefault ? { annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } } : {}),
+    },
     provisioner: PROVISIONER_NAME,
     reclaimPolicy: reclaim,
     volumeBindingMode: binding,
@@ -74,7 +83,9 @@ export class HostPathProvisioner {
         if (!(e instanceof ApiError && e.code === 409)) throw e;
       }
     }
-    this.claims.on((type, claim) => type !== 'delete' && this.run(`claim ${keyOf(claim)}`, () => this.syncClaim(claim)));
+    this.claims.on(
+      (type, claim) => type !== 'delete' && this.run(`claim ${keyOf(claim)}`, () => this.syncClaim(claim)),
+    );
     this.volumes.on((type, pv) => type !== 'delete' && this.run(`volume ${keyOf(pv)}`, () => this.syncVolume(pv)));
     for (const informer of [this.classes, this.claims, this.volumes]) informer.start();
     await Promise.all([this.classes.waitForSync(), this.claims.waitForSync(), this.volumes.waitForSync()]);
@@ -95,7 +106,8 @@ export class HostPathProvisioner {
     this.busy.add(what);
     work()
       .catch((e: unknown) => {
-        if (!(e instanceof ApiError && (e.code === 409 || e.code === 404))) this.log(`hostpath-provisioner: ${what}: ${String(e)}`);
+        if (!(e instanceof ApiError && (e.code === 409 || e.code === 404)))
+          this.log(`hostpath-provisioner: ${what}: ${String(e)}`);
       })
       .finally(() => this.busy.delete(what));
   }
@@ -143,7 +155,15 @@ export class HostPathProvisioner {
           resourceVersion: claim.metadata?.resourceVersion,
         },
         ...(waitForConsumer && node
-          ? { nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] }] } } }
+          ? {
+              nodeAffinity: {
+                required: {
+                  nodeSelectorTerms: [
+                    { matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] },
+                  ],
+                },
+              },
+            }
           : {}),
       },
     };
@@ -158,7 +178,11 @@ export class HostPathProvisioner {
     const pvName = claim.spec?.volumeName;
     if (!pvName) return;
     await this.kube.patch(paths.volumes(pvName), { spec: { capacity: { storage: requested } } }, 'merge');
-    await this.kube.patch(`${paths.claims(claim.metadata?.namespace, claim.metadata?.name)}/status`, { status: { capacity: { storage: requested } } }, 'merge');
+    await this.kube.patch(
+      `${paths.claims(claim.metadata?.namespace, claim.metadata?.name)}/status`,
+      { status: { capacity: { storage: requested } } },
+      'merge',
+    );
   }
 
   private async syncVolume(pv: V1PersistentVolume): Promise<void> {
@@ -168,7 +192,9 @@ export class HostPathProvisioner {
     // Delete the object first, guarded by its resourceVersion: if anyone changed
     // the PV since we looked (a rebind, a policy flip to Retain), we do nothing.
     try {
-      await this.kube.delete(paths.volumes(pv.metadata?.name), { preconditions: { uid: pv.metadata?.uid, resourceVersion: pv.metadata?.resourceVersion } });
+      await this.kube.delete(paths.volumes(pv.metadata?.name), {
+        preconditions: { uid: pv.metadata?.uid, resourceVersion: pv.metadata?.resourceVersion },
+      });
     } catch (e: unknown) {
       if (e instanceof ApiError && e.code === 409) return;
       throw e;

@@ -42,7 +42,8 @@ function parseImages(stdout: string): BuiltImages {
   }
   const pick = (key: keyof BuiltImages): BuiltImage => {
     const image = found.get(OUTPUT_NAMES[key]);
-    if (!image) throw new Error(`hack/images/build.sh printed no ${OUTPUT_NAMES[key]} line; its output was:\n${stdout}`);
+    if (!image)
+      throw new Error(`hack/images/build.sh printed no ${OUTPUT_NAMES[key]} line; its output was:\n${stdout}`);
     return image;
   };
   return { pvshift: pick('pvshift'), pause: pick('pause'), app: pick('app') };
@@ -130,7 +131,11 @@ export interface Containerd {
  * proves the image usable before a test depends on it. Importing an image that
  * is there already only moves its ref (blobs are content-addressed): cheap.
  */
-export async function importImages(containerd: Containerd, images: BuiltImages | BuiltImage[], log: (line: string) => void = () => {}): Promise<void> {
+export async function importImages(
+  containerd: Containerd,
+  images: BuiltImages | BuiltImage[],
+  log: (line: string) => void = () => {},
+): Promise<void> {
   const list = Array.isArray(images) ? images : [images.pvshift, images.pause, images.app];
   const ctr = containerd.ctr ?? 'ctr';
   const base = ['--address', containerd.address, '--namespace', containerd.namespace ?? 'k8s.io'];
@@ -141,7 +146,8 @@ export async function importImages(containerd: Containerd, images: BuiltImages |
       return stdout;
     } catch (e: unknown) {
       const stderr = (e as { stderr?: unknown }).stderr;
-      const detail = typeof stderr === 'string' && stderr.trim() ? stderr.trim() : e instanceof Error ? e.message : String(e);
+      const detail =
+        typeof stderr === 'string' && stderr.trim() ? stderr.trim() : e instanceof Error ? e.message : String(e);
       throw new Error(`${ctr} ${[...base, ...args].join(' ')} failed: ${detail}`, { cause: e });
     }
   };
@@ -154,10 +160,14 @@ export async function importImages(containerd: Containerd, images: BuiltImages |
   }
   // `images check --quiet` prints only the refs whose content is all there and
   // unpacked into the snapshotter.
-  const ready = new Set((await run(['images', 'check', '--quiet', ...snapshotter])).split('\n').map((line) => line.trim()));
+  const ready = new Set(
+    (await run(['images', 'check', '--quiet', ...snapshotter])).split('\n').map((line) => line.trim()),
+  );
   const missing = list.filter((image) => !ready.has(image.ref)).map((image) => `${image.ref} (${image.archive})`);
   if (missing.length > 0) {
     const listed = (await run(['images', 'list', '--quiet'])).trim() || '(none)';
-    throw new Error(`after import, containerd at ${containerd.address} has no complete, unpacked image for ${missing.join(', ')}; it lists:\n${listed}`);
+    throw new Error(
+      `after import, containerd at ${containerd.address} has no complete, unpacked image for ${missing.join(', ')}; it lists:\n${listed}`,
+    );
   }
 }

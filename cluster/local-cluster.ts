@@ -65,7 +65,21 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     await waitForDefaultServiceAccount(kube);
     log(`local cluster ready in ${((Date.now() - started) / 1000).toFixed(1)} s; kubeconfig ${plane.kubeconfigPath}`);
     const { kubeconfigPath, kubeConfig, kubeconfigFor, server, binaries, logs, stop } = plane;
-    return { dir, kubeconfigPath, kubeConfig, kubeconfigFor, kube, server, storageRoot, nodes, binaries, kubelet, provisioner, logs, stop };
+    return {
+      dir,
+      kubeconfigPath,
+      kubeConfig,
+      kubeconfigFor,
+      kube,
+      server,
+      storageRoot,
+      nodes,
+      binaries,
+      kubelet,
+      provisioner,
+      logs,
+      stop,
+    };
   } catch (e: unknown) {
     await plane.stop();
     throw e;

@@ -118,10 +118,20 @@ export interface LoopStorageClassOptions {
 export function loopStorageClasses(options: LoopStorageClassOptions = {}): V1StorageClass[] {
   const prefix = options.classPrefix ?? '';
   const isDefault = options.defaultClass ?? prefix === '';
-  const storageClass = (name: string, fsType: LoopFsType, binding: string, reclaim: string, expand = false, makeDefault = false): V1StorageClass => ({
+  const storageClass = (
+    name: string,
+    fsType: LoopFsType,
+    binding: string,
+    reclaim: string,
+    expand = false,
+    makeDefault = false,
+  ): V1StorageClass => ({
     apiVersion: 'storage.k8s.io/v1',
     kind: 'StorageClass',
-    metadata: { name: `${prefix}${name}`, ...(makeDefault ? { annotations: { [ANNOTATION_DEFAULT_CLASS]: 'true' } } : {}) },
+    metadata: {
+      name: `${prefix}${name}`,
+      ...(makeDefault ? { annotations: { [ANNOTATION_DEFAULT_CLASS]: 'true' } } : {}),
+    },
     provisioner: LOOP_PROVISIONER_NAME,
     parameters: { [PARAMETER_FS_TYPE]: fsType },
     reclaimPolicy: reclaim,
@@ -169,7 +179,9 @@ interface LoopDevice {
 async function loopDevicesUnder(dir: string): Promise<LoopDevice[]> {
   // The backing file as the kernel reports it (sysfs), suffixed " (deleted)" once unlinked.
   const out = await runCommand('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE']);
-  const { loopdevices = [] } = JSON.parse(out || '{}') as { loopdevices?: { name: string; 'back-file'?: string | null }[] };
+  const { loopdevices = [] } = JSON.parse(out || '{}') as {
+    loopdevices?: { name: string; 'back-file'?: string | null }[];
+  };
   return loopdevices
     .map((d) => ({ name: d.name, backingFile: (d['back-file'] ?? '').replace(/ \(deleted\)$/, '') }))
     .filter((d) => isUnder(d.backingFile, dir));
@@ -294,7 +306,8 @@ export class LoopProvisioner {
     else failures.push(`still mounted: ${mounted.map((m) => m.target).join(', ')} (so ${root} was not removed)`);
     const devices = await loopDevicesUnder(root);
     // `losetup --detach` of a device still in use only marks it autoclear; it stays listed until its last user goes.
-    if (devices.length > 0) failures.push(`loop devices still attached: ${devices.map((d) => `${d.name} (${d.backingFile})`).join(', ')}`);
+    if (devices.length > 0)
+      failures.push(`loop devices still attached: ${devices.map((d) => `${d.name} (${d.backingFile})`).join(', ')}`);
     if (failures.length > 0) throw new Error(`loop-provisioner teardown of ${root}:\n  ${failures.join('\n  ')}`);
     this.log(`loop-provisioner: removed every volume under ${root}`);
   }
@@ -302,14 +315,20 @@ export class LoopProvisioner {
   /** The image, mount point and reclaim marker of a volume. */
   private files(name: string): { image: string; staging: string; dir: string; reclaiming: string } {
     const image = join(this.root, `${name}.img`);
-    return { image, staging: `${image}.tmp`, dir: join(this.root, name), reclaiming: join(this.root, `${name}.reclaiming`) };
+    return {
+      image,
+      staging: `${image}.tmp`,
+      dir: join(this.root, name),
+      reclaiming: join(this.root, `${name}.reclaiming`),
+    };
   }
 
   private run(name: string, what: string, work: () => Promise<void>): void {
     if (this.stopped || this.busy.has(name)) return;
     const done = work()
       .catch((e: unknown) => {
-        if (!(e instanceof ApiError && (e.code === 409 || e.code === 404))) this.log(`loop-provisioner: ${what}: ${e instanceof Error ? e.message : String(e)}`);
+        if (!(e instanceof ApiError && (e.code === 409 || e.code === 404)))
+          this.log(`loop-provisioner: ${what}: ${e instanceof Error ? e.message : String(e)}`);
       })
       .finally(() => this.busy.delete(name));
     this.busy.set(name, done);
@@ -333,7 +352,12 @@ export class LoopProvisioner {
   /** Ours: provisioned by this provisioner, under this root (another instance may share the cluster). */
   private isOurs(pv: V1PersistentVolume): boolean {
     const path = pv.spec?.local?.path;
-    return pv.metadata?.annotations?.[ANNOTATION_PROVISIONED_BY] === LOOP_PROVISIONER_NAME && !!path && isUnder(path, this.root) && path !== this.root;
+    return (
+      pv.metadata?.annotations?.[ANNOTATION_PROVISIONED_BY] === LOOP_PROVISIONER_NAME &&
+      !!path &&
+      isUnder(path, this.root) &&
+      path !== this.root
+    );
   }
 
   private async syncClaim(claim: V1PersistentVolumeClaim): Promise<void> {
@@ -353,17 +377,29 @@ export class LoopProvisioner {
     const name = `pvc-${claim.metadata?.uid}`;
     if (this.volumes.get(name)) return;
     if (claim.spec?.volumeMode === 'Block') {
-      await this.warn(claim, REASON_PROVISIONING_FAILED, `volumeMode Block is not supported by ${LOOP_PROVISIONER_NAME}: it provisions filesystems only`);
+      await this.warn(
+        claim,
+        REASON_PROVISIONING_FAILED,
+        `volumeMode Block is not supported by ${LOOP_PROVISIONER_NAME}: it provisions filesystems only`,
+      );
       return;
     }
     const fsType = storageClass.parameters?.[PARAMETER_FS_TYPE];
     if (!isFsType(fsType)) {
-      await this.warn(claim, REASON_PROVISIONING_FAILED, `StorageClass ${storageClass.metadata?.name} has ${PARAMETER_FS_TYPE} ${JSON.stringify(fsType)}; ${LOOP_PROVISIONER_NAME} makes ext4 or xfs`);
+      await this.warn(
+        claim,
+        REASON_PROVISIONING_FAILED,
+        `StorageClass ${storageClass.metadata?.name} has ${PARAMETER_FS_TYPE} ${JSON.stringify(fsType)}; ${LOOP_PROVISIONER_NAME} makes ext4 or xfs`,
+      );
       return;
     }
     const request = parseQuantity(claim.spec?.resources?.requests?.storage);
     if (request === undefined) {
-      await this.warn(claim, REASON_PROVISIONING_FAILED, `the claim requests no storage size ${LOOP_PROVISIONER_NAME} understands`);
+      await this.warn(
+        claim,
+        REASON_PROVISIONING_FAILED,
+        `the claim requests no storage size ${LOOP_PROVISIONER_NAME} understands`,
+      );
       return;
     }
     const bytes = volumeBytesFor(request, fsType);
@@ -372,7 +408,11 @@ export class LoopProvisioner {
       await this.makeVolume(name, fsType, bytes);
     } catch (e: unknown) {
       // Said once per distinct failure (not at every resync); the next resync tries again.
-      await this.warn(claim, REASON_PROVISIONING_FAILED, `making ${name}: ${e instanceof Error ? e.message : String(e)}`);
+      await this.warn(
+        claim,
+        REASON_PROVISIONING_FAILED,
+        `making ${name}: ${e instanceof Error ? e.message : String(e)}`,
+      );
       return;
     }
     const pv: V1PersistentVolume = {
@@ -389,7 +429,13 @@ export class LoopProvisioner {
         // A directory, already mounted: the kubelet bind-mounts it into pods. (`local.fsType`
         // is for a block-device path the kubelet would format itself; not ours.)
         local: { path: dir },
-        nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [this.options.node] }] }] } },
+        nodeAffinity: {
+          required: {
+            nodeSelectorTerms: [
+              { matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [this.options.node] }] },
+            ],
+          },
+        },
         claimRef: {
           apiVersion: 'v1',
           kind: 'PersistentVolumeClaim',
@@ -428,7 +474,8 @@ export class LoopProvisioner {
     await mkdir(dir, { recursive: true });
     const mounted = (await mountsUnder(dir)).filter((m) => m.target === dir);
     if (mounted.length === 0) await runCommand('mount', ['-t', fsType, device, dir]);
-    else if (!mounted.some((m) => m.source === device)) throw new Error(`${dir} is mounted from ${mounted.map((m) => m.source).join(', ')}, not from ${device}`);
+    else if (!mounted.some((m) => m.source === device))
+      throw new Error(`${dir} is mounted from ${mounted.map((m) => m.source).join(', ')}, not from ${device}`);
   }
 
   /** The loop device of an image: the one already attached to it, or a new one. */
@@ -437,7 +484,8 @@ export class LoopProvisioner {
     // second one; --find takes a free device (creating one through /dev/loop-control).
     const out = await runCommand('losetup', ['--nooverlap', '--find', '--show', image]);
     const device = out.trim();
-    if (!device.startsWith('/dev/')) throw new Error(`losetup --find --show ${image} printed ${JSON.stringify(out)}, not a device`);
+    if (!device.startsWith('/dev/'))
+      throw new Error(`losetup --find --show ${image} printed ${JSON.stringify(out)}, not a device`);
     return device;
   }
 
@@ -475,7 +523,11 @@ export class LoopProvisioner {
     }
     const capacity = `${Math.max(bytes, current) / MiB}Mi`;
     if (parseQuantity(claim.status?.capacity?.storage) !== Math.max(bytes, current)) {
-      await this.kube.patch(`${paths.claims(claim.metadata?.namespace, claim.metadata?.name)}/status`, { status: { capacity: { storage: capacity } } }, 'merge');
+      await this.kube.patch(
+        `${paths.claims(claim.metadata?.namespace, claim.metadata?.name)}/status`,
+        { status: { capacity: { storage: capacity } } },
+        'merge',
+      );
     }
   }
 
@@ -490,7 +542,9 @@ export class LoopProvisioner {
     // PV was gone, when nothing in the API is left to remind it.
     await writeFile(reclaiming, `${pv.metadata?.uid ?? ''}\n`);
     try {
-      await this.kube.delete(paths.volumes(name), { preconditions: { uid: pv.metadata?.uid, resourceVersion: pv.metadata?.resourceVersion } });
+      await this.kube.delete(paths.volumes(name), {
+        preconditions: { uid: pv.metadata?.uid, resourceVersion: pv.metadata?.resourceVersion },
+      });
     } catch (e: unknown) {
       await rm(reclaiming, { force: true });
       if (e instanceof ApiError && e.code === 409) return;
@@ -522,10 +576,12 @@ export class LoopProvisioner {
   /** Unmount, detach, remove: each step tolerates that it was already done. */
   private async removeVolume(name: string): Promise<void> {
     const { image, staging, dir, reclaiming } = this.files(name);
-    for (const mount of (await mountsUnder(dir)).filter((m) => m.target === dir)) await runCommand('umount', [mount.target]);
+    for (const mount of (await mountsUnder(dir)).filter((m) => m.target === dir))
+      await runCommand('umount', [mount.target]);
     if ((await mountsUnder(dir)).length > 0) throw new Error(`${dir} is still mounted; not removing it`);
     for (const device of await loopDevicesUnder(this.root)) {
-      if (device.backingFile === image || device.backingFile === staging) await runCommand('losetup', ['--detach', device.name]);
+      if (device.backingFile === image || device.backingFile === staging)
+        await runCommand('losetup', ['--detach', device.name]);
     }
     await rm(image, { force: true });
     await rm(staging, { force: true });
@@ -550,7 +606,13 @@ export class LoopProvisioner {
         apiVersion: 'v1',
         kind: 'Event',
         metadata: { generateName: `${claim.metadata?.name}.`, namespace: claim.metadata?.namespace },
-        involvedObject: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace: claim.metadata?.namespace, name: claim.metadata?.name, uid: claim.metadata?.uid },
+        involvedObject: {
+          apiVersion: 'v1',
+          kind: 'PersistentVolumeClaim',
+          namespace: claim.metadata?.namespace,
+          name: claim.metadata?.name,
+          uid: claim.metadata?.uid,
+        },
         reason,
         message: message.slice(0, 1024),
         type: 'Warning',

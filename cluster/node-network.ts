@@ -9,7 +9,6 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { runCommand } from './processes.js';
 
-
 export interface NodeNetwork {
   /** The bridge's name (pvs + 8 hex digits; IFNAMSIZ allows 15). */
   bridge: string;

@@ -51,7 +51,8 @@ function sign(request: CertRequest, issuer?: KeyPair): KeyPair {
   cert.validity.notBefore = new Date(now - 60_000);
   cert.validity.notAfter = new Date(now + 7 * 24 * 3600_000);
   const subject: forge.pki.CertificateField[] = [{ name: 'commonName', value: request.commonName }];
-  for (const organization of request.organizations ?? []) subject.push({ name: 'organizationName', value: organization });
+  for (const organization of request.organizations ?? [])
+    subject.push({ name: 'organizationName', value: organization });
   cert.setSubject(subject);
   const issuerCert = issuer ? forge.pki.certificateFromPem(issuer.certPem) : undefined;
   cert.setIssuer(issuerCert ? issuerCert.subject.attributes : subject);
@@ -60,7 +61,11 @@ function sign(request: CertRequest, issuer?: KeyPair): KeyPair {
     extensions.push({ name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true });
   } else {
     extensions.push({ name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true });
-    extensions.push({ name: 'extKeyUsage', serverAuth: request.usage === 'server', clientAuth: request.usage === 'client' });
+    extensions.push({
+      name: 'extKeyUsage',
+      serverAuth: request.usage === 'server',
+      clientAuth: request.usage === 'client',
+    });
   }
   const altNames = [
     ...(request.dnsNames ?? []).map((value) => ({ type: 2, value })),
@@ -80,15 +85,30 @@ export function createClusterPki(apiserverIps: string[] = ['127.0.0.1', '10.0.0.
     {
       commonName: 'kube-apiserver',
       usage: 'server',
-      dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
+      dnsNames: [
+        'localhost',
+        'kubernetes',
+        'kubernetes.default',
+        'kubernetes.default.svc',
+        'kubernetes.default.svc.cluster.local',
+      ],
       ips: [...new Set(['127.0.0.1', ...apiserverIps])],
     },
     ca,
   );
   const admin = signClientCertificate(ca, 'pvshift-admin', ['system:masters']);
-  const kubelet = sign({ commonName: 'fake-kubelet', usage: 'server', dnsNames: ['localhost'], ips: ['127.0.0.1'] }, ca);
+  const kubelet = sign(
+    { commonName: 'fake-kubelet', usage: 'server', dnsNames: ['localhost'], ips: ['127.0.0.1'] },
+    ca,
+  );
   const sa = rsaKeys();
-  return { ca, apiserver, admin, kubelet, serviceAccount: { publicKeyPem: sa.publicKeyPem, privateKeyPem: sa.privateKeyPem } };
+  return {
+    ca,
+    apiserver,
+    admin,
+    kubelet,
+    serviceAccount: { publicKeyPem: sa.publicKeyPem, privateKeyPem: sa.privateKeyPem },
+  };
 }
 
 /**

@@ -29,7 +29,13 @@ export interface ManagedProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
-export function startProcess(name: string, command: string, args: string[], logPath: string, env?: NodeJS.ProcessEnv): ManagedProcess {
+export function startProcess(
+  name: string,
+  command: string,
+  args: string[],
+  logPath: string,
+  env?: NodeJS.ProcessEnv,
+): ManagedProcess {
   installExitHandlers();
   const log = createWriteStream(logPath, { flags: 'a' });
   const [file, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', command, ...args]] : [command, args];
@@ -82,7 +88,12 @@ export function sleep(ms: number): Promise<void> {
 /** Thrown by a waitFor check that knows the wait can no longer succeed: waitFor rethrows it at once. */
 export class GiveUp extends Error {}
 
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000, intervalMs = 250): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+  intervalMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {

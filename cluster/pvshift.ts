@@ -82,13 +82,26 @@ const CHART_KINDS: Record<string, string> = {
 async function renderChart(cluster: LocalCluster, set: string[]): Promise<ChartObject[]> {
   const { helm } = await findBinaries();
   const version = await cluster.kube.request<{ gitVersion: string }>('GET', '/version');
-  const args = ['template', 'pvshift', join(REPO_ROOT, 'charts/pvshift'), '--namespace', PVSHIFT_NAMESPACE, '--kube-version', version.gitVersion];
+  const args = [
+    'template',
+    'pvshift',
+    join(REPO_ROOT, 'charts/pvshift'),
+    '--namespace',
+    PVSHIFT_NAMESPACE,
+    '--kube-version',
+    version.gitVersion,
+  ];
   for (const pair of set) args.push('--set', pair);
   const { stdout } = await execFileAsync(helm, args, {
     cwd: REPO_ROOT,
     maxBuffer: 16 * 1024 * 1024,
     // No user's helm configuration or repositories leak in.
-    env: { ...process.env, HELM_CACHE_HOME: join(REPO_ROOT, 'tmp/helm/cache'), HELM_CONFIG_HOME: join(REPO_ROOT, 'tmp/helm/config'), HELM_DATA_HOME: join(REPO_ROOT, 'tmp/helm/data') },
+    env: {
+      ...process.env,
+      HELM_CACHE_HOME: join(REPO_ROOT, 'tmp/helm/cache'),
+      HELM_CONFIG_HOME: join(REPO_ROOT, 'tmp/helm/config'),
+      HELM_DATA_HOME: join(REPO_ROOT, 'tmp/helm/data'),
+    },
   });
   return parseAllDocuments(stdout)
     .map((doc) => doc.toJSON() as ChartObject | null)
@@ -103,7 +116,9 @@ function oneOf(objects: ChartObject[], kind: string): ChartObject {
 
 /** The value of `--name=value` in the chart's Deployment, so local runs name what the chart's RBAC names. */
 function chartFlag(objects: ChartObject[], name: string): string {
-  const deployment = oneOf(objects, 'Deployment') as unknown as { spec: { template: { spec: { containers: { args?: string[] }[] } } } };
+  const deployment = oneOf(objects, 'Deployment') as unknown as {
+    spec: { template: { spec: { containers: { args?: string[] }[] } } };
+  };
   const prefix = `--${name}=`;
   const arg = deployment.spec.template.spec.containers[0]?.args?.find((a) => a.startsWith(prefix));
   if (arg === undefined) throw new Error(`the chart's Deployment has no ${prefix}`);
@@ -119,23 +134,38 @@ async function apply(kube: Kube, object: ChartObject): Promise<void> {
   } catch (e: unknown) {
     if (!(e instanceof ApiError && e.code === 409)) throw e;
     const current = await kube.get<ChartObject>(`${collection}/${object.metadata.name}`);
-    await kube.replace(`${collection}/${object.metadata.name}`, { ...object, metadata: { ...object.metadata, resourceVersion: current?.metadata.resourceVersion } });
+    await kube.replace(`${collection}/${object.metadata.name}`, {
+      ...object,
+      metadata: { ...object.metadata, resourceVersion: current?.metadata.resourceVersion },
+    });
   }
 }
 
 /** Whether the API server's authorizer already lets `user` do this (RBAC reads bindings through an informer). */
-async function isAllowed(kube: Kube, user: string, groups: string[], attributes: Record<string, string>): Promise<boolean> {
-  const review = await kube.request<{ status?: { allowed?: boolean } }>('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
-    apiVersion: 'authorization.k8s.io/v1',
-    kind: 'SubjectAccessReview',
-    spec: { user, groups, resourceAttributes: attributes },
-  });
+async function isAllowed(
+  kube: Kube,
+  user: string,
+  groups: string[],
+  attributes: Record<string, string>,
+): Promise<boolean> {
+  const review = await kube.request<{ status?: { allowed?: boolean } }>(
+    'POST',
+    '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+    {
+      apiVersion: 'authorization.k8s.io/v1',
+      kind: 'SubjectAccessReview',
+      spec: { user, groups, resourceAttributes: attributes },
+    },
+  );
   return review.status?.allowed === true;
 }
 
 interface AdmissionPolicy {
   metadata: { name: string; generation?: number };
-  status?: { observedGeneration?: number; typeChecking?: { expressionWarnings?: { fieldRef: string; warning: string }[] } };
+  status?: {
+    observedGeneration?: number;
+    typeChecking?: { expressionWarnings?: { fieldRef: string; warning: string }[] };
+  };
 }
 
 /**
@@ -164,7 +194,10 @@ async function waitForAdmissionPolicy(kube: Kube, name: string): Promise<void> {
     return current?.status?.observedGeneration === current?.metadata.generation ? current : undefined;
   });
   const warnings = policy.status?.typeChecking?.expressionWarnings ?? [];
-  if (warnings.length > 0) throw new Error(`ValidatingAdmissionPolicy ${name}: ${warnings.map((w) => `${w.fieldRef}: ${w.warning}`).join('; ')}`);
+  if (warnings.length > 0)
+    throw new Error(
+      `ValidatingAdmissionPolicy ${name}: ${warnings.map((w) => `${w.fieldRef}: ${w.warning}`).join('; ')}`,
+    );
 }
 
 /**
@@ -183,24 +216,42 @@ export async function installPvshift(cluster: LocalCluster, options: InstallOpti
   }
   const chart = await renderChart(cluster, [`admissionPolicy.enabled=${options.admissionPolicy ?? true}`]);
   for (const object of chart.filter((o) => o.kind in CHART_KINDS)) await apply(kube, object);
-  if (options.admissionPolicy ?? true) await waitForAdmissionPolicy(kube, oneOf(chart, 'ValidatingAdmissionPolicy').metadata.name);
+  if (options.admissionPolicy ?? true)
+    await waitForAdmissionPolicy(kube, oneOf(chart, 'ValidatingAdmissionPolicy').metadata.name);
   const serviceAccount = oneOf(chart, 'ServiceAccount').metadata.name;
   const user = `system:serviceaccount:${PVSHIFT_NAMESPACE}:${serviceAccount}`;
   const groups = ['system:serviceaccounts', `system:serviceaccounts:${PVSHIFT_NAMESPACE}`];
   const configurationName = chartFlag(chart, 'webhook-configuration');
-  if (configurationName !== WEBHOOK_CONFIGURATION) throw new Error(`the chart names the webhook configuration ${configurationName}, cluster/pvshift.ts ${WEBHOOK_CONFIGURATION}`);
+  if (configurationName !== WEBHOOK_CONFIGURATION)
+    throw new Error(
+      `the chart names the webhook configuration ${configurationName}, cluster/pvshift.ts ${WEBHOOK_CONFIGURATION}`,
+    );
   const tlsSecret = chartFlag(chart, 'tls-secret');
   // Both bindings in force before pvshift starts: its first calls (the
   // certificate Secret, the Lease) would otherwise race the RBAC informer.
-  await waitFor('the chart\'s RBAC in force for pvshift', async () => {
-    const clusterWide = await isAllowed(kube, user, groups, { group: 'pvshift.io', resource: 'volumemigrations', verb: 'list' });
-    const namespaced = await isAllowed(kube, user, groups, { group: 'coordination.k8s.io', resource: 'leases', verb: 'create', namespace: PVSHIFT_NAMESPACE });
+  await waitFor("the chart's RBAC in force for pvshift", async () => {
+    const clusterWide = await isAllowed(kube, user, groups, {
+      group: 'pvshift.io',
+      resource: 'volumemigrations',
+      verb: 'list',
+    });
+    const namespaced = await isAllowed(kube, user, groups, {
+      group: 'coordination.k8s.io',
+      resource: 'leases',
+      verb: 'create',
+      namespace: PVSHIFT_NAMESPACE,
+    });
     return clusterWide && namespaced ? true : undefined;
   });
   const { path: kubeconfigPath } = await cluster.kubeconfigFor(user, groups);
 
   const port = await freePort();
-  const configuration = buildWebhookConfiguration({ name: WEBHOOK_CONFIGURATION, pvshiftNamespace: PVSHIFT_NAMESPACE, caBundle: '', url: `https://127.0.0.1:${port}` });
+  const configuration = buildWebhookConfiguration({
+    name: WEBHOOK_CONFIGURATION,
+    pvshiftNamespace: PVSHIFT_NAMESPACE,
+    caBundle: '',
+    url: `https://127.0.0.1:${port}`,
+  });
   try {
     await kube.create(paths.mutatingWebhooks(), configuration);
   } catch (e: unknown) {
@@ -212,7 +263,8 @@ export async function installPvshift(cluster: LocalCluster, options: InstallOpti
     port,
     user,
     kubeconfigPath,
-    start: (extraArgs = [], startOptions = {}) => startPvshift(cluster, identity, port, `${++runs}`, extraArgs, startOptions),
+    start: (extraArgs = [], startOptions = {}) =>
+      startPvshift(cluster, identity, port, `${++runs}`, extraArgs, startOptions),
   };
 }
 
@@ -249,7 +301,11 @@ async function startPvshift(
       '--lease-duration=4',
       ...extraArgs,
     ],
-    { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PVSHIFT_LOG_LEVEL: process.env.PVSHIFT_LOG_LEVEL ?? 'info', ...options.env } },
+    {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, PVSHIFT_LOG_LEVEL: process.env.PVSHIFT_LOG_LEVEL ?? 'info', ...options.env },
+    },
   );
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
@@ -285,7 +341,9 @@ async function startPvshift(
     'pvshift webhook ready with its CA bundle',
     async () => {
       if (child.exitCode !== null) throw new Error(`pvshift exited with ${child.exitCode}; see ${logPath}`);
-      const config = await cluster.kube.get<{ webhooks?: { clientConfig?: { caBundle?: string } }[] }>(paths.mutatingWebhooks(WEBHOOK_CONFIGURATION));
+      const config = await cluster.kube.get<{ webhooks?: { clientConfig?: { caBundle?: string } }[] }>(
+        paths.mutatingWebhooks(WEBHOOK_CONFIGURATION),
+      );
       if (!config?.webhooks?.every((w) => w.clientConfig?.caBundle)) return undefined;
       return (await webhookReady(port)) ? true : undefined;
     },
@@ -297,10 +355,13 @@ async function startPvshift(
 /** The webhook's /readyz (true once its migration cache synced); its certificate is checked elsewhere. */
 function webhookReady(port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const request = httpsGet({ host: '127.0.0.1', port, path: '/readyz', rejectUnauthorized: false, timeout: 2000 }, (response) => {
-      response.resume();
-      resolve(response.statusCode === 200);
-    });
+    const request = httpsGet(
+      { host: '127.0.0.1', port, path: '/readyz', rejectUnauthorized: false, timeout: 2000 },
+      (response) => {
+        response.resume();
+        resolve(response.statusCode === 200);
+      },
+    );
     request.on('error', () => resolve(false));
     request.on('timeout', () => request.destroy());
   });

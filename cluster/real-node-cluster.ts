@@ -36,7 +36,9 @@ const REAL_NODE_LOCK = '/run/pvshift-real-node.lock';
 
 async function lockRealNode(log: (line: string) => void): Promise<() => void> {
   const started = Date.now();
-  const child = spawn('flock', ['--exclusive', REAL_NODE_LOCK, 'sh', '-c', 'echo locked; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('flock', ['--exclusive', REAL_NODE_LOCK, 'sh', '-c', 'echo locked; exec cat >/dev/null'], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   let announced = false;
   const timer = setTimeout(() => {
     announced = true;
@@ -77,7 +79,12 @@ export async function startRealNodeCluster(options: RealNodeClusterOptions = {})
       apiserverArgs: ['--enable-aggregator-routing=true'],
       authorizationModes: ['Node', 'RBAC'],
       admissionPlugins: ['NodeRestriction'],
-      controllers: ['endpoints-controller', 'endpointslice-controller', 'pod-garbage-collector-controller', 'node-lifecycle-controller'],
+      controllers: [
+        'endpoints-controller',
+        'endpointslice-controller',
+        'pod-garbage-collector-controller',
+        'node-lifecycle-controller',
+      ],
     });
   } catch (e: unknown) {
     await network.remove();
@@ -104,9 +111,25 @@ export async function startRealNodeCluster(options: RealNodeClusterOptions = {})
     provisioner = new LoopProvisioner(plane.kube, { root: join(plane.dir, 'volumes'), node: REAL_NODE_NAME, log });
     await provisioner.start();
     await waitForDefaultServiceAccount(plane.kube);
-    log(`real-node cluster ready in ${((Date.now() - started) / 1000).toFixed(1)} s; kubeconfig ${plane.kubeconfigPath}`);
+    log(
+      `real-node cluster ready in ${((Date.now() - started) / 1000).toFixed(1)} s; kubeconfig ${plane.kubeconfigPath}`,
+    );
     const { dir, kubeconfigPath, kubeConfig, kube, kubeconfigFor, server, binaries, logs, stop } = plane;
-    return { dir, kubeconfigPath, kubeConfig, kube, kubeconfigFor, server, binaries, images, network, node, provisioner, logs, stop };
+    return {
+      dir,
+      kubeconfigPath,
+      kubeConfig,
+      kube,
+      kubeconfigFor,
+      server,
+      binaries,
+      images,
+      network,
+      node,
+      provisioner,
+      logs,
+      stop,
+    };
   } catch (e: unknown) {
     await plane.stop();
     throw e;

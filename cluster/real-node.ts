@@ -111,13 +111,22 @@ function kubeletConfig(options: {
       // This machine refuses a negative oom_score_adj.
       oomScoreAdj: 0,
       podLogsDir: options.podLogsDir,
-      authentication: { anonymous: { enabled: false }, webhook: { enabled: false }, x509: { clientCAFile: options.caFile } },
+      authentication: {
+        anonymous: { enabled: false },
+        webhook: { enabled: false },
+        x509: { clientCAFile: options.caFile },
+      },
       authorization: { mode: 'AlwaysAllow' },
       // Images are imported, never pulled: image GC must never remove one.
       imageGCHighThresholdPercent: 100,
       imageGCLowThresholdPercent: 99,
       // A shared machine's disk use is not this node's pressure.
-      evictionHard: { 'memory.available': '0%', 'nodefs.available': '0%', 'imagefs.available': '0%', 'nodefs.inodesFree': '0%' },
+      evictionHard: {
+        'memory.available': '0%',
+        'nodefs.available': '0%',
+        'imagefs.available': '0%',
+        'nodefs.inodesFree': '0%',
+      },
       localStorageCapacityIsolation: false,
       nodeStatusUpdateFrequency: '4s',
       syncFrequency: '5s',
@@ -161,7 +170,8 @@ async function createCgroups(relative: string): Promise<void> {
     const path = join(base, controller, relative);
     await mkdir(path, { recursive: true });
     if (controller === 'cpuset') {
-      for (const file of ['cpuset.cpus', 'cpuset.mems']) await writeFile(join(path, file), await readFile(join(base, controller, file)));
+      for (const file of ['cpuset.cpus', 'cpuset.mems'])
+        await writeFile(join(path, file), await readFile(join(base, controller, file)));
     }
   }
 }
@@ -189,9 +199,15 @@ export async function startRealNode(plane: ControlPlane, options: RealNodeOption
   const containerdAddress = join(dir, 'containerd.sock');
   const cgroupRoot = `/${network.bridge}`;
   for (const d of [containerdDir, kubeletRoot, cniConfDir, join(dir, 'pods-logs')]) await mkdir(d, { recursive: true });
-  await writeFile(join(cniConfDir, '10-pvshift.conflist'), network.cniConfig(`pvshift-${network.bridge}`, join(dir, 'cni', 'ipam')));
+  await writeFile(
+    join(cniConfDir, '10-pvshift.conflist'),
+    network.cniConfig(`pvshift-${network.bridge}`, join(dir, 'cni', 'ipam')),
+  );
   const containerdConfigPath = join(containerdDir, 'config.toml');
-  await writeFile(containerdConfigPath, containerdConfig(containerdDir, containerdAddress, options.pauseImage.ref, cniConfDir));
+  await writeFile(
+    containerdConfigPath,
+    containerdConfig(containerdDir, containerdAddress, options.pauseImage.ref, cniConfDir),
+  );
 
   let containerd: ManagedProcess | undefined;
   let kubelet: ManagedProcess | undefined;
@@ -213,9 +229,11 @@ export async function startRealNode(plane: ControlPlane, options: RealNodeOption
         await ctr('tasks', 'kill', '--signal', 'SIGKILL', id).catch(() => undefined);
       }
       if (tasks.trim()) await sleep(500);
-      for (const id of tasks.split('\n').filter(Boolean)) await ctr('tasks', 'delete', '--force', id).catch(() => undefined);
+      for (const id of tasks.split('\n').filter(Boolean))
+        await ctr('tasks', 'delete', '--force', id).catch(() => undefined);
       const containers = await ctr('containers', 'list', '-q').catch(() => '');
-      for (const id of containers.split('\n').filter(Boolean)) await ctr('containers', 'delete', id).catch(() => undefined);
+      for (const id of containers.split('\n').filter(Boolean))
+        await ctr('containers', 'delete', id).catch(() => undefined);
       await containerd.stop();
     }
     await unmountUnder(dir);
@@ -232,7 +250,10 @@ export async function startRealNode(plane: ControlPlane, options: RealNodeOption
     }
     const listed = await ctr('images', 'list', '-q');
     for (const image of [options.pauseImage, ...options.images]) {
-      if (!listed.split('\n').includes(image.ref)) throw new Error(`image ${image.ref} not in containerd after importing ${image.archive}; it has: ${listed.trim()}`);
+      if (!listed.split('\n').includes(image.ref))
+        throw new Error(
+          `image ${image.ref} not in containerd after importing ${image.archive}; it has: ${listed.trim()}`,
+        );
     }
     log(`imported ${options.images.length + 1} images in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
@@ -293,9 +314,14 @@ async function deleteAllPods(kube: Kube, node: string, log: (line: string) => vo
     return list?.items ?? [];
   };
   for (const pod of await onNode()) {
-    await kube.delete(paths.pods(pod.metadata?.namespace, pod.metadata?.name), { gracePeriodSeconds: 1 }).catch(() => undefined);
+    await kube
+      .delete(paths.pods(pod.metadata?.namespace, pod.metadata?.name), { gracePeriodSeconds: 1 })
+      .catch(() => undefined);
   }
-  await waitFor('every pod stopped by the kubelet', async () => ((await onNode()).length === 0 ? true : undefined), 60_000, 500).catch((e: unknown) =>
-    log(`teardown: ${String(e)}; stopping the kubelet anyway`),
-  );
+  await waitFor(
+    'every pod stopped by the kubelet',
+    async () => ((await onNode()).length === 0 ? true : undefined),
+    60_000,
+    500,
+  ).catch((e: unknown) => log(`teardown: ${String(e)}; stopping the kubelet anyway`));
 }

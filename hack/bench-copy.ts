@@ -40,7 +40,17 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // the image's entry point (`pvshift --mode=runner`). Through tsx every run would
 // pay ~0.3 s of on-the-fly compilation that no copy pod pays.
 const compiled = path.join(os.tmpdir(), `pvshift-bench-dist-${process.pid}`);
-execFileSync(process.execPath, [path.join(repo, 'node_modules/typescript/bin/tsc'), '-p', path.join(repo, 'tsconfig.build.json'), '--outDir', compiled], { cwd: repo, stdio: 'inherit' });
+execFileSync(
+  process.execPath,
+  [
+    path.join(repo, 'node_modules/typescript/bin/tsc'),
+    '-p',
+    path.join(repo, 'tsconfig.build.json'),
+    '--outDir',
+    compiled,
+  ],
+  { cwd: repo, stdio: 'inherit' },
+);
 process.on('exit', () => fsSync.rmSync(compiled, { recursive: true, force: true }));
 const entryPoint = path.join(compiled, 'src', 'main.js');
 const MiB = 1 << 20;
@@ -51,7 +61,9 @@ function sh(command: string): Promise<void> {
     let err = '';
     child.stderr.on('data', (c: Buffer) => (err += c.toString()));
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${command}: exit ${code}: ${err.slice(-500)}`))));
+    child.on('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${command}: exit ${code}: ${err.slice(-500)}`)),
+    );
   });
 }
 const q = (p: string): string => `'${p.replace(/'/g, `'\\''`)}'`;
@@ -59,7 +71,7 @@ const q = (p: string): string => `'${p.replace(/'/g, `'\\''`)}'`;
 async function writeRandom(file: string, size: number): Promise<void> {
   const handle = await fs.open(file, 'w');
   try {
-    for (let done = 0; done < size; ) {
+    for (let done = 0; done < size;) {
       const n = Math.min(8 * MiB, size - done);
       await handle.write(randomBytes(n));
       done += n;
@@ -95,7 +107,8 @@ function lcg(seed: number): () => number {
   return () => (state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 }
 /** Log-uniform between lo and hi: many small values, a few big ones. */
-const logUniform = (rand: () => number, lo: number, hi: number): number => Math.round(lo * Math.exp(rand() * Math.log(hi / lo)));
+const logUniform = (rand: () => number, lo: number, hi: number): number =>
+  Math.round(lo * Math.exp(rand() * Math.log(hi / lo)));
 
 /**
  * What a volume holds: a database (a few big files, a WAL of 16 MiB segments,
@@ -171,7 +184,19 @@ function runnerTool(name: string, verify: string, extra: string[] = []): Tool {
     copy: async (src, dst) => {
       const { stdout } = await exec(
         process.execPath,
-        [entryPoint, '--mode=runner', '--source', src, '--target', dst, '--verify', verify, '--termination-log', '/dev/null', ...extra],
+        [
+          entryPoint,
+          '--mode=runner',
+          '--source',
+          src,
+          '--target',
+          dst,
+          '--verify',
+          verify,
+          '--termination-log',
+          '/dev/null',
+          ...extra,
+        ],
         { cwd: repo, maxBuffer: 64 * MiB },
       ).catch((e: unknown) => {
         throw new Error(`runner failed: ${String((e as { stderr?: unknown }).stderr ?? e)}`);
@@ -196,7 +221,15 @@ function parallelRsync(n: number): Tool {
             (async () => {
               const list = path.join(os.tmpdir(), `bench-files-${process.pid}-${i}`);
               await fs.writeFile(list, g.join('\n') + '\n');
-              await exec('rsync', ['-aHAXS', '--numeric-ids', '--whole-file', '-r', `--files-from=${list}`, `${src}/`, `${dst}/`]);
+              await exec('rsync', [
+                '-aHAXS',
+                '--numeric-ids',
+                '--whole-file',
+                '-r',
+                `--files-from=${list}`,
+                `${src}/`,
+                `${dst}/`,
+              ]);
               await fs.rm(list);
             })(),
           ),
@@ -263,15 +296,33 @@ async function fidelity(work: string): Promise<Map<string, string>> {
       "touch -d '2020-01-02 03:04:05.987654321' d/f d",
     ].join(' && '),
   );
-  const src0 = await readListing(src, { xattrs: true, adminXattrs: true, acls: true, content: true, warn: () => undefined });
+  const src0 = await readListing(src, {
+    xattrs: true,
+    adminXattrs: true,
+    acls: true,
+    content: true,
+    warn: () => undefined,
+  });
   const result = new Map<string, string>();
   for (const tool of tools.filter((t) => competitors.has(t.name) || t.name === 'runner (verify none)')) {
     const dst = path.join(work, 'fid-dst');
     await fs.rm(dst, { recursive: true, force: true });
     await fs.mkdir(dst);
     await tool.copy(src, dst);
-    const dst0 = await readListing(dst, { xattrs: true, adminXattrs: true, acls: true, content: true, warn: () => undefined });
-    const diff = compareTrees(src0, dst0, { mirror: true, compareXattrs: true, compareAcls: true, compareContent: true, limit: 100 });
+    const dst0 = await readListing(dst, {
+      xattrs: true,
+      adminXattrs: true,
+      acls: true,
+      content: true,
+      warn: () => undefined,
+    });
+    const diff = compareTrees(src0, dst0, {
+      mirror: true,
+      compareXattrs: true,
+      compareAcls: true,
+      compareContent: true,
+      limit: 100,
+    });
     const lost = new Set<string>();
     for (const d of diff.differences) for (const part of d.what.split('; ')) lost.add(part.split(' ')[0] ?? part);
     const srcBlocks = Number(src0.get('sparse')?.blocks ?? 0n);
@@ -300,10 +351,14 @@ async function main(): Promise<void> {
   process.once('SIGINT', cleanUp);
   process.once('SIGTERM', cleanUp);
   const reps = 3;
-  console.log(`bench-copy${quick ? ' (quick)' : ''}: ${os.cpus().length} CPUs, work dir ${work}, best of ${reps} runs (alternating order)`);
+  console.log(
+    `bench-copy${quick ? ' (quick)' : ''}: ${os.cpus().length} CPUs, work dir ${work}, best of ${reps} runs (alternating order)`,
+  );
   try {
     const fid = await fidelity(work);
-    console.log('fidelity (fidelity tree: owners, setuid, ns mtimes, symlink times, hard links, xattrs user+trusted, ACLs, sparse, fifo, device):');
+    console.log(
+      'fidelity (fidelity tree: owners, setuid, ns mtimes, symlink times, hard links, xattrs user+trusted, ACLs, sparse, fifo, device):',
+    );
     for (const [tool, verdict] of fid) console.log(`  ${tool}: ${verdict}`);
     const corpora: [string, (d: string) => Promise<void>][] = [
       ['big file', makeBig],
@@ -334,19 +389,33 @@ async function main(): Promise<void> {
       const corpusRows: string[][] = [];
       for (const tool of tools) {
         const { seconds: s, exitSeconds } = best.get(tool.name) ?? { seconds: NaN, exitSeconds: NaN };
-        corpusRows.push([name, tool.name, s.toFixed(2), (bytes / 1e6 / s).toFixed(1), (fastestOther / s).toFixed(2), exitSeconds.toFixed(2)]);
+        corpusRows.push([
+          name,
+          tool.name,
+          s.toFixed(2),
+          (bytes / 1e6 / s).toFixed(1),
+          (fastestOther / s).toFixed(2),
+          exitSeconds.toFixed(2),
+        ]);
       }
       rows.push(...corpusRows);
       printTable([rows[0] ?? [], ...corpusRows]);
       const allocated = await duBytes(src, true);
-      console.log(`(${name}: ${(bytes / 1e6).toFixed(0)} MB apparent, ${(allocated / 1e6).toFixed(0)} MB allocated, ${entries} entries)\n`);
+      console.log(
+        `(${name}: ${(bytes / 1e6).toFixed(0)} MB apparent, ${(allocated / 1e6).toFixed(0)} MB allocated, ${entries} entries)\n`,
+      );
       await fs.rm(src, { recursive: true, force: true });
-      for (const d of await fs.readdir(work)) if (d.startsWith('dst-')) await fs.rm(path.join(work, d), { recursive: true, force: true });
+      for (const d of await fs.readdir(work))
+        if (d.startsWith('dst-')) await fs.rm(path.join(work, d), { recursive: true, force: true });
     }
     console.log('all corpora:');
     printTable(rows);
-    console.log('\n"seconds" = until the copy is on disk (the tool, then sync); "vs fastest other" = that time of the fastest of tar/cp/rsync');
-    console.log('divided by this tool\'s (>= 1 is as fast or faster); "tool exited" = before the sync (the runner flushes before it exits).');
+    console.log(
+      '\n"seconds" = until the copy is on disk (the tool, then sync); "vs fastest other" = that time of the fastest of tar/cp/rsync',
+    );
+    console.log(
+      'divided by this tool\'s (>= 1 is as fast or faster); "tool exited" = before the sync (the runner flushes before it exits).',
+    );
   } finally {
     await fs.rm(work, { recursive: true, force: true });
   }

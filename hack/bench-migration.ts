@@ -46,8 +46,23 @@ async function scenario(kube: Kube, ns: string, name: string, mib: number, preSy
       serviceName: name,
       replicas: 1,
       selector: { matchLabels: { app: name } },
-      template: { metadata: { labels: { app: name } }, spec: { terminationGracePeriodSeconds: 1, containers: [{ name: 'app', image: 'app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] }] } },
-      volumeClaimTemplates: [{ metadata: { name: 'data' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '4Gi' } } } }],
+      template: {
+        metadata: { labels: { app: name } },
+        spec: {
+          terminationGracePeriodSeconds: 1,
+          containers: [{ name: 'app', image: 'app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] }],
+        },
+      },
+      volumeClaimTemplates: [
+        {
+          metadata: { name: 'data' },
+          spec: {
+            accessModes: ['ReadWriteOnce'],
+            storageClassName: 'standard',
+            resources: { requests: { storage: '4Gi' } },
+          },
+        },
+      ],
     },
   });
   const pod = await waitFor(`${name}-0 Running`, async () => {
@@ -60,24 +75,50 @@ async function scenario(kube: Kube, ns: string, name: string, mib: number, preSy
   });
   const dir = (await kube.get<V1PersistentVolume>(paths.volumes(claim.spec?.volumeName)))!.spec!.hostPath!.path;
   if (mib > 0) fill(dir, mib);
-  await kube.create(paths.migrations(ns), { apiVersion: 'pvshift.io/v1alpha1', kind: 'VolumeMigration', metadata: { name, namespace: ns }, spec: { claimName, targetStorageClassName: 'fast', preSync } });
-  await waitFor('WaitingForCutover', async () => ((await kube.get<VolumeMigration>(paths.migrations(ns, name)))?.status?.phase === 'WaitingForCutover' ? true : undefined), 1_800_000, 250);
+  await kube.create(paths.migrations(ns), {
+    apiVersion: 'pvshift.io/v1alpha1',
+    kind: 'VolumeMigration',
+    metadata: { name, namespace: ns },
+    spec: { claimName, targetStorageClassName: 'fast', preSync },
+  });
+  await waitFor(
+    'WaitingForCutover',
+    async () =>
+      (await kube.get<VolumeMigration>(paths.migrations(ns, name)))?.status?.phase === 'WaitingForCutover'
+        ? true
+        : undefined,
+    1_800_000,
+    250,
+  );
   if (mib > 0 && preSync) fs.writeFileSync(path.join(dir, 'changed-after-presync'), randomBytes(16 * 1024 * 1024));
   const start = Date.now();
   await kube.delete(paths.pods(ns, `${name}-0`));
-  await waitFor('pod Running again', async () => {
-    const p = await kube.get<V1Pod>(paths.pods(ns, `${name}-0`));
-    return p && p.metadata?.uid !== pod.metadata?.uid && p.status?.phase === 'Running' ? true : undefined;
-  }, 1_800_000, 100);
+  await waitFor(
+    'pod Running again',
+    async () => {
+      const p = await kube.get<V1Pod>(paths.pods(ns, `${name}-0`));
+      return p && p.metadata?.uid !== pod.metadata?.uid && p.status?.phase === 'Running' ? true : undefined;
+    },
+    1_800_000,
+    100,
+  );
   const podBackSeconds = (Date.now() - start) / 1000;
   const m = await waitFor('Succeeded', async () => {
     const x = await kube.get<VolumeMigration>(paths.migrations(ns, name));
     return x?.status?.phase === 'Succeeded' ? x : undefined;
   });
   const copies = (m.status?.copies ?? [])
-    .map((c) => `${c.pass}: ${formatBytes(c.bytesTransferred)} in ${c.seconds.toFixed(1)} s = ${c.seconds > 0 ? formatBytes(c.bytesTransferred / c.seconds) : '-'}/s`)
+    .map(
+      (c) =>
+        `${c.pass}: ${formatBytes(c.bytesTransferred)} in ${c.seconds.toFixed(1)} s = ${c.seconds > 0 ? formatBytes(c.bytesTransferred / c.seconds) : '-'}/s`,
+    )
     .join('; ');
-  return { scenario: `${mib ? formatBytes(mib * 1024 * 1024) : 'empty'}, ${preSync ? 'pre-sync' : 'no pre-sync'}`, podBackSeconds, downtimeSeconds: m.status?.downtimeSeconds ?? NaN, copies };
+  return {
+    scenario: `${mib ? formatBytes(mib * 1024 * 1024) : 'empty'}, ${preSync ? 'pre-sync' : 'no pre-sync'}`,
+    podBackSeconds,
+    downtimeSeconds: m.status?.downtimeSeconds ?? NaN,
+    copies,
+  };
 }
 
 const cluster = await startLocalCluster();
@@ -91,7 +132,10 @@ try {
   results.push(await scenario(cluster.kube, 'bench', 'warm', dataMiB, true));
   console.log('\nscenario                   | pod recreated -> Running | downtime recorded | copies');
   console.log('---------------------------|--------------------------|-------------------|-------');
-  for (const r of results) console.log(`${r.scenario.padEnd(27)}| ${r.podBackSeconds.toFixed(1).padStart(22)} s | ${r.downtimeSeconds.toFixed(1).padStart(15)} s | ${r.copies}`);
+  for (const r of results)
+    console.log(
+      `${r.scenario.padEnd(27)}| ${r.podBackSeconds.toFixed(1).padStart(22)} s | ${r.downtimeSeconds.toFixed(1).padStart(15)} s | ${r.copies}`,
+    );
   await pvshift.stop();
 } finally {
   await cluster.stop();

@@ -58,14 +58,28 @@ async function serve(): Promise<void> {
 
   // 200 namespaces with 5 migrations each, in every phase; namespace "shop"
   // holds the ones the requests hit (one in cutover for data-web-0).
-  const phases: Phase[] = ['Pending', 'PreSyncing', 'WaitingForCutover', 'CuttingOver', 'Populating', 'Binding', 'Succeeded', 'Failed'];
+  const phases: Phase[] = [
+    'Pending',
+    'PreSyncing',
+    'WaitingForCutover',
+    'CuttingOver',
+    'Populating',
+    'Binding',
+    'Succeeded',
+    'Failed',
+  ];
   const migrations = [migration('data-web-0', 'CuttingOver')];
   for (let n = 0; n < 200; n++) {
     for (let i = 0; i < 5; i++) {
       migrations.push(migration(`data-db-${i}`, phases[(n + i) % phases.length], { namespace: `team-${n}` }));
     }
   }
-  const webhook = buildWebhookApp({ logger: silentLogger(), lookup: createMemoryLookup(migrations), register: new Registry(), https });
+  const webhook = buildWebhookApp({
+    logger: silentLogger(),
+    lookup: createMemoryLookup(migrations),
+    register: new Registry(),
+    https,
+  });
   await webhook.listen({ port: 0, host: '127.0.0.1' });
 
   const noop = fastify({ https });
@@ -117,7 +131,11 @@ interface Figures {
   non2xx: number;
 }
 
-async function drive(port: number, path: string | undefined, options: { duration: number; connections: number; overallRate?: number }): Promise<Figures> {
+async function drive(
+  port: number,
+  path: string | undefined,
+  options: { duration: number; connections: number; overallRate?: number },
+): Promise<Figures> {
   const bodies = reviews();
   const result = await autocannon({
     url: `https://127.0.0.1:${port}`,
@@ -156,7 +174,14 @@ async function openLoop(port: number, rate: number, seconds: number, path?: stri
       const sentAt = process.hrtime.bigint();
       const b = bodies[index % bodies.length]!;
       const req = request(
-        { host: '127.0.0.1', port, path: path ?? b.path, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(b.body) } },
+        {
+          host: '127.0.0.1',
+          port,
+          path: path ?? b.path,
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(b.body) },
+        },
         (res) => {
           res.resume();
           res.on('end', () => {
@@ -209,7 +234,11 @@ function line(name: string, f: Figures): string {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { duration: { type: 'string', default: '10' }, connections: { type: 'string', default: '10' }, serve: { type: 'boolean', default: false } },
+    options: {
+      duration: { type: 'string', default: '10' },
+      connections: { type: 'string', default: '10' },
+      serve: { type: 'boolean', default: false },
+    },
   });
   if (values.serve) {
     await serve();
@@ -224,8 +253,15 @@ async function main(): Promise<void> {
     child.once('exit', (code) => reject(new Error(`server process exited with ${code}`)));
   });
   try {
-    console.log(`pvshift webhook benchmark: HTTPS on loopback, ${connections} connections, ${duration} s per run, node ${process.version}`);
-    console.log('request mix: ' + reviews().map((r) => `${r.what} (${r.body.length} B)`).join(', '));
+    console.log(
+      `pvshift webhook benchmark: HTTPS on loopback, ${connections} connections, ${duration} s per run, node ${process.version}`,
+    );
+    console.log(
+      'request mix: ' +
+        reviews()
+          .map((r) => `${r.what} (${r.body.length} B)`)
+          .join(', '),
+    );
     // Warm both servers (JIT, TLS session setup) before measuring.
     await drive(ports.webhook, undefined, { duration: 2, connections });
     await drive(ports.noop, NOOP_PATH, { duration: 2, connections });
@@ -248,8 +284,12 @@ async function main(): Promise<void> {
     console.log('assuming one request per millisecond; the uniform run spaces requests evenly, in microseconds.');
     console.log('');
     const ratio = webhook.rps / noop.rps;
-    console.log(`throughput ratio webhook / no-op: ${ratio.toFixed(2)} (target >= 0.70: ${ratio >= 0.7 ? 'met' : 'NOT met'})`);
-    console.log(`p99 at 1,000 req/s: autocannon ${fixed.p99.toFixed(2)} ms, uniform ${uniform.p99.toFixed(2)} ms (target < 5 ms: autocannon ${fixed.p99 < 5 ? 'met' : 'NOT met'}, uniform ${uniform.p99 < 5 ? 'met' : 'NOT met'})`);
+    console.log(
+      `throughput ratio webhook / no-op: ${ratio.toFixed(2)} (target >= 0.70: ${ratio >= 0.7 ? 'met' : 'NOT met'})`,
+    );
+    console.log(
+      `p99 at 1,000 req/s: autocannon ${fixed.p99.toFixed(2)} ms, uniform ${uniform.p99.toFixed(2)} ms (target < 5 ms: autocannon ${fixed.p99 < 5 ? 'met' : 'NOT met'}, uniform ${uniform.p99 < 5 ? 'met' : 'NOT met'})`,
+    );
   } finally {
     child.kill();
   }

@@ -62,7 +62,9 @@ async function bundle(outFile: string): Promise<{ bytes: number; ms: number }> {
     // The CommonJS dependencies bundled in (ws, node-fetch, js-yaml...) call
     // require('http') and the like; esbuild's ESM output routes those through a
     // `require` it expects in scope, and an ES module has none.
-    banner: { js: "import { createRequire as __pvshiftCreateRequire } from 'node:module'; const require = __pvshiftCreateRequire(import.meta.url);" },
+    banner: {
+      js: "import { createRequire as __pvshiftCreateRequire } from 'node:module'; const require = __pvshiftCreateRequire(import.meta.url);",
+    },
     // tr46 and whatwg-url (under node-fetch) require('punycode'), which is Node's
     // deprecated core module, not the npm package: Node 21+ warns (DEP0040) on every
     // run when the caller is outside node_modules, as bundled code is. The npm
@@ -70,9 +72,11 @@ async function bundle(outFile: string): Promise<{ bytes: number; ms: number }> {
     alias: { punycode: 'punycode/' },
   });
   const output = result.outputFiles[0];
-  if (!output || result.outputFiles.length !== 1) throw new Error(`esbuild wrote ${result.outputFiles.length} files; expected one`);
+  if (!output || result.outputFiles.length !== 1)
+    throw new Error(`esbuild wrote ${result.outputFiles.length} files; expected one`);
   // The entry's own #! line, kept first by esbuild: kubectl runs the file directly.
-  if (!output.text.startsWith('#!/usr/bin/env node\n')) throw new Error(`${PLUGIN} does not start with "#!/usr/bin/env node"; cli/kubectl-pvshift.ts lost its #! line?`);
+  if (!output.text.startsWith('#!/usr/bin/env node\n'))
+    throw new Error(`${PLUGIN} does not start with "#!/usr/bin/env node"; cli/kubectl-pvshift.ts lost its #! line?`);
   await mkdir(dirname(outFile), { recursive: true });
   await writeFile(outFile, output.contents);
   await chmod(outFile, 0o755);
@@ -97,9 +101,12 @@ async function checkRunsAlone(bundlePath: string, expectedVersion: string): Prom
     };
     const version = (await run(['version'])).trim();
     if (version !== `${PLUGIN} ${expectedVersion}`) {
-      throw new Error(`${PLUGIN} version prints "${version}", but package.json says ${expectedVersion}; update VERSION in cli/main.ts`);
+      throw new Error(
+        `${PLUGIN} version prints "${version}", but package.json says ${expectedVersion}; update VERSION in cli/main.ts`,
+      );
     }
-    if (!(await run(['--help'])).includes('kubectl pvshift COMMAND')) throw new Error(`${PLUGIN} --help does not print the usage`);
+    if (!(await run(['--help'])).includes('kubectl pvshift COMMAND'))
+      throw new Error(`${PLUGIN} --help does not print the usage`);
     return version;
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -122,7 +129,8 @@ function tarGz(entries: TarEntry[], mtime: number): Buffer {
   for (const entry of entries) {
     const header = Buffer.alloc(512);
     const field = (offset: number, length: number, value: string) => header.write(value, offset, length, 'ascii');
-    const octal = (offset: number, length: number, value: number) => field(offset, length, `${value.toString(8).padStart(length - 1, '0')}\0`);
+    const octal = (offset: number, length: number, value: number) =>
+      field(offset, length, `${value.toString(8).padStart(length - 1, '0')}\0`);
     if (Buffer.byteLength(entry.name) > 100) throw new Error(`tar entry name too long: ${entry.name}`);
     field(0, 100, entry.name);
     octal(100, 8, entry.mode);
@@ -169,9 +177,13 @@ async function packKrew(bundlePath: string, outDir: string, manifestPath: string
   const entries: TarEntry[] = [{ name: PLUGIN, mode: 0o755, data: await readFile(bundlePath) }];
   const license = join(REPO_ROOT, 'LICENSE');
   if (existsSync(license)) entries.push({ name: 'LICENSE', mode: 0o644, data: await readFile(license) });
-  else console.warn(`warning: no LICENSE at the repository root, so the archive holds only ${PLUGIN}; krew-index wants the license in the archive`);
+  else
+    console.warn(
+      `warning: no LICENSE at the repository root, so the archive holds only ${PLUGIN}; krew-index wants the license in the archive`,
+    );
   const mtime = Number(process.env.SOURCE_DATE_EPOCH ?? 0);
-  if (!Number.isInteger(mtime) || mtime < 0) throw new Error(`SOURCE_DATE_EPOCH must be whole seconds, not "${process.env.SOURCE_DATE_EPOCH}"`);
+  if (!Number.isInteger(mtime) || mtime < 0)
+    throw new Error(`SOURCE_DATE_EPOCH must be whole seconds, not "${process.env.SOURCE_DATE_EPOCH}"`);
   const archive = tarGz(entries, mtime);
   const archiveName = `pvshift-kubectl-plugin-v${pkg.version}.tar.gz`;
   const archivePath = join(outDir, archiveName);
@@ -183,12 +195,21 @@ async function packKrew(bundlePath: string, outDir: string, manifestPath: string
   // What krew reads: a manifest whose every platform names this archive.
   const parsed = parse(manifest) as KrewManifest;
   const platforms = parsed.spec?.platforms ?? [];
-  if (parsed.metadata?.name !== 'pvshift' || parsed.spec?.version !== `v${pkg.version}` || platforms.length === 0 || platforms.some((p) => p.uri !== uri || p.sha256 !== sha256 || p.bin !== PLUGIN)) {
-    throw new Error(`${relative(REPO_ROOT, TEMPLATE)} does not render to a manifest of plugin pvshift v${pkg.version} whose every platform has the archive's uri, sha256 and bin ${PLUGIN}`);
+  if (
+    parsed.metadata?.name !== 'pvshift' ||
+    parsed.spec?.version !== `v${pkg.version}` ||
+    platforms.length === 0 ||
+    platforms.some((p) => p.uri !== uri || p.sha256 !== sha256 || p.bin !== PLUGIN)
+  ) {
+    throw new Error(
+      `${relative(REPO_ROOT, TEMPLATE)} does not render to a manifest of plugin pvshift v${pkg.version} whose every platform has the archive's uri, sha256 and bin ${PLUGIN}`,
+    );
   }
   await mkdir(dirname(manifestPath), { recursive: true });
   await writeFile(manifestPath, manifest);
-  console.log(`${shown(archivePath)}: ${kib(archive.byteLength)} (${entries.map((e) => e.name).join(', ')}), sha256 ${sha256}`);
+  console.log(
+    `${shown(archivePath)}: ${kib(archive.byteLength)} (${entries.map((e) => e.name).join(', ')}), sha256 ${sha256}`,
+  );
   console.log(`${shown(manifestPath)}: uri ${uri}`);
 }
 
@@ -213,5 +234,7 @@ const pkg = JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) 
 const bundlePath = join(flags['out-dir'], PLUGIN);
 const { bytes, ms } = await bundle(bundlePath);
 const version = await checkRunsAlone(bundlePath, pkg.version);
-console.log(`${shown(bundlePath)}: ${kib(bytes)} (${bytes} bytes, mode ${((await stat(bundlePath)).mode & 0o777).toString(8)}) in ${(ms / 1000).toFixed(1)} s; runs alone: ${version}`);
+console.log(
+  `${shown(bundlePath)}: ${kib(bytes)} (${bytes} bytes, mode ${((await stat(bundlePath)).mode & 0o777).toString(8)}) in ${(ms / 1000).toFixed(1)} s; runs alone: ${version}`,
+);
 if (flags.krew) await packKrew(bundlePath, flags['out-dir'], flags.manifest, pkg);

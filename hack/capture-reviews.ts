@@ -38,8 +38,16 @@ function database() {
       selector: { matchLabels: { 'app.kubernetes.io/name': 'postgres', 'app.kubernetes.io/instance': 'web' } },
       template: {
         metadata: {
-          labels: { 'app.kubernetes.io/name': 'postgres', 'app.kubernetes.io/instance': 'web', 'app.kubernetes.io/component': 'primary' },
-          annotations: { 'kubectl.kubernetes.io/default-container': 'postgres', 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9187' },
+          labels: {
+            'app.kubernetes.io/name': 'postgres',
+            'app.kubernetes.io/instance': 'web',
+            'app.kubernetes.io/component': 'primary',
+          },
+          annotations: {
+            'kubectl.kubernetes.io/default-container': 'postgres',
+            'prometheus.io/scrape': 'true',
+            'prometheus.io/port': '9187',
+          },
         },
         spec: {
           terminationGracePeriodSeconds: 30,
@@ -51,7 +59,10 @@ function database() {
               ports: [{ name: 'postgres', containerPort: 5432 }],
               env: [
                 { name: 'POSTGRES_USER', value: 'app' },
-                { name: 'POSTGRES_PASSWORD', valueFrom: { secretKeyRef: { name: 'web-credentials', key: 'password' } } },
+                {
+                  name: 'POSTGRES_PASSWORD',
+                  valueFrom: { secretKeyRef: { name: 'web-credentials', key: 'password' } },
+                },
                 { name: 'PGDATA', value: '/var/lib/postgresql/data/pgdata' },
                 { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
               ],
@@ -77,7 +88,11 @@ function database() {
       volumeClaimTemplates: [
         {
           metadata: { name: 'data', labels: { 'app.kubernetes.io/name': 'postgres' } },
-          spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '10Gi' } } },
+          spec: {
+            accessModes: ['ReadWriteOnce'],
+            storageClassName: 'standard',
+            resources: { requests: { storage: '10Gi' } },
+          },
         },
       ],
     },
@@ -95,33 +110,68 @@ async function main(): Promise<void> {
     const recorder = fastify({ bodyLimit: 7 << 20, https: { key: serving.keyPem, cert: serving.certPem } });
     for (const route of [CLAIMS_PATH, PODS_PATH]) {
       recorder.post(route, (request, reply) => {
-        const review = request.body as { request: { uid: string; name?: string; object?: { metadata?: { name?: string; generateName?: string } } } };
+        const review = request.body as {
+          request: { uid: string; name?: string; object?: { metadata?: { name?: string; generateName?: string } } };
+        };
         const name = review.request.object?.metadata?.name ?? review.request.name ?? '';
         const key = route === CLAIMS_PATH ? 'claim' : 'pod';
         calls += 1;
         if (!captured.has(key) && /^(data-)?web-0$/.test(name)) captured.set(key, review);
-        return reply.send({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response: { uid: review.request.uid, allowed: true } });
+        return reply.send({
+          apiVersion: 'admission.k8s.io/v1',
+          kind: 'AdmissionReview',
+          response: { uid: review.request.uid, allowed: true },
+        });
       });
     }
     await recorder.listen({ port: 0, host: '127.0.0.1' });
     const port = (recorder.server.address() as AddressInfo).port;
 
     await kube.create<V1Namespace>(paths.namespaces(), { metadata: { name: 'pvshift' } });
-    await kube.create<V1Namespace>(paths.namespaces(), { metadata: { name: NAMESPACE, labels: { [LABEL_NAMESPACE_ACTIVE]: 'true' } } });
-    await waitFor(`ServiceAccount ${NAMESPACE}/default`, () => kube.get(paths.serviceAccounts(NAMESPACE, 'default')), 60_000);
-    await kube.create<V1Secret>(paths.secrets(NAMESPACE), { metadata: { name: 'web-credentials' }, stringData: { password: 'not-a-real-one' } });
+    await kube.create<V1Namespace>(paths.namespaces(), {
+      metadata: { name: NAMESPACE, labels: { [LABEL_NAMESPACE_ACTIVE]: 'true' } },
+    });
+    await waitFor(
+      `ServiceAccount ${NAMESPACE}/default`,
+      () => kube.get(paths.serviceAccounts(NAMESPACE, 'default')),
+      60_000,
+    );
+    await kube.create<V1Secret>(paths.secrets(NAMESPACE), {
+      metadata: { name: 'web-credentials' },
+      stringData: { password: 'not-a-real-one' },
+    });
     await kube.create<V1MutatingWebhookConfiguration>(
       paths.mutatingWebhooks(),
-      buildWebhookConfiguration({ name: CONFIG_NAME, pvshiftNamespace: 'pvshift', caBundle: ca.certPem, url: `https://127.0.0.1:${port}` }),
+      buildWebhookConfiguration({
+        name: CONFIG_NAME,
+        pvshiftNamespace: 'pvshift',
+        caBundle: ca.certPem,
+        url: `https://127.0.0.1:${port}`,
+      }),
     );
     // The API server picks up a new webhook configuration through an informer:
     // wait until a dry-run claim (under another name, not recorded) reaches the recorder.
-    await waitFor('the API server calls the recorder', async () => {
-      await kube.create(paths.claims(NAMESPACE), { metadata: { name: 'probe' }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } }, { dryRun: 'All' });
-      return calls > 0 ? true : undefined;
-    }, 60_000);
+    await waitFor(
+      'the API server calls the recorder',
+      async () => {
+        await kube.create(
+          paths.claims(NAMESPACE),
+          {
+            metadata: { name: 'probe' },
+            spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+          },
+          { dryRun: 'All' },
+        );
+        return calls > 0 ? true : undefined;
+      },
+      60_000,
+    );
     await kube.create(paths.statefulSets(NAMESPACE), database());
-    await waitFor('the claim and the pod reviewed', () => Promise.resolve(captured.size === 2 ? true : undefined), 60_000);
+    await waitFor(
+      'the claim and the pod reviewed',
+      () => Promise.resolve(captured.size === 2 ? true : undefined),
+      60_000,
+    );
     for (const [key, review] of captured) {
       const file = path.join(OUT, `captured-${key}-review.json`);
       writeFileSync(file, `${JSON.stringify(review, null, 2)}\n`);

@@ -20,7 +20,11 @@ import { formatBytes } from '../src/quantity.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 
 const { values } = parseArgs({
-  options: { 'data-mib': { type: 'string', default: '256' }, bandwidth: { type: 'string', default: '32' }, keep: { type: 'boolean', default: false } },
+  options: {
+    'data-mib': { type: 'string', default: '256' },
+    bandwidth: { type: 'string', default: '32' },
+    keep: { type: 'boolean', default: false },
+  },
 });
 const dataMiB = Number(values['data-mib']);
 const bandwidthMiB = Number(values.bandwidth);
@@ -29,7 +33,9 @@ if (!Number.isFinite(dataMiB) || dataMiB < 1 || !Number.isFinite(bandwidthMiB) |
   process.exit(2);
 }
 if (process.getuid?.() !== 0) {
-  console.error('demo: run as root: the fake kubelet runs copy pods in their own mount namespaces (unshare -m), and keeps file ownership as it is');
+  console.error(
+    'demo: run as root: the fake kubelet runs copy pods in their own mount namespaces (unshare -m), and keeps file ownership as it is',
+  );
   process.exit(2);
 }
 
@@ -103,14 +109,20 @@ function compareTrees(a: string, b: string): string[] {
   for (const [rel, entry] of left) {
     const other = right.get(rel);
     if (!other) differences.push(`${rel}: missing in the new volume`);
-    else if (JSON.stringify(entry, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) !== JSON.stringify(other, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))) {
+    else if (
+      JSON.stringify(entry, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) !==
+      JSON.stringify(other, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))
+    ) {
       differences.push(`${rel}: metadata differs`);
     }
   }
   for (const rel of right.keys()) if (!left.has(rel)) differences.push(`${rel}: only in the new volume`);
   // Contents: one recursive diff of every file (symlinks compared as links).
   try {
-    execFileSync('diff', ['-rq', '--no-dereference', a, b], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
+    execFileSync('diff', ['-rq', '--no-dereference', a, b], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      maxBuffer: 64 * 1024 * 1024,
+    });
   } catch (e: unknown) {
     const out = String((e as { stdout?: Buffer }).stdout ?? '');
     differences.push(...out.split('\n').filter(Boolean).slice(0, 20));
@@ -138,12 +150,14 @@ async function follow(kube: Kube, until: (m: VolumeMigration) => boolean): Promi
       const text = m.status?.progressText;
       if (p && text && text !== lastProgress && ['PreSyncing', 'Populating'].includes(phase)) {
         const rate = p.bytesPerSecond > 0 ? `${formatBytes(p.bytesPerSecond)}/s` : '';
-        const eta = typeof p.etaSeconds === 'number' && p.bytesDone < p.bytesTotal ? `, ETA ${Math.round(p.etaSeconds)} s` : '';
+        const eta =
+          typeof p.etaSeconds === 'number' && p.bytesDone < p.bytesTotal ? `, ETA ${Math.round(p.etaSeconds)} s` : '';
         say(`  copying ${text}, ${p.filesDone}/${p.filesTotal} files ${rate}${eta}`);
         lastProgress = text;
       }
       if (until(m)) return m;
-      if (['Failed', 'RolledBack', 'Aborted'].includes(phase)) throw new Error(`migration ended ${phase}: ${m.status?.message}`);
+      if (['Failed', 'RolledBack', 'Aborted'].includes(phase))
+        throw new Error(`migration ended ${phase}: ${m.status?.message}`);
     }
     await new Promise((r) => setTimeout(r, 500));
   }
@@ -168,9 +182,27 @@ async function run(cluster: LocalCluster): Promise<void> {
         selector: { matchLabels: { app: 'db' } },
         template: {
           metadata: { labels: { app: 'db' } },
-          spec: { terminationGracePeriodSeconds: 1, containers: [{ name: 'postgres', image: 'postgres:17', volumeMounts: [{ name: 'data', mountPath: '/var/lib/postgresql/data' }] }] },
+          spec: {
+            terminationGracePeriodSeconds: 1,
+            containers: [
+              {
+                name: 'postgres',
+                image: 'postgres:17',
+                volumeMounts: [{ name: 'data', mountPath: '/var/lib/postgresql/data' }],
+              },
+            ],
+          },
         },
-        volumeClaimTemplates: [{ metadata: { name: 'data' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '2Gi' } } } }],
+        volumeClaimTemplates: [
+          {
+            metadata: { name: 'data' },
+            spec: {
+              accessModes: ['ReadWriteOnce'],
+              storageClassName: 'standard',
+              resources: { requests: { storage: '2Gi' } },
+            },
+          },
+        ],
       },
     });
     const pod = await waitFor('db-0 Running', async () => {
@@ -193,7 +225,9 @@ async function run(cluster: LocalCluster): Promise<void> {
     // The application keeps writing after the pre-sync: the final copy moves only this.
     fs.writeFileSync(path.join(oldDir, 'pg_wal-000000010000000000000002'), randomBytes(4 * 1024 * 1024));
     fs.appendFileSync(path.join(oldDir, 'postgresql.conf'), 'max_connections = 200\n');
-    say('pre-sync done while the app kept running (and wrote 4 MiB more since); now recreating db-0, as a rollout or a node drain would');
+    say(
+      'pre-sync done while the app kept running (and wrote 4 MiB more since); now recreating db-0, as a rollout or a node drain would',
+    );
     const recreatedAt = Date.now();
     await kube.delete(paths.pods(NS, 'db-0'));
     const done = await follow(kube, (m) => m.status?.phase === 'Succeeded');
@@ -210,19 +244,36 @@ async function run(cluster: LocalCluster): Promise<void> {
 
     const copies = done.status?.copies ?? [];
     console.log('\nSummary');
-    console.log(`  claim            ${NS}/${CLAIM}: ${claim.spec?.storageClassName} -> ${newClaim.spec?.storageClassName} (${newClaim.status?.phase})`);
-    console.log(`  new volume       ${newPv.metadata?.name} on ${running.spec?.nodeName}, reclaim ${newPv.spec?.persistentVolumeReclaimPolicy}`);
-    console.log(`  old volume       ${old.metadata?.name}: ${old.status?.phase}, reclaim ${old.spec?.persistentVolumeReclaimPolicy} (kept until you delete it)`);
+    console.log(
+      `  claim            ${NS}/${CLAIM}: ${claim.spec?.storageClassName} -> ${newClaim.spec?.storageClassName} (${newClaim.status?.phase})`,
+    );
+    console.log(
+      `  new volume       ${newPv.metadata?.name} on ${running.spec?.nodeName}, reclaim ${newPv.spec?.persistentVolumeReclaimPolicy}`,
+    );
+    console.log(
+      `  old volume       ${old.metadata?.name}: ${old.status?.phase}, reclaim ${old.spec?.persistentVolumeReclaimPolicy} (kept until you delete it)`,
+    );
     for (const c of copies) {
       const rate = c.seconds > 0 ? `${formatBytes(c.bytesTransferred / c.seconds)}/s` : '-';
-      console.log(`  ${c.pass === 'presync' ? 'pre-sync copy ' : 'final copy    '}   ${c.files} files, ${formatBytes(c.bytes)}; moved ${formatBytes(c.bytesTransferred)} in ${c.seconds.toFixed(1)} s (${rate}); verified: ${c.verified}`);
+      console.log(
+        `  ${c.pass === 'presync' ? 'pre-sync copy ' : 'final copy    '}   ${c.files} files, ${formatBytes(c.bytes)}; moved ${formatBytes(c.bytesTransferred)} in ${c.seconds.toFixed(1)} s (${rate}); verified: ${c.verified}`,
+      );
     }
-    console.log(`  downtime         ${done.status?.downtimeSeconds?.toFixed(1)} s (pod gated to gate lifted); pod recreated to Running: ${podBackSeconds.toFixed(1)} s`);
-    console.log(`  data compared    ${differences.length === 0 ? `identical: ${listTree(oldDir).size} entries, contents, owners, modes, nanosecond mtimes, links` : `${differences.length} DIFFERENCES:\n    ${differences.slice(0, 20).join('\n    ')}`}`);
-    if (bandwidthMiB > 0) console.log(`  (copies were throttled to ${bandwidthMiB} MiB/s so progress can be watched; --bandwidth 0 for full speed)`);
+    console.log(
+      `  downtime         ${done.status?.downtimeSeconds?.toFixed(1)} s (pod gated to gate lifted); pod recreated to Running: ${podBackSeconds.toFixed(1)} s`,
+    );
+    console.log(
+      `  data compared    ${differences.length === 0 ? `identical: ${listTree(oldDir).size} entries, contents, owners, modes, nanosecond mtimes, links` : `${differences.length} DIFFERENCES:\n    ${differences.slice(0, 20).join('\n    ')}`}`,
+    );
+    if (bandwidthMiB > 0)
+      console.log(
+        `  (copies were throttled to ${bandwidthMiB} MiB/s so progress can be watched; --bandwidth 0 for full speed)`,
+      );
     if (differences.length) process.exitCode = 1;
     if (values.keep) {
-      say(`cluster left running: export KUBECONFIG=${cluster.kubeconfigPath}; kubectl -n ${NS} get volumemigrations,pvc,pods; Ctrl-C to stop`);
+      say(
+        `cluster left running: export KUBECONFIG=${cluster.kubeconfigPath}; kubectl -n ${NS} get volumemigrations,pvc,pods; Ctrl-C to stop`,
+      );
       await new Promise(() => {});
     }
   } finally {
@@ -230,7 +281,9 @@ async function run(cluster: LocalCluster): Promise<void> {
   }
 }
 
-say('starting the local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, fake kubelet, hostPath provisioner)');
+say(
+  'starting the local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, fake kubelet, hostPath provisioner)',
+);
 const cluster = await startLocalCluster({ nodes: ['node-1', 'node-2'], log: say });
 try {
   await run(cluster);

@@ -34,7 +34,9 @@ function buildImages() {
   process.stderr.write('test: building the real-node tier images (hack/images/build.sh)\n');
   const build = spawnSync('bash', ['hack/images/build.sh'], { stdio: ['ignore', 'ignore', 'inherit'] });
   // A failure is left to the tests to report, with the build's own words.
-  process.stderr.write(`test: images ${build.status === 0 ? 'ready' : `FAILED (exit ${build.status})`} in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+  process.stderr.write(
+    `test: images ${build.status === 0 ? 'ready' : `FAILED (exit ${build.status})`} in ${((Date.now() - started) / 1000).toFixed(0)} s\n`,
+  );
 }
 
 /** One tap run; its tests are added to the counts. Resolves with tap's exit code. */
@@ -92,7 +94,9 @@ if (files.length > 0) {
   // No files named: tap takes the `include` of package.json (test/**/*.test.ts);
   // naming the folder would make it run helper modules as test files too.
   await runTap(flags);
-  const e2e = readdirSync(E2E_DIR).filter((f) => f.endsWith('.test.ts')).map((f) => `${E2E_DIR}/${f}`);
+  const e2e = readdirSync(E2E_DIR)
+    .filter((f) => f.endsWith('.test.ts'))
+    .map((f) => `${E2E_DIR}/${f}`);
   if (e2e.length > 0) {
     buildImages();
     await runTap([...flags, '--jobs=1', ...e2e]);

@@ -38,7 +38,12 @@ function ownerReference(m: VolumeMigration) {
 }
 
 /** A claim of pvshift's own: labelled, owned by the migration, excluded from the claim webhook. */
-function managedClaim(m: VolumeMigration, component: string, name: string, spec: V1PersistentVolumeClaimSpec): V1PersistentVolumeClaim {
+function managedClaim(
+  m: VolumeMigration,
+  component: string,
+  name: string,
+  spec: V1PersistentVolumeClaimSpec,
+): V1PersistentVolumeClaim {
   return {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',

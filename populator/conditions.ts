@@ -20,7 +20,13 @@ function stampOf(now: Date): string {
 export function withCondition(existing: Condition[], type: string, note: ConditionNote, now: Date): Condition[] {
   const old = existing.find((c) => c.type === type);
   const changed = !old || old.status !== note.status;
-  const next: Condition = { type, status: note.status, reason: note.reason, message: note.message, lastTransitionTime: changed ? stampOf(now) : old.lastTransitionTime };
+  const next: Condition = {
+    type,
+    status: note.status,
+    reason: note.reason,
+    message: note.message,
+    lastTransitionTime: changed ? stampOf(now) : old.lastTransitionTime,
+  };
   return [...existing.filter((c) => c.type !== type), next];
 }
 
@@ -33,15 +39,24 @@ export function conditionsFor(
   fidelity?: CopyFidelity,
 ): Condition[] {
   const { reason, message } = event;
-  let out = withCondition(existing, 'Ready', { status: phase === 'Succeeded' ? 'True' : 'False', reason, message }, now);
+  let out = withCondition(
+    existing,
+    'Ready',
+    { status: phase === 'Succeeded' ? 'True' : 'False', reason, message },
+    now,
+  );
   if (phase === 'Failed') out = withCondition(out, 'Validated', { status: 'False', reason, message }, now);
   else if (phase !== 'Pending' && phase !== 'Aborted') {
     // What the namespace's Pod Security level costs is part of what was validated.
-    const cost = fidelity?.dropped.length ? `; not copied at Pod Security level ${fidelity.level}: ${fidelity.dropped.join(', ')}` : '';
+    const cost = fidelity?.dropped.length
+      ? `; not copied at Pod Security level ${fidelity.level}: ${fidelity.dropped.join(', ')}`
+      : '';
     const fit = `the claim, its volume and the target class are fit to migrate${cost}`;
     out = withCondition(out, 'Validated', { status: 'True', reason: Reason.Validated, message: fit }, now);
   }
   const degraded = phase === 'Failed' || phase === 'RollingBack' || phase === 'RolledBack';
-  const note: ConditionNote = degraded ? { status: 'True', reason, message } : { status: 'False', reason: Reason.AsExpected, message: '' };
+  const note: ConditionNote = degraded
+    ? { status: 'True', reason, message }
+    : { status: 'False', reason: Reason.AsExpected, message: '' };
   return withCondition(out, 'Degraded', note, now);
 }

@@ -32,7 +32,15 @@ import { createCaches, Reconciler } from './reconcile.js';
 import { isOrphanGated } from './orphans.js';
 import { ABORT_PATCH, annotationSignature, INVALID_ANNOTATION_REASON, shortcutAction } from './shortcut.js';
 import { WorkQueue } from './queue.js';
-import { cacheKeyOf, formatWorkKey, parseWorkKey, workKeyOf, type WorkKey, type WorkKeyText, type WorkKind } from './work-key.js';
+import {
+  cacheKeyOf,
+  formatWorkKey,
+  parseWorkKey,
+  workKeyOf,
+  type WorkKey,
+  type WorkKeyText,
+  type WorkKind,
+} from './work-key.js';
 import type { ControllerSettings } from './world.js';
 
 export interface ControllerOptions {
@@ -40,7 +48,14 @@ export interface ControllerOptions {
   workers: number;
   /** Periodic resync of every migration, in ms. */
   resyncMs: number;
-  leaderElection?: { namespace: string; name: string; leaseDurationMs: number; renewMs: number; retryMs: number; identity?: string };
+  leaderElection?: {
+    namespace: string;
+    name: string;
+    leaseDurationMs: number;
+    renewMs: number;
+    retryMs: number;
+    identity?: string;
+  };
   register: Registry;
   /**
    * Fault injection for the crash tests (--fault-crash-after-steps): the process
@@ -79,12 +94,17 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   const metrics = createControllerMetrics(options.register, () => caches.migrations.list());
   const recorder = new EventRecorder(kube, logger, identity);
   // One slot table for every worker: the copy caps hold across them.
-  const slots = new CopySlots({ maxConcurrent: options.settings.maxConcurrentCopies, maxPerNode: options.settings.maxCopiesPerNode });
+  const slots = new CopySlots({
+    maxConcurrent: options.settings.maxConcurrentCopies,
+    maxPerNode: options.settings.maxCopiesPerNode,
+  });
   const reconciler = new Reconciler(kube, caches, options.settings, recorder, metrics, logger, slots);
   const queue = new WorkQueue<WorkKeyText>();
   let leading = !options.leaderElection;
   let stopping = false;
-  const elector = options.leaderElection ? new LeaderElector(kube, { ...options.leaderElection, identity }, logger) : undefined;
+  const elector = options.leaderElection
+    ? new LeaderElector(kube, { ...options.leaderElection, identity }, logger)
+    : undefined;
 
   const enqueueMigration = (m: VolumeMigration) => queue.add(workKeyOf('migration', m));
   const enqueueNamespace = (namespace: string | undefined) => {
@@ -112,13 +132,23 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   const refusedAnnotations = new Map<string, string>();
 
   /** An annotation pvshift cannot act on: an Event on the claim, once per claim and value. */
-  const refuseAnnotation = async (claim: V1PersistentVolumeClaim, signature: string, message: string): Promise<void> => {
+  const refuseAnnotation = async (
+    claim: V1PersistentVolumeClaim,
+    signature: string,
+    message: string,
+  ): Promise<void> => {
     const uid = claim.metadata?.uid ?? '';
     if (refusedAnnotations.get(uid) === signature) return;
     refusedAnnotations.set(uid, signature);
     logger.warn({ claim: keyOf(claim), reason: message }, 'cannot act on the migration annotation of the claim');
     await recorder.record(
-      { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name: claim.metadata?.name ?? '', namespace: claim.metadata?.namespace ?? '', uid },
+      {
+        apiVersion: 'v1',
+        kind: 'PersistentVolumeClaim',
+        name: claim.metadata?.name ?? '',
+        namespace: claim.metadata?.namespace ?? '',
+        uid,
+      },
       'Warning',
       INVALID_ANNOTATION_REASON,
       message,
@@ -139,10 +169,16 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
         await refuseAnnotation(claim, signature, action.message);
       } else if (action.kind === 'create') {
         await kube.create(paths.migrations(ns), action.migration);
-        logger.info({ claim: keyOf(claim), target: action.migration.spec.targetStorageClassName }, 'created VolumeMigration from the claim annotation');
+        logger.info(
+          { claim: keyOf(claim), target: action.migration.spec.targetStorageClassName },
+          'created VolumeMigration from the claim annotation',
+        );
       } else if (action.kind === 'replace') {
         await kube.delete(paths.migrations(ns, action.name));
-        logger.info({ claim: keyOf(claim), old: action.name }, 'the annotation asks for a migration again: the finished one of the claim makes way');
+        logger.info(
+          { claim: keyOf(claim), old: action.name },
+          'the annotation asks for a migration again: the finished one of the claim makes way',
+        );
       } else if (action.kind === 'abort') {
         // Marked as withdrawn by the annotation, so annotating again starts over.
         await kube.patch(paths.migrations(ns, action.name), ABORT_PATCH, 'merge');
@@ -152,7 +188,11 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       if (action.kind === 'create' && e instanceof ApiError && (e.code === 422 || e.code === 400)) {
         // The CRD's validation refused what the annotation says (a class name that is
         // no object name, a size its pattern refuses): the user must change it.
-        await refuseAnnotation(claim, signature, `the VolumeMigration for this claim was refused by the API server: ${apiMessage(e)}`);
+        await refuseAnnotation(
+          claim,
+          signature,
+          `the VolumeMigration for this claim was refused by the API server: ${apiMessage(e)}`,
+        );
       } else if (!(e instanceof ApiError && e.code === 409)) {
         throw e;
       }
@@ -162,7 +202,8 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   /** A pod's key: pvshift's gate lifted, if the pod still waits for a migration that no longer exists. */
   const releaseIfOrphaned = async (pod: V1Pod): Promise<void> => {
     if (!isOrphanGated(pod, caches.migrations.list(), new Date())) return;
-    if (await liftGate(kube, pod)) logger.warn({ pod: keyOf(pod) }, 'released a pod gated for a migration that no longer exists');
+    if (await liftGate(kube, pod))
+      logger.warn({ pod: keyOf(pod) }, 'released a pod gated for a migration that no longer exists');
   };
 
   caches.migrations.on((type, m) => {
@@ -179,7 +220,11 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     // The informer has (or had) this copy pod: from now on it, not a reservation, holds the slot.
     if (copyPassOf(pod)) slots.seen(keyOf(pod));
     enqueueByUid(pod.metadata?.labels?.[LABEL_MIGRATION_UID]);
-    if (pod.metadata?.annotations?.[ANNOTATION_MIGRATION] || (pod.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim)) enqueueNamespace(pod.metadata?.namespace);
+    if (
+      pod.metadata?.annotations?.[ANNOTATION_MIGRATION] ||
+      (pod.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim)
+    )
+      enqueueNamespace(pod.metadata?.namespace);
   });
   caches.volumes.on((_type, pv) => enqueueNamespace(pv.spec?.claimRef?.namespace));
   caches.classes.on(() => caches.migrations.list().forEach(enqueueMigration));
@@ -199,7 +244,11 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     const text = `retrying: ${message}`.slice(0, 1024);
     if (!m || m.status?.message === text || isTerminal(phaseOf(m))) return;
     try {
-      await kube.patch(`${paths.migrations(m.metadata.namespace, m.metadata.name)}/status`, { status: { message: text } }, 'merge');
+      await kube.patch(
+        `${paths.migrations(m.metadata.namespace, m.metadata.name)}/status`,
+        { status: { message: text } },
+        'merge',
+      );
     } catch {
       // Best effort: the log has it either way.
     }
@@ -265,7 +314,11 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     const conditions = withCondition(m.status?.conditions ?? [], 'Degraded', note, new Date());
     const status = { conditions, ...(message === undefined ? {} : { message }) };
     try {
-      await kube.patch(`${paths.migrations(m.metadata.namespace, m.metadata.name)}/status`, { metadata: { resourceVersion: m.metadata.resourceVersion }, status }, 'merge');
+      await kube.patch(
+        `${paths.migrations(m.metadata.namespace, m.metadata.name)}/status`,
+        { metadata: { resourceVersion: m.metadata.resourceVersion }, status },
+        'merge',
+      );
     } catch (e: unknown) {
       if (!(e instanceof ApiError && e.code === 409)) throw e;
     }
@@ -279,8 +332,15 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     if (o && parkMark(key, o) === mark) return true;
     parked.delete(text);
     if (o && key.kind === 'migration') {
-      logger.info({ migration: cacheKeyOf(key) }, 'the migration changed since a terminal error stopped it: trying again');
-      await setDegraded(o as VolumeMigration, { status: 'False', reason: Reason.Retrying, message: 'changed since the failure: trying again' });
+      logger.info(
+        { migration: cacheKeyOf(key) },
+        'the migration changed since a terminal error stopped it: trying again',
+      );
+      await setDegraded(o as VolumeMigration, {
+        status: 'False',
+        reason: Reason.Retrying,
+        message: 'changed since the failure: trying again',
+      });
     }
     return false;
   };
@@ -290,7 +350,10 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     const { log } = failures[key.kind];
     const o = objectOf(key);
     queue.forget(text);
-    logger.warn({ [key.kind]: cacheKeyOf(key), worker: n, err: error.message, reason: error.reason }, `${log}; stopped until the object changes`);
+    logger.warn(
+      { [key.kind]: cacheKeyOf(key), worker: n, err: error.message, reason: error.reason },
+      `${log}; stopped until the object changes`,
+    );
     if (!o?.metadata?.name || !o.metadata.namespace) return;
     parked.set(text, parkMark(key, o));
     const target = {
@@ -300,13 +363,20 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       namespace: o.metadata.namespace,
       uid: o.metadata.uid,
     };
-    const retry = key.kind === 'migration' ? `; fix the cause, then retry: kubectl annotate ${MIGRATION_PLURAL} ${o.metadata.name} ${ANNOTATION_RETRY}="$(date +%s)" --overwrite` : '';
+    const retry =
+      key.kind === 'migration'
+        ? `; fix the cause, then retry: kubectl annotate ${MIGRATION_PLURAL} ${o.metadata.name} ${ANNOTATION_RETRY}="$(date +%s)" --overwrite`
+        : '';
     await recorder.record(target, 'Warning', error.reason, `${error.message}${retry}`);
     if (key.kind !== 'migration') return;
     metrics.reconcileErrors.inc({ kind: 'terminal' });
     const m = o as VolumeMigration;
     if (isTerminal(phaseOf(m))) return;
-    await setDegraded(m, { status: 'True', reason: error.reason, message: error.message.slice(0, 1024) }, `stopped: ${error.message}${retry}`.slice(0, 1024));
+    await setDegraded(
+      m,
+      { status: 'True', reason: error.reason, message: error.message.slice(0, 1024) },
+      `stopped: ${error.message}${retry}`.slice(0, 1024),
+    );
   };
 
   /** A key's work failed: a transient error is retried with backoff, a terminal one stops the key (stopOnTerminal). */

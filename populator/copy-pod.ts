@@ -2,7 +2,18 @@
 // Children are named from the migration's UID, so a rerun finds its pod again.
 import type { V1Affinity, V1NodeSelectorTerm, V1PersistentVolume, V1Pod, V1Toleration } from '@kubernetes/client-node';
 import { BASELINE_CAPABILITIES, PRIVILEGED_CAPABILITIES } from '../src/pod-security.js';
-import { ANNOTATION_COPY_ATTEMPT, COMPONENT_COPY, LABEL_COMPONENT, LABEL_COPY_PASS, LABEL_MANAGED_BY, LABEL_MIGRATION_UID, MANAGED_BY_VALUE, copyPodName, sourceHelperClaimName, stagingClaimName } from '../src/names.js';
+import {
+  ANNOTATION_COPY_ATTEMPT,
+  COMPONENT_COPY,
+  LABEL_COMPONENT,
+  LABEL_COPY_PASS,
+  LABEL_MANAGED_BY,
+  LABEL_MIGRATION_UID,
+  MANAGED_BY_VALUE,
+  copyPodName,
+  sourceHelperClaimName,
+  stagingClaimName,
+} from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 import type { Pass, World } from './world.js';
 
@@ -41,12 +52,18 @@ const CHANGED_SINCE_MARGIN_MS = 60_000;
  * provisioned on a node the application can use (the scheduler picks that node
  * for the copy pod, and the volume follows it).
  */
-function heldPodPlacement(w: World): { nodeSelector?: Record<string, string>; terms?: V1NodeSelectorTerm[]; tolerations?: V1Toleration[] } {
+function heldPodPlacement(w: World): {
+  nodeSelector?: Record<string, string>;
+  terms?: V1NodeSelectorTerm[];
+  tolerations?: V1Toleration[];
+} {
   const held = w.consumers.find((p) => (p.spec?.schedulingGates ?? []).length > 0 && !p.metadata?.deletionTimestamp);
   if (!held?.spec) return {};
   const terms = held.spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms;
   return {
-    ...(held.spec.nodeSelector && Object.keys(held.spec.nodeSelector).length ? { nodeSelector: held.spec.nodeSelector } : {}),
+    ...(held.spec.nodeSelector && Object.keys(held.spec.nodeSelector).length
+      ? { nodeSelector: held.spec.nodeSelector }
+      : {}),
     ...(terms?.length ? { terms } : {}),
     ...(held.spec.tolerations?.length ? { tolerations: held.spec.tolerations } : {}),
   };
@@ -59,21 +76,32 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
   const node = pinnedNode(w, pass);
   const sourceClaim = pass === 'final' ? sourceHelperClaimName(uid) : m.spec.claimName;
   const held = pass === 'final' ? heldPodPlacement(w) : {};
-  const pin: V1NodeSelectorTerm[] | undefined = node ? [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] }] : held.terms;
-  const affinity: V1Affinity | undefined = pin ? { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: pin } } } : undefined;
+  const pin: V1NodeSelectorTerm[] | undefined = node
+    ? [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [node] }] }]
+    : held.terms;
+  const affinity: V1Affinity | undefined = pin
+    ? { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: pin } } }
+    : undefined;
   const nodeSelector = { ...held.nodeSelector, ...settings.copyNodeSelector };
   const tolerations = [...(settings.copyTolerations as V1Toleration[]), ...(held.tolerations ?? [])];
   // What the namespace's Pod Security level admits, read from its labels now (never from status).
   const privileged = w.fidelity.ok && w.fidelity.fidelity.privileged;
   const verify = pass === 'final' ? (m.spec.verify ?? 'metadata') : 'none';
-  const runnerArgs = ['--mode=runner', `--source=${SOURCE_MOUNT}`, `--target=${TARGET_MOUNT}`, `--verify=${verify}`, '--progress-interval=2'];
+  const runnerArgs = [
+    '--mode=runner',
+    `--source=${SOURCE_MOUNT}`,
+    `--target=${TARGET_MOUNT}`,
+    `--verify=${verify}`,
+    '--progress-interval=2',
+  ];
   if (pass === 'final') {
     // The final pass mirrors: whatever the application deleted since pre-sync goes too.
     runnerArgs.push('--delete');
     // And compares the contents of everything changed since the migration began
     // (ctime, which no one can set back): size and mtime alone can lie.
     const created = Date.parse(String(m.metadata.creationTimestamp ?? ''));
-    if (!Number.isNaN(created)) runnerArgs.push(`--changed-since=${new Date(created - CHANGED_SINCE_MARGIN_MS).toISOString()}`);
+    if (!Number.isNaN(created))
+      runnerArgs.push(`--changed-since=${new Date(created - CHANGED_SINCE_MARGIN_MS).toISOString()}`);
   }
   // A live source changes under a pre-sync: files that vanish are the final pass's business.
   if (pass === 'presync') runnerArgs.push('--allow-vanished');
@@ -85,9 +113,23 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
     metadata: {
       name: copyPodNameFor(uid, pass),
       namespace: m.metadata.namespace,
-      labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE, [LABEL_COMPONENT]: COMPONENT_COPY, [LABEL_MIGRATION_UID]: uid, [LABEL_COPY_PASS]: pass },
+      labels: {
+        [LABEL_MANAGED_BY]: MANAGED_BY_VALUE,
+        [LABEL_COMPONENT]: COMPONENT_COPY,
+        [LABEL_MIGRATION_UID]: uid,
+        [LABEL_COPY_PASS]: pass,
+      },
       annotations: { [ANNOTATION_COPY_ATTEMPT]: String(m.status?.attempts?.[pass] ?? 0) },
-      ownerReferences: [{ apiVersion: m.apiVersion, kind: m.kind, name: m.metadata.name, uid, controller: true, blockOwnerDeletion: false }],
+      ownerReferences: [
+        {
+          apiVersion: m.apiVersion,
+          kind: m.kind,
+          name: m.metadata.name,
+          uid,
+          controller: true,
+          blockOwnerDeletion: false,
+        },
+      ],
     },
     spec: {
       restartPolicy: 'Never',
@@ -112,7 +154,10 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
           terminationMessagePolicy: 'FallbackToLogsOnError',
           securityContext: {
             allowPrivilegeEscalation: false,
-            capabilities: { drop: ['ALL'], add: [...BASELINE_CAPABILITIES, ...(privileged ? PRIVILEGED_CAPABILITIES : [])] },
+            capabilities: {
+              drop: ['ALL'],
+              add: [...BASELINE_CAPABILITIES, ...(privileged ? PRIVILEGED_CAPABILITIES : [])],
+            },
           },
           volumeMounts: [
             { name: 'source', mountPath: SOURCE_MOUNT, readOnly: true },

@@ -80,9 +80,12 @@ export function copyPassOf(pod: V1Pod): Pass | undefined {
 /** The node a pod runs on, else the one node its required affinity pins it to (as buildCopyPod pins). */
 function nodeOf(pod: V1Pod): string | undefined {
   if (pod.spec?.nodeName) return pod.spec.nodeName;
-  const terms = pod.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? [];
+  const terms =
+    pod.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? [];
   if (terms.length !== 1) return undefined;
-  const match = (terms[0]!.matchExpressions ?? []).find((e) => e.key === 'kubernetes.io/hostname' && e.operator === 'In');
+  const match = (terms[0]!.matchExpressions ?? []).find(
+    (e) => e.key === 'kubernetes.io/hostname' && e.operator === 'In',
+  );
   return match?.values?.length === 1 ? match.values[0] : undefined;
 }
 
@@ -127,7 +130,9 @@ export function passAboutToStart(w: World): Pass | undefined {
   const recorded = (pass: Pass) => (status.copies ?? []).some((c) => c.pass === pass);
   switch (status.phase ?? 'Pending') {
     case 'Pending':
-      return status.originalClaim && status.usedBytes === undefined && !isPreSyncEnabled(m, status.originalClaim) ? 'measure' : undefined;
+      return status.originalClaim && status.usedBytes === undefined && !isPreSyncEnabled(m, status.originalClaim)
+        ? 'measure'
+        : undefined;
     case 'PreSyncing':
       return w.stagingClaim && !recorded('presync') ? 'presync' : undefined;
     case 'Populating':
@@ -142,17 +147,28 @@ export function passAboutToStart(w: World): Pass | undefined {
  * pre-syncs it displaces yield); anything else counts everything and waits
  * while a final waits for a slot.
  */
-export function mayStart(request: Pick<SlotHolder, 'pass' | 'node'>, holders: SlotHolder[], finalsWaiting: number, limits: SlotLimits): boolean {
+export function mayStart(
+  request: Pick<SlotHolder, 'pass' | 'node'>,
+  holders: SlotHolder[],
+  finalsWaiting: number,
+  limits: SlotLimits,
+): boolean {
   const counted = request.pass === 'final' ? holders.filter((h) => h.pass === 'final') : holders;
   if (request.pass !== 'final' && finalsWaiting > 0) return false;
   if (counted.length >= limits.maxConcurrent) return false;
-  if (request.node !== undefined && counted.filter((h) => h.node === request.node).length >= limits.maxPerNode) return false;
+  if (request.node !== undefined && counted.filter((h) => h.node === request.node).length >= limits.maxPerNode)
+    return false;
   return true;
 }
 
 /** Pre-syncs in the order they give way: those already going first, then the most recently started. */
 function yieldOrder(presyncs: SlotHolder[]): SlotHolder[] {
-  return [...presyncs].sort((a, b) => Number(b.terminating) - Number(a.terminating) || b.since - a.since || (a.key < b.key ? 1 : a.key > b.key ? -1 : 0));
+  return [...presyncs].sort(
+    (a, b) =>
+      Number(b.terminating) - Number(a.terminating) ||
+      b.since - a.since ||
+      (a.key < b.key ? 1 : a.key > b.key ? -1 : 0),
+  );
 }
 
 /**
@@ -213,7 +229,13 @@ export class CopySlots {
     const out: SlotHolder[] = pods.filter((p) => !p.finished).map(({ finished: _finished, ...holder }) => holder);
     for (const [key, r] of this.reservations) {
       if (present.has(key)) continue;
-      out.push({ key, pass: r.request.pass, ...(r.request.node !== undefined ? { node: r.request.node } : {}), since: r.since, terminating: false });
+      out.push({
+        key,
+        pass: r.request.pass,
+        ...(r.request.node !== undefined ? { node: r.request.node } : {}),
+        since: r.since,
+        terminating: false,
+      });
     }
     return out;
   }
@@ -261,7 +283,8 @@ export class CopySlots {
 
   /** After a migration's step: what it reserved and did not create is free again. */
   releaseUnused(migration: string): void {
-    for (const [key, r] of this.reservations) if (r.request.migration === migration && r.createdAt === undefined) this.reservations.delete(key);
+    for (const [key, r] of this.reservations)
+      if (r.request.migration === migration && r.createdAt === undefined) this.reservations.delete(key);
   }
 
   /** Whether the pre-sync pod `key` must give its slot up now. */

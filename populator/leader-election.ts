@@ -49,7 +49,13 @@ export function microTime(date: Date): string {
 /** The record as the replicas see it: any change to it (a renewal included) restarts the expiry. */
 function recordOf(spec: LeaseSpec | undefined): string {
   const s = spec ?? {};
-  return JSON.stringify([s.holderIdentity ?? '', s.leaseDurationSeconds ?? 0, s.acquireTime ?? '', s.renewTime ?? '', s.leaseTransitions ?? 0]);
+  return JSON.stringify([
+    s.holderIdentity ?? '',
+    s.leaseDurationSeconds ?? 0,
+    s.acquireTime ?? '',
+    s.renewTime ?? '',
+    s.leaseTransitions ?? 0,
+  ]);
 }
 
 export class LeaderElector {
@@ -80,7 +86,10 @@ export class LeaderElector {
           return false;
         }
         this.leading = true;
-        this.logger.info({ lease: `${this.options.namespace}/${this.options.name}`, identity: this.options.identity }, 'became leader');
+        this.logger.info(
+          { lease: `${this.options.namespace}/${this.options.name}`, identity: this.options.identity },
+          'became leader',
+        );
         this.keepRenewing(onLost);
         return true;
       }
@@ -119,7 +128,10 @@ export class LeaderElector {
       return await this.attempt();
     } catch (e: unknown) {
       if (e instanceof ApiError && e.code === 409) return false;
-      this.logger.warn({ lease: `${this.options.namespace}/${this.options.name}`, err: errorMessage(e) }, 'leader lease: read or write failed; will retry');
+      this.logger.warn(
+        { lease: `${this.options.namespace}/${this.options.name}`, err: errorMessage(e) },
+        'leader lease: read or write failed; will retry',
+      );
       return false;
     }
   }
@@ -129,7 +141,11 @@ export class LeaderElector {
     const now = this.clock();
     const path = paths.leases(namespace, name);
     const current = await this.kube.get<Lease>(path);
-    const spec = { holderIdentity: identity, leaseDurationSeconds: Math.ceil(this.options.leaseDurationMs / 1000), renewTime: microTime(now) };
+    const spec = {
+      holderIdentity: identity,
+      leaseDurationSeconds: Math.ceil(this.options.leaseDurationMs / 1000),
+      renewTime: microTime(now),
+    };
     if (!current) {
       const created = await this.kube.create<Lease>(paths.leases(namespace), {
         apiVersion: 'coordination.k8s.io/v1',
@@ -146,7 +162,12 @@ export class LeaderElector {
     const transitions = (current.spec.leaseTransitions ?? 0) + (held === identity ? 0 : 1);
     const replaced = await this.kube.replace<Lease>(path, {
       ...current,
-      spec: { ...current.spec, ...spec, leaseTransitions: transitions, ...(held === identity ? {} : { acquireTime: microTime(now) }) },
+      spec: {
+        ...current.spec,
+        ...spec,
+        leaseTransitions: transitions,
+        ...(held === identity ? {} : { acquireTime: microTime(now) }),
+      },
     });
     this.observe(replaced.spec, now);
     return true;
@@ -160,7 +181,8 @@ export class LeaderElector {
 
   /** Whether the holder's leaseDuration has passed on the local clock since the record last changed. */
   private isObservedExpired(spec: LeaseSpec, now: Date): boolean {
-    const durationMs = spec.leaseDurationSeconds !== undefined ? spec.leaseDurationSeconds * 1000 : this.options.leaseDurationMs;
+    const durationMs =
+      spec.leaseDurationSeconds !== undefined ? spec.leaseDurationSeconds * 1000 : this.options.leaseDurationMs;
     const since = this.observed?.atMs ?? now.getTime();
     return now.getTime() - since >= durationMs;
   }
@@ -179,7 +201,10 @@ export class LeaderElector {
     try {
       const current = await this.kube.get<Lease>(path);
       if (current?.spec.holderIdentity === this.options.identity) {
-        await this.kube.replace(path, { ...current, spec: { ...current.spec, holderIdentity: '', renewTime: microTime(new Date(0)) } });
+        await this.kube.replace(path, {
+          ...current,
+          spec: { ...current.spec, holderIdentity: '', renewTime: microTime(new Date(0)) },
+        });
       }
     } catch (e: unknown) {
       this.logger.warn({ err: e }, 'could not release the leader lease');

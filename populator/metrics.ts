@@ -22,7 +22,12 @@ export function createControllerMetrics(register: Registry, migrations: () => Vo
     },
   });
   return {
-    bytesCopied: new Counter({ name: 'pvshift_copied_bytes_total', help: 'Bytes transferred by copy pods', labelNames: ['pass'], registers: [register] }),
+    bytesCopied: new Counter({
+      name: 'pvshift_copied_bytes_total',
+      help: 'Bytes transferred by copy pods',
+      labelNames: ['pass'],
+      registers: [register],
+    }),
     copySeconds: new Histogram({
       name: 'pvshift_copy_duration_seconds',
       help: 'Duration of copy passes',
@@ -36,6 +41,11 @@ export function createControllerMetrics(register: Registry, migrations: () => Vo
       buckets: [1, 5, 15, 30, 60, 300, 900, 3600],
       registers: [register],
     }),
-    reconcileErrors: new Counter({ name: 'pvshift_reconcile_errors_total', help: 'Reconcile failures by kind', labelNames: ['kind'], registers: [register] }),
+    reconcileErrors: new Counter({
+      name: 'pvshift_reconcile_errors_total',
+      help: 'Reconcile failures by kind',
+      labelNames: ['kind'],
+      registers: [register],
+    }),
   };
 }

@@ -25,7 +25,8 @@ function pinnedKeys(terms: V1NodeSelectorTerm): Map<string, Set<string>> {
 /** The pod's constraints as alternatives (OR of terms), each with its nodeSelector folded in (AND). */
 function podTerms(pod: V1Pod): Map<string, Set<string>>[] {
   const selector = pod.spec?.nodeSelector ?? {};
-  const required = pod.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? [];
+  const required =
+    pod.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? [];
   const base = required.length ? required.map(pinnedKeys) : [new Map<string, Set<string>>()];
   return base.map((term) => {
     const merged = new Map(term);
@@ -54,6 +55,8 @@ export function placementConflict(pod: V1Pod, pv: V1PersistentVolume): string | 
   const volume = pvTerms.map(pinnedKeys);
   const wanted = podTerms(pod);
   if (wanted.some((p) => volume.some((v) => compatible(p, v)))) return undefined;
-  const where = volume.map((v) => [...v].map(([k, vals]) => `${k} in (${[...vals].join(', ')})`).join(' and ')).join(' or ');
+  const where = volume
+    .map((v) => [...v].map(([k, vals]) => `${k} in (${[...vals].join(', ')})`).join(' and '))
+    .join(' or ');
   return `pod ${pod.metadata?.name} cannot run where volume ${pv.metadata?.name} is (${where}): its nodeSelector or node affinity rules that out`;
 }

@@ -2,7 +2,13 @@
 // for the one next step, do it, and say when to look again. Creating what
 // exists and deleting what is gone count as success; read-modify-writes carry
 // a resourceVersion so a stale cache turns into a conflict, never a lost update.
-import type { V1Namespace, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type {
+  V1Namespace,
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1Pod,
+  V1StorageClass,
+} from '@kubernetes/client-node';
 import { ApiError, Informer, paths, type Kube } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
 import {
@@ -76,7 +82,11 @@ const EVICTION_RETRY_MS = 5000;
 /** A copy pod pvshift made: its labels, and a controller owner whose uid its label and name carry (labels alone anyone can set). */
 export function isCopyPod(pod: V1Pod): boolean {
   const labels = pod.metadata?.labels ?? {};
-  return labels[LABEL_MANAGED_BY] === MANAGED_BY_VALUE && labels[LABEL_COMPONENT] === COMPONENT_COPY && copyPassOf(pod) !== undefined;
+  return (
+    labels[LABEL_MANAGED_BY] === MANAGED_BY_VALUE &&
+    labels[LABEL_COMPONENT] === COMPONENT_COPY &&
+    copyPassOf(pod) !== undefined
+  );
 }
 
 /** How soon to try again when plan started a copy whose slot went to another migration meanwhile. */
@@ -115,7 +125,8 @@ export class Reconciler {
     const world = await this.observe(migration);
     const step = plan(world);
     const log = this.logger.child({ migration: key });
-    if (step.kind !== 'wait' && step.kind !== 'done') log.info({ step: step.kind, phase: migration.status?.phase ?? 'Pending' }, 'step');
+    if (step.kind !== 'wait' && step.kind !== 'done')
+      log.info({ step: step.kind, phase: migration.status?.phase ?? 'Pending' }, 'step');
     const backOffMs = await this.execute(world, step);
     if (step.kind === 'done') return { step: step.kind };
     if (step.kind === 'wait') return { step: step.kind, requeueAfterMs: step.afterMs };
@@ -135,7 +146,9 @@ export class Reconciler {
     const phase = migration.status?.phase;
     if (cached || (phase !== 'Populating' && phase !== 'Binding')) return cached;
     // A list by name: the chart grants list and watch on claims, not get.
-    const live = (await this.kube.list<V1PersistentVolumeClaim>(paths.claims(ns), { fieldSelector: `metadata.name=${name}` })).items[0];
+    const live = (
+      await this.kube.list<V1PersistentVolumeClaim>(paths.claims(ns), { fieldSelector: `metadata.name=${name}` })
+    ).items[0];
     if (live) {
       this.logger.warn(
         { migration: `${ns}/${migration.metadata.name}`, claim: name },
@@ -219,7 +232,8 @@ export class Reconciler {
 
   /** Whether this migration's running pre-sync must hand its slot to a final copy (or the cap was lowered). */
   private mustYieldCopySlot(pod: V1Pod, now: Date): boolean {
-    if (copyPassOf(pod) !== 'presync' || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return false;
+    if (copyPassOf(pod) !== 'presync' || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed')
+      return false;
     return this.slots.mustYield(`${pod.metadata?.namespace}/${pod.metadata?.name}`, this.ownCopyPods(), now.getTime());
   }
 
@@ -304,7 +318,11 @@ export class Reconciler {
       case 'removeFinalizer': {
         const finalizers = (m.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
         if (step.kind === 'addFinalizer') finalizers.push(FINALIZER);
-        await this.kube.patch(this.migrationPath(m), { metadata: { resourceVersion: m.metadata.resourceVersion, finalizers } }, 'merge');
+        await this.kube.patch(
+          this.migrationPath(m),
+          { metadata: { resourceVersion: m.metadata.resourceVersion, finalizers } },
+          'merge',
+        );
         return;
       }
       case 'setPhase': {
@@ -344,7 +362,10 @@ export class Reconciler {
         // resourceVersion in a merge patch is a precondition: a PV changed since the plan read it is a 409, not an overwrite.
         await this.kube.patch(
           paths.volumes(step.volumeName),
-          { metadata: { resourceVersion: step.resourceVersion, annotations }, spec: { persistentVolumeReclaimPolicy: 'Retain' } },
+          {
+            metadata: { resourceVersion: step.resourceVersion, annotations },
+            spec: { persistentVolumeReclaimPolicy: 'Retain' },
+          },
           'merge',
         );
         await this.note(world, step.event);
@@ -357,7 +378,11 @@ export class Reconciler {
           {
             metadata: {
               resourceVersion: step.resourceVersion,
-              annotations: { [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null, [ANNOTATION_MIGRATION_UID]: null, [ANNOTATION_MIGRATION]: null },
+              annotations: {
+                [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null,
+                [ANNOTATION_MIGRATION_UID]: null,
+                [ANNOTATION_MIGRATION]: null,
+              },
             },
             spec: { persistentVolumeReclaimPolicy: step.policy },
           },
@@ -401,7 +426,8 @@ export class Reconciler {
         if (await this.createIfAbsent(paths.claims(ns), step.claim)) await this.note(world, step.event);
         return;
       case 'deleteClaim':
-        if (await this.kube.delete(paths.claims(ns, step.name), { preconditions: { uid: step.uid } })) await this.note(world, step.event);
+        if (await this.kube.delete(paths.claims(ns, step.name), { preconditions: { uid: step.uid } }))
+          await this.note(world, step.event);
         return;
       case 'createCopyPod': {
         const slot = `${ns}/${copyPodNameFor(m.metadata.uid ?? '', step.pass)}`;
@@ -419,7 +445,10 @@ export class Reconciler {
         else this.slots.created(slot, Date.now());
         if (outcome === 'created') {
           // The progress shown is the new pass's from now on, not the last pass's end.
-          await this.patchStatus(m, { progress: null, progressText: `starting the ${step.pass} copy` } as unknown as VolumeMigrationStatus);
+          await this.patchStatus(m, {
+            progress: null,
+            progressText: `starting the ${step.pass} copy`,
+          } as unknown as VolumeMigrationStatus);
           await this.note(world, step.event);
         }
         return;
@@ -472,7 +501,9 @@ export class Reconciler {
   private async createCopyPod(world: World, pass: Pass): Promise<'created' | 'exists' | 'refused'> {
     const key = `${world.migration.metadata.namespace}/${world.migration.metadata.name}`;
     try {
-      return (await this.createIfAbsent(paths.pods(world.migration.metadata.namespace), buildCopyPod(world, pass))) ? 'created' : 'exists';
+      return (await this.createIfAbsent(paths.pods(world.migration.metadata.namespace), buildCopyPod(world, pass)))
+        ? 'created'
+        : 'exists';
     } catch (e: unknown) {
       // 403 on a create we have RBAC for is admission (Pod Security says "violates PodSecurity"); 422/400 a policy webhook.
       const byAdmission = /violates PodSecurity|admission webhook|denied the request|denied request/i;
@@ -505,7 +536,8 @@ export class Reconciler {
     if (step.progress && world.now.getTime() - last >= PROGRESS_EVERY_MS) {
       const p = step.progress;
       const before = m.status?.progress;
-      const moved = !before || before.bytesDone !== p.bytesDone || before.filesDone !== p.filesDone || !before.advancedAt;
+      const moved =
+        !before || before.bytesDone !== p.bytesDone || before.filesDone !== p.filesDone || !before.advancedAt;
       status.progress = {
         bytesDone: p.bytesDone,
         bytesTotal: p.bytesTotal,

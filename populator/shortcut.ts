@@ -2,7 +2,14 @@
 // `pvshift.io/target-size`) on a claim stands for a VolumeMigration of that claim.
 // Pure: a claim and the migrations of its namespace in, what to do out.
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import { ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE, API_GROUP_VERSION, MIGRATION_KIND, PREFIX, migrationNameForClaim } from '../src/names.js';
+import {
+  ANNOTATION_TARGET_CLASS,
+  ANNOTATION_TARGET_SIZE,
+  API_GROUP_VERSION,
+  MIGRATION_KIND,
+  PREFIX,
+  migrationNameForClaim,
+} from '../src/names.js';
 import { parseQuantity } from '../src/quantity.js';
 import { Reason } from '../src/reasons.js';
 import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
@@ -16,7 +23,10 @@ export const LABEL_CREATED_FROM = `${PREFIX}/created-from`;
 export const ANNOTATION_ABORTED_BY = `${PREFIX}/aborted-by`;
 const ABORTED_BY_WITHDRAWAL = 'annotation-removed';
 /** The merge patch of the abort, marked as the shortcut's (one write: the mark and the abort land together). */
-export const ABORT_PATCH = { metadata: { annotations: { [ANNOTATION_ABORTED_BY]: ABORTED_BY_WITHDRAWAL } }, spec: { abort: true } } as const;
+export const ABORT_PATCH = {
+  metadata: { annotations: { [ANNOTATION_ABORTED_BY]: ABORTED_BY_WITHDRAWAL } },
+  spec: { abort: true },
+} as const;
 
 /** The reason of the Event on a claim whose annotation pvshift cannot act on. */
 export const INVALID_ANNOTATION_REASON = Reason.InvalidMigrationAnnotation;
@@ -40,7 +50,8 @@ export function annotationSignature(claim: V1PersistentVolumeClaim): string {
 function invalidSize(size: string | undefined): string | undefined {
   if (size === undefined) return undefined;
   const bytes = parseQuantity(size);
-  if (bytes === undefined) return `${ANNOTATION_TARGET_SIZE} "${size}" is not a quantity (write it as the claim's storage request is written, such as 20Gi or 500M); no migration was created`;
+  if (bytes === undefined)
+    return `${ANNOTATION_TARGET_SIZE} "${size}" is not a quantity (write it as the claim's storage request is written, such as 20Gi or 500M); no migration was created`;
   if (bytes <= 0) return `${ANNOTATION_TARGET_SIZE} "${size}" must be greater than zero; no migration was created`;
   return undefined;
 }
@@ -90,10 +101,15 @@ export function shortcutAction(claim: V1PersistentVolumeClaim, migrations: Volum
       },
     };
   }
-  const fromAnnotation = mine.find((m) => m.metadata.labels?.[LABEL_CREATED_FROM] === 'annotation' && ABORTABLE.has(phaseOf(m)) && !m.spec.abort);
+  const fromAnnotation = mine.find(
+    (m) => m.metadata.labels?.[LABEL_CREATED_FROM] === 'annotation' && ABORTABLE.has(phaseOf(m)) && !m.spec.abort,
+  );
   // Only the original claim speaks for the user: once cut over, the claim of this
   // name is the replacement, which never carries the annotation.
-  if (fromAnnotation && (!fromAnnotation.status?.originalClaim?.uid || fromAnnotation.status.originalClaim.uid === claim.metadata?.uid)) {
+  if (
+    fromAnnotation &&
+    (!fromAnnotation.status?.originalClaim?.uid || fromAnnotation.status.originalClaim.uid === claim.metadata?.uid)
+  ) {
     return { kind: 'abort', name: fromAnnotation.metadata.name };
   }
   return { kind: 'none' };

@@ -1,6 +1,12 @@
 // What the controller knows about one migration at one moment: read from the
 // informer caches by reconcile, handed to plan. Pure data, no clients.
-import type { V1ObjectMeta, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type {
+  V1ObjectMeta,
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1Pod,
+  V1StorageClass,
+} from '@kubernetes/client-node';
 import type { FidelityDecision } from '../src/pod-security.js';
 import type { ProgressAsRead, SummaryAsRead } from '../src/runner-protocol.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
@@ -18,7 +24,9 @@ export type RunnerSummary = SummaryAsRead;
  * An object as the API server keeps it: named, with a uid. observe hands plan
  * nothing else, and says so in the type, so plan reads both without `!`.
  */
-export type Stored<T extends { metadata?: V1ObjectMeta }> = T & { metadata: V1ObjectMeta & { name: string; uid: string } };
+export type Stored<T extends { metadata?: V1ObjectMeta }> = T & {
+  metadata: V1ObjectMeta & { name: string; uid: string };
+};
 
 /** Whether `o` has a name and a uid (everything read from the API server does). */
 export function isStored<T extends { metadata?: V1ObjectMeta }>(o: T): o is Stored<T> {

@@ -25,9 +25,7 @@ export interface RunnerOptions {
 }
 
 export type ParseResult =
-  | { kind: 'run'; options: RunnerOptions }
-  | { kind: 'help' }
-  | { kind: 'error'; message: string };
+  { kind: 'run'; options: RunnerOptions } | { kind: 'help' } | { kind: 'error'; message: string };
 
 export const DEFAULT_TERMINATION_LOG = '/dev/termination-log';
 
@@ -153,16 +151,23 @@ export function parseRunnerArgs(argv: readonly string[], cwd = '/'): ParseResult
   const interval = Number(intervalArg);
   // Node timers take at most 2^31-1 ms; an hour is far beyond any useful interval.
   if (!/^\d+(\.\d+)?$/.test(intervalArg) || !(interval > 0) || interval > 3600) {
-    return { kind: 'error', message: `--progress-interval must be a number of seconds in (0, 3600] (got "${intervalArg}")` };
+    return {
+      kind: 'error',
+      message: `--progress-interval must be a number of seconds in (0, 3600] (got "${intervalArg}")`,
+    };
   }
 
   const bwArg = values.get('--bwlimit') ?? '0';
-  if (!/^\d+$/.test(bwArg)) return { kind: 'error', message: `--bwlimit must be a whole number of KiB/s (got "${bwArg}")` };
+  if (!/^\d+$/.test(bwArg))
+    return { kind: 'error', message: `--bwlimit must be a whole number of KiB/s (got "${bwArg}")` };
 
   const sinceArg = values.get('--changed-since');
   const changedSinceNs = sinceArg === undefined ? undefined : parseRfc3339Ns(sinceArg);
   if (sinceArg !== undefined && changedSinceNs === undefined) {
-    return { kind: 'error', message: `--changed-since must be an RFC 3339 timestamp such as 2026-12-02T15:38:33.5Z (got "${sinceArg}")` };
+    return {
+      kind: 'error',
+      message: `--changed-since must be an RFC 3339 timestamp such as 2026-12-02T15:38:33.5Z (got "${sinceArg}")`,
+    };
   }
 
   return {

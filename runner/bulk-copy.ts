@@ -48,7 +48,8 @@ export interface BulkResult {
  * readlink. A target-side ENOENT ("cannot create regular file", "for
  * writing") is not one. cp quotes names, newlines included: one line each.
  */
-const CP_VANISHED = /^(?:\S*\/)?cp: (?:cannot (?:stat|access|read symbolic link) .*|cannot open .* for reading): No such file or directory$/;
+const CP_VANISHED =
+  /^(?:\S*\/)?cp: (?:cannot (?:stat|access|read symbolic link) .*|cannot open .* for reading): No such file or directory$/;
 
 /**
  * One cp process; `done` resolves when it has exited (a failure to start is a
@@ -56,7 +57,11 @@ const CP_VANISHED = /^(?:\S*\/)?cp: (?:cannot (?:stat|access|read symbolic link)
  * vanished from the source (exit 1) succeeded: it copied everything else, as
  * cp goes on past such an error.
  */
-function startCp(args: string[], children: Set<ChildProcess>, allowVanished: boolean): { child: ChildProcess; done: Promise<BulkResult> } {
+function startCp(
+  args: string[],
+  children: Set<ChildProcess>,
+  allowVanished: boolean,
+): { child: ChildProcess; done: Promise<BulkResult> } {
   // LC_ALL=C: messages in English, matched by CP_VANISHED.
   const child = spawn('cp', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
   children.add(child);
@@ -86,7 +91,12 @@ function startCp(args: string[], children: Set<ChildProcess>, allowVanished: boo
       count(rest);
       if (code === 0) resolve({ ok: true, vanished: 0 });
       else if (allowVanished && code === 1 && vanished > 0 && otherErrors === 0) resolve({ ok: true, vanished });
-      else resolve({ ok: false, failure: `cp exited ${code ?? signal}: ${tail.trim().split('\n').slice(-3).join('; ')}`, vanished: 0 });
+      else
+        resolve({
+          ok: false,
+          failure: `cp exited ${code ?? signal}: ${tail.trim().split('\n').slice(-3).join('; ')}`,
+          vanished: 0,
+        });
     });
   });
   return { child, done };
@@ -96,7 +106,12 @@ function startCp(args: string[], children: Set<ChildProcess>, allowVanished: boo
  * cp -a SOURCE into DIR (which must not exist), a directory inside the
  * target's filesystem. `-T`: DIR becomes the copy of SOURCE itself.
  */
-export function runCp(source: string, dir: string, children: Set<ChildProcess>, allowVanished = false): Promise<BulkResult> {
+export function runCp(
+  source: string,
+  dir: string,
+  children: Set<ChildProcess>,
+  allowVanished = false,
+): Promise<BulkResult> {
   // --sparse=auto (the default, spelled out): holes in the source stay holes;
   // zero-filled blocks the source has allocated stay allocated, as they are there.
   return startCp(['-a', '--sparse=auto', '-T', '--', source, dir], children, allowVanished).done;
@@ -111,7 +126,11 @@ const BATCH_MAX_BYTES = 64 * 1024;
 const BATCH_MAX_PATHS = 2000;
 
 /** Source paths split into the arguments of consecutive cp runs. */
-export function cpBatches(paths: readonly string[], maxBytes = BATCH_MAX_BYTES, maxPaths = BATCH_MAX_PATHS): string[][] {
+export function cpBatches(
+  paths: readonly string[],
+  maxBytes = BATCH_MAX_BYTES,
+  maxPaths = BATCH_MAX_PATHS,
+): string[][] {
   const batches: string[][] = [];
   let batch: string[] = [];
   let size = 0;

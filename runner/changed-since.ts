@@ -33,8 +33,25 @@ import fs from 'node:fs/promises';
 export function parseRfc3339Ns(text: string): bigint | undefined {
   const m = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$/.exec(text);
   if (!m) return undefined;
-  const [, y, mo, d, h, mi, s, frac, zone] = m as unknown as [string, string, string, string, string, string, string, string | undefined, string];
-  const [year, month, day, hour, minute, second] = [y, mo, d, h, mi, s].map(Number) as [number, number, number, number, number, number];
+  const [, y, mo, d, h, mi, s, frac, zone] = m as unknown as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string | undefined,
+    string,
+  ];
+  const [year, month, day, hour, minute, second] = [y, mo, d, h, mi, s].map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
   // 60: a leap second, which the RFC allows; POSIX time counts it as the next second's start.
   if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 60) return undefined;
   const ms = Date.UTC(year, month - 1, day, hour, minute, 0);
@@ -79,7 +96,11 @@ export interface ComparePlan {
 }
 
 /** lstat of each changed file's target copy (never following a symlink there), a few at a time. */
-export async function planComparison(target: string, files: readonly ChangedFile[], signal?: AbortSignal): Promise<ComparePlan> {
+export async function planComparison(
+  target: string,
+  files: readonly ChangedFile[],
+  signal?: AbortSignal,
+): Promise<ComparePlan> {
   const root = Buffer.from(target, 'latin1');
   const plan: ComparePlan = { paths: [], sentAnyway: 0 };
   const one = async (f: ChangedFile): Promise<boolean> => {

@@ -43,10 +43,7 @@ const PARALLEL_MAX_SHARE = 0.75;
  * component first, into the lightest group). Returns one group when the split
  * is not worth it.
  */
-export function splitTopLevel(
-  totals: PlanInput['totals'],
-  n: number,
-): { groups: string[][]; why: string } {
+export function splitTopLevel(totals: PlanInput['totals'], n: number): { groups: string[][]; why: string } {
   const names = [...totals.topLevel.keys()].sort();
   const all = [names];
   if (n < 2) return { groups: all, why: 'one CPU' };
@@ -66,7 +63,10 @@ export function splitTopLevel(
     const linked = totals.linkedTopLevels.length > 0 ? ' (hard links tie top-level entries together)' : '';
     return { groups: all, why: `no balanced split of the top level${linked}` };
   }
-  return { groups: used.map((g) => g.names.sort()), why: `${used.length} groups of ${used.map((g) => g.files).join('/')} entries` };
+  return {
+    groups: used.map((g) => g.names.sort()),
+    why: `${used.length} groups of ${used.map((g) => g.files).join('/')} entries`,
+  };
 }
 
 export function planCopy(input: PlanInput): CopyPlan {

@@ -61,9 +61,11 @@ export function rsyncArgs(
   // A --files-from pass names files only: --delete would have nothing to do there (the main pass deletes).
   if (options.delete && !(selection && 'compareFrom' in selection)) args.push('--delete');
   if (options.bwlimitKiBps > 0) args.push(`--bwlimit=${options.bwlimitKiBps}`);
-  if (selection && 'includeFrom' in selection) args.push('--from0', `--include-from=${selection.includeFrom}`, '--exclude=/*');
+  if (selection && 'includeFrom' in selection)
+    args.push('--from0', `--include-from=${selection.includeFrom}`, '--exclude=/*');
   // --checksum: size and a whole-file checksum, mtime ignored; only files whose contents differ are sent.
-  if (selection && 'compareFrom' in selection) args.push('--checksum', '--from0', `--files-from=${selection.compareFrom}`);
+  if (selection && 'compareFrom' in selection)
+    args.push('--checksum', '--from0', `--files-from=${selection.compareFrom}`);
   // Trailing slashes: copy the contents of source into target, root attributes included.
   args.push(`${options.source}/`, `${options.target}/`);
   return args;

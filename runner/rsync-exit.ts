@@ -73,10 +73,18 @@ export const RSYNC_VANISHED = 24;
  * a success. rsync returns 24 only when nothing worse happened (a general I/O
  * error makes it 23), so everything that did not vanish was copied.
  */
-export function classifyRsyncExit(code: number | null, signal: string | null, stderrTail: string, allowVanished = false): RsyncOutcome {
+export function classifyRsyncExit(
+  code: number | null,
+  signal: string | null,
+  stderrTail: string,
+  allowVanished = false,
+): RsyncOutcome {
   if (code === 0 && !signal) return { exitCode: RUNNER_EXIT.OK, reason: 'rsync succeeded' };
   if (allowVanished && code === RSYNC_VANISHED && !signal) {
-    return { exitCode: RUNNER_EXIT.OK, reason: 'rsync succeeded; some source files vanished before they could be transferred (exit 24, allowed)' };
+    return {
+      exitCode: RUNNER_EXIT.OK,
+      reason: 'rsync succeeded; some source files vanished before they could be transferred (exit 24, allowed)',
+    };
   }
   if (signal || code === null) {
     return { exitCode: RUNNER_EXIT.TRANSIENT, reason: `rsync was killed by ${signal ?? 'a signal'}` };

@@ -20,7 +20,8 @@ export interface RsyncProgressLine {
   totalItems?: number;
 }
 
-const PROGRESS_RE = /^\s*([\d,]+)\s+(\d+)%\s+\S+\s+\d+:\d{2}:\d{2}(?:\s+\(xfr#\d+,\s+(?:to|ir)-chk=(\d+)\/(\d+)\))?\s*$/;
+const PROGRESS_RE =
+  /^\s*([\d,]+)\s+(\d+)%\s+\S+\s+\d+:\d{2}:\d{2}(?:\s+\(xfr#\d+,\s+(?:to|ir)-chk=(\d+)\/(\d+)\))?\s*$/;
 
 export function parseProgressLine(line: string): RsyncProgressLine | undefined {
   const m = PROGRESS_RE.exec(line);

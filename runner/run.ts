@@ -8,7 +8,15 @@ import { DROPPED_SECURITY_XATTRS, DROPPED_TRUSTED_XATTRS } from '../src/pod-secu
 import { formatBytes } from '../src/quantity.js';
 import { RUNNER_EXIT, fitSummary, type Difference, type Summary, type VerifyMode } from '../src/runner-protocol.js';
 import { parseRunnerArgs, HELP, type RunnerOptions } from './args.js';
-import { cpBatches, freeBytesDrop, isTargetEmpty, moveIntoPlace, runCp, runCpGroups, type BulkResult } from './bulk-copy.js';
+import {
+  cpBatches,
+  freeBytesDrop,
+  isTargetEmpty,
+  moveIntoPlace,
+  runCp,
+  runCpGroups,
+  type BulkResult,
+} from './bulk-copy.js';
 import { filesFromList, formatRfc3339Ns, planComparison } from './changed-since.js';
 import { planCopy } from './copy-plan.js';
 import { includePatterns, rsyncArgs } from './rsync-command.js';
@@ -68,7 +76,8 @@ function errnoCode(e: unknown): string | undefined {
 }
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
-const asWriteBackError = (e: unknown): WriteBackError => (e instanceof WriteBackError ? e : new WriteBackError(errorText(e)));
+const asWriteBackError = (e: unknown): WriteBackError =>
+  e instanceof WriteBackError ? e : new WriteBackError(errorText(e));
 
 /** Errors of the filesystem that a retry cannot fix; the rest (EIO, ...) are transient. */
 const TERMINAL_ERRNO = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT', 'EROFS']);
@@ -77,7 +86,11 @@ function classifyError(e: unknown, aborted: string | undefined): RunFailure {
   if (e instanceof RunFailure) return e;
   if (aborted) return new RunFailure(`stopped by ${aborted}`, RUNNER_EXIT.TRANSIENT);
   // Lost writes on the target: see write-back.ts for why a retry must not follow.
-  if (e instanceof WriteBackError) return new RunFailure(`${e.message}: the target volume lost writes and cannot be trusted; the source is untouched`, RUNNER_EXIT.TERMINAL);
+  if (e instanceof WriteBackError)
+    return new RunFailure(
+      `${e.message}: the target volume lost writes and cannot be trusted; the source is untouched`,
+      RUNNER_EXIT.TERMINAL,
+    );
   const code = errnoCode(e);
   return new RunFailure(errorText(e), code && TERMINAL_ERRNO.has(code) ? RUNNER_EXIT.TERMINAL : RUNNER_EXIT.TRANSIENT);
 }
@@ -86,7 +99,10 @@ async function requireDirectory(dir: string, role: 'source' | 'target'): Promise
   try {
     const st = await fs.stat(dir);
     if (!st.isDirectory()) throw new RunFailure(`${role} ${dir} is not a directory`, RUNNER_EXIT.TERMINAL);
-    await fs.access(dir, role === 'source' ? fs.constants.R_OK | fs.constants.X_OK : fs.constants.W_OK | fs.constants.X_OK);
+    await fs.access(
+      dir,
+      role === 'source' ? fs.constants.R_OK | fs.constants.X_OK : fs.constants.W_OK | fs.constants.X_OK,
+    );
   } catch (e: unknown) {
     if (e instanceof RunFailure) throw e;
     const code = errnoCode(e);
@@ -249,7 +265,10 @@ async function bulkCopy(
       result = await runCpGroups(dir, batches, children, signal, allowVanished);
     } else {
       const unnamed = groups.flat().find((n) => nameArgument(n) === undefined);
-      const why = unnamed === undefined ? '' : ` (the top-level name ${JSON.stringify(displayPath(unnamed))} is not valid UTF-8: it cannot be passed to cp)`;
+      const why =
+        unnamed === undefined
+          ? ''
+          : ` (the top-level name ${JSON.stringify(displayPath(unnamed))} is not valid UTF-8: it cannot be passed to cp)`;
       say('info', `bulk copy: one cp process${why}: cp -a -T ${source} ${dir}`);
       result = await runCp(source, dir, children, allowVanished);
     }
@@ -326,12 +345,18 @@ async function runComparePass(
   const args = rsyncArgs(options, features, tempDir, { compareFrom: list });
   say('info', `rsync (contents of ${paths.length} changed file(s)) ${args.join(' ')}`);
   // Progress key -2: its bytes and the main pass's add up (clamped to the total).
-  return runRsync(args, (p) => tracker.update(p, -2), (m) => say('warning', m), children);
+  return runRsync(
+    args,
+    (p) => tracker.update(p, -2),
+    (m) => say('warning', m),
+    children,
+  );
 }
 
 export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Summary> {
   const started = Date.now();
-  const say = (type: 'info' | 'warning' | 'error', message: string): void => io.stderr(JSON.stringify({ type, message }));
+  const say = (type: 'info' | 'warning' | 'error', message: string): void =>
+    io.stderr(JSON.stringify({ type, message }));
   const children = new Set<ChildProcess>();
   let aborted: string | undefined;
   const controller = new AbortController();
@@ -385,15 +410,26 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
       // A run killed mid-copy left its temp dir (a half-written file, a partial
       // bulk copy); it is never part of the copy.
       const leftovers = await removeLeftovers(options.target);
-      if (leftovers.length > 0) say('info', `removed the temp dir of an earlier run: ${leftovers.map((n) => JSON.stringify(displayPath(n))).join(', ')}`);
+      if (leftovers.length > 0)
+        say(
+          'info',
+          `removed the temp dir of an earlier run: ${leftovers.map((n) => JSON.stringify(displayPath(n))).join(', ')}`,
+        );
       await fs.mkdir(tempDir, { mode: 0o700 });
       return probeFeatures(tempDir, trustedVisible);
     };
-    const scanOptions = { signal: controller.signal, allowVanished: options.allowVanished, changedSinceNs: options.changedSinceNs };
+    const scanOptions = {
+      signal: controller.signal,
+      allowVanished: options.allowVanished,
+      changedSinceNs: options.changedSinceNs,
+    };
     const [scanned, features] = await Promise.all([scanTotals(options.source, scanOptions), prepareTarget()]);
     totals = scanned;
     vanished.scan = totals.vanished;
-    say('info', `source: ${totals.files} files, ${totals.bytes} bytes (${formatBytes(totals.bytes)}), ${formatBytes(totals.allocatedBytes)} allocated`);
+    say(
+      'info',
+      `source: ${totals.files} files, ${totals.bytes} bytes (${formatBytes(totals.bytes)}), ${formatBytes(totals.allocatedBytes)} allocated`,
+    );
 
     if (!trustedVisible) {
       dropped.push(DROPPED_TRUSTED_XATTRS, DROPPED_SECURITY_XATTRS);
@@ -405,7 +441,10 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     for (const note of features.notes) say('warning', `target probe: ${note}`);
     if (!features.xattrs) {
       dropped.push('xattrs');
-      say('warning', `the target filesystem cannot hold extended attributes: copying without xattrs (rsync -X dropped)`);
+      say(
+        'warning',
+        `the target filesystem cannot hold extended attributes: copying without xattrs (rsync -X dropped)`,
+      );
     }
     if (!features.acls) {
       dropped.push('acls');
@@ -416,7 +455,10 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     let verdict = checkCapacity(need, await readFsSpace(options.target));
     if (!verdict.fits) {
       // A rerun finds most of the data already there: count it before refusing.
-      const present = await scanTotals(options.target, { skipTopLevel: new Set([tempName]), signal: controller.signal });
+      const present = await scanTotals(options.target, {
+        skipTopLevel: new Set([tempName]),
+        signal: controller.signal,
+      });
       verdict = checkCapacity(
         { ...need, targetAllocatedBytes: present.allocatedBytes, targetInodes: present.inodes },
         await readFsSpace(options.target),
@@ -444,12 +486,26 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
       if (plan.bulk) say('info', `${since}; the target is empty: everything is copied`);
       else {
         compare = (await planComparison(options.target, totals.changedFiles, controller.signal)).paths;
-        say('info', `${since}; ${compare.length} of them have the source's size and mtime on the target: their contents are compared (rsync --checksum) before the main pass`);
+        say(
+          'info',
+          `${since}; ${compare.length} of them have the source's size and mtime on the target: their contents are compared (rsync --checksum) before the main pass`,
+        );
       }
     }
     let bulkCopied = false;
     if (plan.bulk) {
-      const bulk = await bulkCopy(options.source, options.target, tempDir, plan.groups, totals.bytes, tracker, children, controller.signal, say, options.allowVanished);
+      const bulk = await bulkCopy(
+        options.source,
+        options.target,
+        tempDir,
+        plan.groups,
+        totals.bytes,
+        tracker,
+        children,
+        controller.signal,
+        say,
+        options.allowVanished,
+      );
       bulkCopied = bulk.copied;
       vanished.cp = bulk.vanished;
       controller.signal.throwIfAborted();
@@ -469,11 +525,17 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     timer = undefined;
     stats = sumStats(results.flatMap((r) => (r.stats ? [r.stats] : [])));
     // What cp moved counts as transferred too: the rsync pass after it only fixed up.
-    if (bulkCopied) stats = { ...stats, bytesTransferred: stats.bytesTransferred + totals.bytes, filesTransferred: stats.filesTransferred + totals.files };
+    if (bulkCopied)
+      stats = {
+        ...stats,
+        bytesTransferred: stats.bytesTransferred + totals.bytes,
+        filesTransferred: stats.filesTransferred + totals.files,
+      };
     vanished.rsync = results.reduce((sum, r) => sum + r.vanished, 0);
     const outcomes = results.map((r) => classifyRsyncExit(r.code, r.signal, r.stderrTail, options.allowVanished));
     const outcome = outcomes.find((o) => o.exitCode !== RUNNER_EXIT.OK) ?? outcomes[0];
-    if (aborted) throw new RunFailure(`stopped by ${aborted}${outcome ? ` (${outcome.reason})` : ''}`, RUNNER_EXIT.TRANSIENT);
+    if (aborted)
+      throw new RunFailure(`stopped by ${aborted}${outcome ? ` (${outcome.reason})` : ''}`, RUNNER_EXIT.TRANSIENT);
     if (outcome && outcome.exitCode !== RUNNER_EXIT.OK) throw new RunFailure(outcome.reason, outcome.exitCode);
     tracker.complete();
     emit();
@@ -492,7 +554,7 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
 
     // The last flush runs while verification reads (both must succeed); a
     // rejection is turned into a value so it cannot go unhandled meanwhile.
-    say('info', 'flushing the copy to the target\'s disk');
+    say('info', "flushing the copy to the target's disk");
     flushed = flusher.finish().then(() => undefined, asWriteBackError);
     if (options.verify !== 'none') {
       say('info', `verifying (${options.verify})`);

@@ -142,7 +142,8 @@ export function checkCapacity(need: CapacityNeed, space: FsSpace): CapacityVerdi
   const bytesKnown = space.blocks > 0;
   const inodesKnown = space.files > 0;
   if (!bytesKnown) warnings.push('the target filesystem reports no size: free space not checked');
-  if (!inodesKnown) warnings.push('the target filesystem reports no inode count (btrfs, ramfs): free inodes not checked');
+  if (!inodesKnown)
+    warnings.push('the target filesystem reports no inode count (btrfs, ramfs): free inodes not checked');
   const bytesFit = !bytesKnown || freeBytes >= neededBytes;
   const inodesFit = !inodesKnown || freeInodes >= neededInodes;
   const parts: string[] = [];

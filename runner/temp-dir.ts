@@ -29,7 +29,10 @@ export function isReservedName(name: string): boolean {
 /** The top-level names of `dir` with the reserved prefix, as latin1 strings of their bytes. */
 export async function reservedNames(dir: string): Promise<string[]> {
   const names = await fs.readdir(dir, { encoding: 'buffer' });
-  return names.map((n) => n.toString('latin1')).filter(isReservedName).sort();
+  return names
+    .map((n) => n.toString('latin1'))
+    .filter(isReservedName)
+    .sort();
 }
 
 /**
@@ -40,7 +43,10 @@ export async function reservedNames(dir: string): Promise<string[]> {
 export async function removeLeftovers(target: string): Promise<string[]> {
   const names = await reservedNames(target);
   for (const name of names) {
-    await fs.rm(Buffer.concat([Buffer.from(`${target}/`), Buffer.from(name, 'latin1')]), { recursive: true, force: true });
+    await fs.rm(Buffer.concat([Buffer.from(`${target}/`), Buffer.from(name, 'latin1')]), {
+      recursive: true,
+      force: true,
+    });
   }
   return names;
 }

@@ -34,7 +34,6 @@ export interface TreeEntry {
 /** Relative path ("." for the root) -> entry. */
 export type TreeListing = Map<string, TreeEntry>;
 
-
 export function displayPath(bytePath: string): string {
   return Buffer.from(bytePath, 'latin1').toString('utf8');
 }
@@ -100,7 +99,9 @@ export function compareEntries(s: TreeEntry, t: TreeEntry, options: CompareOptio
   if (s.type === 'file' && s.size !== t.size) what.push(`size ${s.size} != ${t.size}`);
   if (!sameMtime(s.mtimeNs, t.mtimeNs)) what.push(`mtime ${s.mtimeNs}ns != ${t.mtimeNs}ns`);
   if (s.type === 'symlink' && s.linkTarget !== t.linkTarget) {
-    what.push(`symlink target ${JSON.stringify(displayPath(s.linkTarget ?? ''))} != ${JSON.stringify(displayPath(t.linkTarget ?? ''))}`);
+    what.push(
+      `symlink target ${JSON.stringify(displayPath(s.linkTarget ?? ''))} != ${JSON.stringify(displayPath(t.linkTarget ?? ''))}`,
+    );
   }
   if ((s.type === 'char' || s.type === 'block') && s.rdev !== t.rdev) what.push(`device ${s.rdev} != ${t.rdev}`);
   if (options.compareXattrs) {

@@ -216,7 +216,15 @@ export async function scanTotalsNode(root: string, options: ScanOptions = {}): P
  */
 const FIND_FORMAT = '%y %s %b %D:%i %n %T@ %C@ %P\\0';
 
-const FIND_TYPES: Readonly<Record<string, EntryType>> = { f: 'file', d: 'dir', l: 'symlink', p: 'fifo', c: 'char', b: 'block', s: 'socket' };
+const FIND_TYPES: Readonly<Record<string, EntryType>> = {
+  f: 'file',
+  d: 'dir',
+  l: 'symlink',
+  p: 'fifo',
+  c: 'char',
+  b: 'block',
+  s: 'socket',
+};
 
 /**
  * find prints %T@ (and %C@) as tv_sec, a dot, then tv_nsec with a trailing zero
@@ -240,7 +248,15 @@ export function parseFindRecord(record: string): { rel: string; entry: ScanEntry
     fields.push(record.slice(at, space));
     at = space + 1;
   }
-  const [type, size, blocks, inode, nlink, mtime, ctime] = fields as [string, string, string, string, string, string, string];
+  const [type, size, blocks, inode, nlink, mtime, ctime] = fields as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
   const mtimeNs = findTimeNs(mtime);
   const ctimeNs = findTimeNs(ctime);
   const numbers = [size, blocks, nlink].map((n) => (/^\d+$/.test(n) ? Number(n) : NaN));
@@ -249,7 +265,15 @@ export function parseFindRecord(record: string): { rel: string; entry: ScanEntry
   return {
     rel: rel === '' ? '.' : rel,
     // Anything else (D, a Solaris door) counts as a special file, as entryType() does.
-    entry: { type: FIND_TYPES[type] ?? 'socket', size: numbers[0] ?? 0, blocks: numbers[1] ?? 0, nlink: numbers[2] ?? 0, inode, mtimeNs, ctimeNs },
+    entry: {
+      type: FIND_TYPES[type] ?? 'socket',
+      size: numbers[0] ?? 0,
+      blocks: numbers[1] ?? 0,
+      nlink: numbers[2] ?? 0,
+      inode,
+      mtimeNs,
+      ctimeNs,
+    },
   };
 }
 
@@ -286,7 +310,16 @@ function scanWithFind(root: string, skip: readonly string[], options: ScanOption
   // prints the starting point as given, and -path matches what it prints.
   const start = root.startsWith('/') ? root.replace(/(.)\/+$/, '$1') : `./${root.replace(/\/+$/, '')}`;
   const prefix = start === '/' ? '/' : `${start}/`;
-  const prune = skip.length === 0 ? [] : ['(', ...skip.flatMap((n, i) => [...(i > 0 ? ['-o'] : []), '-path', literalPattern(prefix + n)]), ')', '-prune', '-o'];
+  const prune =
+    skip.length === 0
+      ? []
+      : [
+          '(',
+          ...skip.flatMap((n, i) => [...(i > 0 ? ['-o'] : []), '-path', literalPattern(prefix + n)]),
+          ')',
+          '-prune',
+          '-o',
+        ];
   return new Promise((resolve, reject) => {
     // LC_ALL=C: messages in English (matched below), patterns matched byte by byte.
     const child = spawn('find', ['-P', start, ...prune, '-printf', FIND_FORMAT], {
@@ -342,7 +375,11 @@ function scanWithFind(root: string, skip: readonly string[], options: ScanOption
       if (missing) resolve(undefined);
       else if (signal?.aborted) reject(signal.reason as Error);
       else if (malformed !== undefined || (code === 0 && rest.length > 0)) {
-        reject(new ScanError(`scanning ${root}: unexpected output from find: ${JSON.stringify(malformed ?? rest.toString('latin1', 0, 200))}`));
+        reject(
+          new ScanError(
+            `scanning ${root}: unexpected output from find: ${JSON.stringify(malformed ?? rest.toString('latin1', 0, 200))}`,
+          ),
+        );
       } else if (code === 0) resolve(builder.finish());
       else {
         if (errRest.trim()) otherErrors++;
@@ -354,7 +391,8 @@ function scanWithFind(root: string, skip: readonly string[], options: ScanOption
         // the root is terminal, as it was before.
         fs.lstat(root).then(
           () => {
-            if (options.allowVanished && code === 1 && vanished > 0 && otherErrors === 0) resolve(builder.finish(vanished));
+            if (options.allowVanished && code === 1 && vanished > 0 && otherErrors === 0)
+              resolve(builder.finish(vanished));
             else reject(new ScanError(failed, /Permission denied/.test(stderr) ? 'EACCES' : undefined));
           },
           (e: NodeJS.ErrnoException) => reject(new ScanError(failed, e.code)),

@@ -8,7 +8,8 @@ import type { EntryType } from './tree-diff.js';
 
 const bytes = (p: string): Buffer => Buffer.from(p, 'latin1');
 /** The on-disk path of `rel` (a latin1 string of its bytes) below `root`. */
-export const entryPath = (root: string, rel: string): Buffer => Buffer.concat([bytes(root), Buffer.from('/'), bytes(rel)]);
+export const entryPath = (root: string, rel: string): Buffer =>
+  Buffer.concat([bytes(root), Buffer.from('/'), bytes(rel)]);
 const join = (dir: string, name: string): string => (dir === '.' ? name : `${dir}/${name}`);
 
 export function entryType(st: BigIntStats): EntryType {
@@ -98,7 +99,9 @@ export async function walkTree(
       for (let i = 0; i < rels.length; i += 256) {
         const chunk = rels.slice(i, i + 256);
         const stats = await Promise.all(
-          chunk.map((r) => fs.lstat(Buffer.concat([rootBytes, Buffer.from('/'), bytes(r)]), { bigint: true }).catch(unlessVanished)),
+          chunk.map((r) =>
+            fs.lstat(Buffer.concat([rootBytes, Buffer.from('/'), bytes(r)]), { bigint: true }).catch(unlessVanished),
+          ),
         );
         for (let j = 0; j < chunk.length; j++) {
           const rel = chunk[j] as string;

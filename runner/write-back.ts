@@ -32,12 +32,23 @@ export function syncFilesystem(dir: string, children: Set<ChildProcess>): Promis
     // A process that cannot start emits 'error', then 'close': the first settles.
     child.on('error', (e: NodeJS.ErrnoException) => {
       children.delete(child);
-      reject(new WriteBackError(e.code === 'ENOENT' ? 'sync (coreutils) is not installed in this image' : `sync could not start: ${e.message}`));
+      reject(
+        new WriteBackError(
+          e.code === 'ENOENT'
+            ? 'sync (coreutils) is not installed in this image'
+            : `sync could not start: ${e.message}`,
+        ),
+      );
     });
     child.on('close', (code, signal) => {
       children.delete(child);
       if (code === 0) resolve();
-      else reject(new WriteBackError(`writing the copy to the target's disk failed (${stderr.trim() || `sync -f exited ${code ?? signal}`})`));
+      else
+        reject(
+          new WriteBackError(
+            `writing the copy to the target's disk failed (${stderr.trim() || `sync -f exited ${code ?? signal}`})`,
+          ),
+        );
     });
   });
 }

@@ -146,7 +146,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     if (text === undefined) return fallback;
     // Digits only: Number('') is 0 and Number('0x10') is 16, neither meant as a number here.
     const n = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
-    if (!Number.isInteger(n) || n < min) throw new ConfigurationError(`--${flag} must be a whole number of at least ${min}, not ${JSON.stringify(text)}`);
+    if (!Number.isInteger(n) || n < min)
+      throw new ConfigurationError(`--${flag} must be a whole number of at least ${min}, not ${JSON.stringify(text)}`);
     return n;
   };
   const json = <T>(flag: keyof typeof OPTIONS, fallback: T, check: (v: unknown) => boolean, shape: string): T => {
@@ -168,22 +169,37 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     throw new ConfigurationError(`--${flag} must be true or false, not ${JSON.stringify(text)}`);
   };
 
-  const modes = (get('mode') ?? '').split(',').map((m) => m.trim()).filter(Boolean);
-  if (!modes.length) throw new ConfigurationError('--mode is required: webhook, controller, webhook,controller or runner (see --help)');
+  const modes = (get('mode') ?? '')
+    .split(',')
+    .map((m) => m.trim())
+    .filter(Boolean);
+  if (!modes.length)
+    throw new ConfigurationError('--mode is required: webhook, controller, webhook,controller or runner (see --help)');
   for (const mode of modes) {
-    if (!['webhook', 'controller', 'runner'].includes(mode)) throw new ConfigurationError(`--mode ${JSON.stringify(mode)} is not one of webhook, controller, runner`);
+    if (!['webhook', 'controller', 'runner'].includes(mode))
+      throw new ConfigurationError(`--mode ${JSON.stringify(mode)} is not one of webhook, controller, runner`);
   }
-  if (modes.includes('runner') && modes.length > 1) throw new ConfigurationError('--mode=runner runs alone (it is the copy pod)');
+  if (modes.includes('runner') && modes.length > 1)
+    throw new ConfigurationError('--mode=runner runs alone (it is the copy pod)');
   const certMode = get('cert-mode') ?? 'managed';
-  if (certMode !== 'managed' && certMode !== 'files') throw new ConfigurationError(`--cert-mode must be managed or files, not ${JSON.stringify(certMode)}`);
+  if (certMode !== 'managed' && certMode !== 'files')
+    throw new ConfigurationError(`--cert-mode must be managed or files, not ${JSON.stringify(certMode)}`);
   if (certMode === 'files' && !get('cert-dir')) throw new ConfigurationError('--cert-mode=files needs --cert-dir');
   const namespace = get('namespace') ?? env.POD_NAMESPACE ?? 'pvshift-system';
   const logLevel = get('log-level') ?? 'info';
-  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigurationError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(logLevel)}`);
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel))
+    throw new ConfigurationError(
+      `--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(logLevel)}`,
+    );
   const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
   const kubeconfig = get('kubeconfig');
   const certDir = get('cert-dir');
-  const copyResources = json<unknown>('copy-resources', undefined, isObject, 'an object such as {"limits":{"memory":"512Mi"}}');
+  const copyResources = json<unknown>(
+    'copy-resources',
+    undefined,
+    isObject,
+    'an object such as {"limits":{"memory":"512Mi"}}',
+  );
   const copyPriorityClass = get('copy-priority-class');
   return {
     modes: modes as Mode[],
@@ -198,7 +214,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       tlsSecret: get('tls-secret') ?? 'pvshift-webhook-tls',
       serviceName: get('service-name') ?? 'pvshift',
       webhookConfiguration: get('webhook-configuration') ?? 'pvshift',
-      extraNames: (get('webhook-extra-names') ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+      extraNames: (get('webhook-extra-names') ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
     },
     controller: {
       leaderElect: bool('leader-elect', true),
@@ -206,7 +225,12 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       leaseDurationSeconds: integer('lease-duration', 15, 2),
       workers: integer('workers', 4, 1),
       copyImage: get('copy-image') ?? 'pvshift:dev',
-      copyNodeSelector: json<Record<string, string>>('copy-node-selector', {}, (v) => isObject(v) && Object.values(v as object).every((x) => typeof x === 'string'), 'an object of strings'),
+      copyNodeSelector: json<Record<string, string>>(
+        'copy-node-selector',
+        {},
+        (v) => isObject(v) && Object.values(v as object).every((x) => typeof x === 'string'),
+        'an object of strings',
+      ),
       copyTolerations: json<unknown[]>('copy-tolerations', [], Array.isArray, 'a list'),
       ...(copyResources !== undefined ? { copyResources } : {}),
       ...(copyPriorityClass ? { copyPriorityClass } : {}),

@@ -102,7 +102,10 @@ function isUnappliedPatch(e: ApiError): boolean {
   const text = apiMessage(e);
   if (/test operation failed|testing value/i.test(text)) return true;
   const details = (e.body as { details?: Record<string, unknown> } | undefined)?.details;
-  return text === 'the server rejected our request due to an error in our request' && (!details || Object.keys(details).length === 0);
+  return (
+    text === 'the server rejected our request due to an error in our request' &&
+    (!details || Object.keys(details).length === 0)
+  );
 }
 
 /**
@@ -116,10 +119,16 @@ export function classifyApiError(e: unknown, what: string): TransientError | Ter
   const code = statusOf(e);
   const message = `${what}: ${apiMessage(e)}`;
   if (code === undefined || code === 404 || code === 409 || code === 429 || code >= 500) {
-    return new TransientError(message, { cause: e, retryAfterSeconds: e instanceof ApiError ? e.retryAfterSeconds : undefined });
+    return new TransientError(message, {
+      cause: e,
+      retryAfterSeconds: e instanceof ApiError ? e.retryAfterSeconds : undefined,
+    });
   }
   if (code === 422 && isUnappliedPatch(e as ApiError)) {
-    return new TransientError(`${what}: the object changed since it was read (the patch's guard failed); reading it again`, { cause: e });
+    return new TransientError(
+      `${what}: the object changed since it was read (the patch's guard failed); reading it again`,
+      { cause: e },
+    );
   }
   // 403s that pass by themselves: a ResourceQuota used up (admission's "exceeded
   // quota", until something is freed) and a namespace being deleted ("because it

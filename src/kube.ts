@@ -22,7 +22,14 @@ export interface ObjectMeta {
   finalizers?: string[];
   deletionTimestamp?: string | Date;
   creationTimestamp?: string | Date;
-  ownerReferences?: { apiVersion: string; kind: string; name: string; uid: string; controller?: boolean; blockOwnerDeletion?: boolean }[];
+  ownerReferences?: {
+    apiVersion: string;
+    kind: string;
+    name: string;
+    uid: string;
+    controller?: boolean;
+    blockOwnerDeletion?: boolean;
+  }[];
 }
 
 export interface KubeObject {
@@ -136,7 +143,13 @@ export class Kube {
    * credentials read afresh (tokens rotate). `keepAlive` uses the shared agent;
    * a watch, which holds its socket for minutes, gets its own.
    */
-  private async requestOptions(method: string, path: string, headers: Record<string, string>, keepAlive: boolean, signal?: AbortSignal): Promise<https.RequestOptions> {
+  private async requestOptions(
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    keepAlive: boolean,
+    signal?: AbortSignal,
+  ): Promise<https.RequestOptions> {
     const base = await this.options();
     const fresh: https.RequestOptions = {};
     await this.config.applyToHTTPSOptions(fresh);
@@ -159,23 +172,33 @@ export class Kube {
   }
 
   /** One HTTP exchange; the body as text. */
-  async raw(method: string, path: string, body?: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<RawResponse> {
+  async raw(
+    method: string,
+    path: string,
+    body?: string,
+    headers: Record<string, string> = {},
+    signal?: AbortSignal,
+  ): Promise<RawResponse> {
     // An explicit length, never chunked: after a chunked DELETE body the API
     // server answered the next request on the kept-alive socket with a bare
     // "400 Bad Request" (seen with kube-apiserver v1.34).
-    const length: Record<string, string> = body !== undefined ? { 'Content-Length': String(Buffer.byteLength(body)) } : {};
+    const length: Record<string, string> =
+      body !== undefined ? { 'Content-Length': String(Buffer.byteLength(body)) } : {};
     const options = await this.requestOptions(method, path, { ...headers, ...length }, true, signal);
     const transport = this.transport();
     return new Promise<RawResponse>((resolve, reject) => {
-      const request = transport.request(
-        options,
-        (response) => {
-          const chunks: Buffer[] = [];
-          response.on('data', (chunk: Buffer) => chunks.push(chunk));
-          response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks).toString('utf8') }));
-          response.on('error', reject);
-        },
-      );
+      const request = transport.request(options, (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            headers: response.headers,
+            body: Buffer.concat(chunks).toString('utf8'),
+          }),
+        );
+        response.on('error', reject);
+      });
       request.on('error', reject);
       if (body !== undefined) request.write(body);
       request.end();
@@ -200,7 +223,13 @@ export class Kube {
       const retryAfter = retryAfterSeconds(response.headers['retry-after']);
       const error = new ApiError(response.status, parsed, method, path, retryAfter);
       const waitMs = retryAfter === undefined ? undefined : retryAfter * 1000;
-      if (response.status !== 429 || waitMs === undefined || waitMs > MAX_RETRY_AFTER_MS || attempt >= RETRY_AFTER_ATTEMPTS) throw error;
+      if (
+        response.status !== 429 ||
+        waitMs === undefined ||
+        waitMs > MAX_RETRY_AFTER_MS ||
+        attempt >= RETRY_AFTER_ATTEMPTS
+      )
+        throw error;
       await this.sleep(waitMs);
     }
   }
@@ -232,7 +261,14 @@ export class Kube {
   }
 
   /** Deletes; false where it was already gone (a success for a level-based caller). */
-  async delete(path: string, options?: { gracePeriodSeconds?: number; propagationPolicy?: string; preconditions?: { uid?: string; resourceVersion?: string } }): Promise<boolean> {
+  async delete(
+    path: string,
+    options?: {
+      gracePeriodSeconds?: number;
+      propagationPolicy?: string;
+      preconditions?: { uid?: string; resourceVersion?: string };
+    },
+  ): Promise<boolean> {
     try {
       await this.request('DELETE', path, options ? { apiVersion: 'v1', kind: 'DeleteOptions', ...options } : undefined);
       return true;
@@ -251,58 +287,69 @@ export class Kube {
    * reflector does after an unexpected EOF. `onOpen` runs once the server has
    * accepted the watch; `signal` ends it early.
    */
-  async watch(path: string, query: Query, onEvent: (type: string, object: unknown) => void, signal?: AbortSignal, onOpen?: () => void): Promise<void> {
+  async watch(
+    path: string,
+    query: Query,
+    onEvent: (type: string, object: unknown) => void,
+    signal?: AbortSignal,
+    onOpen?: () => void,
+  ): Promise<void> {
     const options = await this.requestOptions('GET', withQuery(path, { ...query, watch: true }), {}, false, signal);
     const transport = this.transport();
     await new Promise<void>((resolve, reject) => {
       let opened = false;
-      const request = transport.request(
-        options,
-        (response) => {
-          if ((response.statusCode ?? 0) >= 300) {
-            const chunks: Buffer[] = [];
-            response.on('data', (c: Buffer) => chunks.push(c));
-            response.on('end', () => {
-              let body: unknown = Buffer.concat(chunks).toString('utf8');
-              try {
-                body = JSON.parse(body as string);
-              } catch {
-                /* keep text */
-              }
-              reject(new ApiError(response.statusCode ?? 0, body, 'WATCH', path, retryAfterSeconds(response.headers['retry-after'])));
-            });
-            response.on('error', reject);
-            return;
-          }
-          opened = true;
-          onOpen?.();
-          let buffered = '';
-          response.setEncoding('utf8');
-          response.on('data', (chunk: string) => {
-            buffered += chunk;
-            let newline: number;
-            while ((newline = buffered.indexOf('\n')) >= 0) {
-              const line = buffered.slice(0, newline).trim();
-              buffered = buffered.slice(newline + 1);
-              if (!line) continue;
-              try {
-                const event = JSON.parse(line) as { type: string; object: unknown };
-                onEvent(event.type, event.object);
-              } catch (e: unknown) {
-                // A handler's error (or an ERROR event) ends this stream; the caller relists.
-                request.destroy();
-                reject(e instanceof Error ? e : new Error(String(e)));
-                return;
-              }
+      const request = transport.request(options, (response) => {
+        if ((response.statusCode ?? 0) >= 300) {
+          const chunks: Buffer[] = [];
+          response.on('data', (c: Buffer) => chunks.push(c));
+          response.on('end', () => {
+            let body: unknown = Buffer.concat(chunks).toString('utf8');
+            try {
+              body = JSON.parse(body as string);
+            } catch {
+              /* keep text */
             }
+            reject(
+              new ApiError(
+                response.statusCode ?? 0,
+                body,
+                'WATCH',
+                path,
+                retryAfterSeconds(response.headers['retry-after']),
+              ),
+            );
           });
-          // 'close' without 'end' is the connection cut mid-stream; a partial
-          // line left in `buffered` is an event the next watch delivers again.
-          response.on('end', () => resolve());
-          response.on('close', () => resolve());
-          response.on('error', () => resolve());
-        },
-      );
+          response.on('error', reject);
+          return;
+        }
+        opened = true;
+        onOpen?.();
+        let buffered = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          buffered += chunk;
+          let newline: number;
+          while ((newline = buffered.indexOf('\n')) >= 0) {
+            const line = buffered.slice(0, newline).trim();
+            buffered = buffered.slice(newline + 1);
+            if (!line) continue;
+            try {
+              const event = JSON.parse(line) as { type: string; object: unknown };
+              onEvent(event.type, event.object);
+            } catch (e: unknown) {
+              // A handler's error (or an ERROR event) ends this stream; the caller relists.
+              request.destroy();
+              reject(e instanceof Error ? e : new Error(String(e)));
+              return;
+            }
+          }
+        });
+        // 'close' without 'end' is the connection cut mid-stream; a partial
+        // line left in `buffered` is an event the next watch delivers again.
+        response.on('end', () => resolve());
+        response.on('close', () => resolve());
+        response.on('error', () => resolve());
+      });
       request.on('error', (e) => (signal?.aborted || opened ? resolve() : reject(e)));
       request.end();
     });
@@ -333,9 +380,11 @@ export const paths = {
   leases: (namespace: string, name?: string) => named(`/apis/coordination.k8s.io/v1${ns(namespace)}/leases`, name),
   statefulSets: (namespace?: string, name?: string) => named(`/apis/apps/v1${ns(namespace)}/statefulsets`, name),
   deployments: (namespace?: string, name?: string) => named(`/apis/apps/v1${ns(namespace)}/deployments`, name),
-  migrations: (namespace?: string, name?: string) => named(`/apis/pvshift.io/v1alpha1${ns(namespace)}/volumemigrations`, name),
+  migrations: (namespace?: string, name?: string) =>
+    named(`/apis/pvshift.io/v1alpha1${ns(namespace)}/volumemigrations`, name),
   crds: (name?: string) => named('/apis/apiextensions.k8s.io/v1/customresourcedefinitions', name),
-  mutatingWebhooks: (name?: string) => named('/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations', name),
+  mutatingWebhooks: (name?: string) =>
+    named('/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations', name),
 };
 
 export function keyOf(object: KubeObject): string {
@@ -500,7 +549,8 @@ export class Informer<T extends KubeObject> {
           () => this.onOpen(),
         );
         if (this.stopped) return;
-        if (events === 0 && Date.now() - started < SHORT_WATCH_MS) throw new Error(`watch of ${this.path} closed at once with no events`);
+        if (events === 0 && Date.now() - started < SHORT_WATCH_MS)
+          throw new Error(`watch of ${this.path} closed at once with no events`);
         backoff = this.minBackoffMs;
       } catch (e: unknown) {
         if (this.stopped) return;

@@ -29,7 +29,10 @@ export function stdoutDestination(): DestinationStream {
  * Certificate keys and Secret data are redacted by path in case an object is
  * logged whole. The level is config's --log-level (options.level).
  */
-export function createLogger(options: LoggerOptions = {}, destination: DestinationStream = stdoutDestination()): Logger {
+export function createLogger(
+  options: LoggerOptions = {},
+  destination: DestinationStream = stdoutDestination(),
+): Logger {
   return pino(
     {
       level: 'info',

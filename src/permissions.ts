@@ -91,8 +91,20 @@ export const PERMISSIONS: Permission[] = [
     scope: 'cluster',
     why: 'create and delete copy pods; lift the scheduling gate of consumer pods (patch spec.schedulingGates)',
   },
-  { apiGroup: '', resource: 'pods/log', verbs: ['get'], scope: 'cluster', why: "progress and the summary from the copy pod's log" },
-  { apiGroup: '', resource: 'pods/eviction', verbs: ['create'], scope: 'cluster', why: 'cutover Evict: through the Eviction API, so PodDisruptionBudgets hold' },
+  {
+    apiGroup: '',
+    resource: 'pods/log',
+    verbs: ['get'],
+    scope: 'cluster',
+    why: "progress and the summary from the copy pod's log",
+  },
+  {
+    apiGroup: '',
+    resource: 'pods/eviction',
+    verbs: ['create'],
+    scope: 'cluster',
+    why: 'cutover Evict: through the Eviction API, so PodDisruptionBudgets hold',
+  },
   {
     apiGroup: '',
     resource: 'namespaces',
@@ -100,8 +112,20 @@ export const PERMISSIONS: Permission[] = [
     scope: 'cluster',
     why: 'Pod Security levels and termination of the namespaces migrated in; the label that scopes the webhooks to namespaces with a migration',
   },
-  { apiGroup: '', resource: 'events', verbs: ['create'], scope: 'cluster', why: 'an Event on the claim and the migration at every milestone and failure (each a new Event, never patched)' },
-  { apiGroup: 'storage.k8s.io', resource: 'storageclasses', verbs: ['list', 'watch'], scope: 'cluster', why: 'validate the target class; restore its reclaim policy' },
+  {
+    apiGroup: '',
+    resource: 'events',
+    verbs: ['create'],
+    scope: 'cluster',
+    why: 'an Event on the claim and the migration at every milestone and failure (each a new Event, never patched)',
+  },
+  {
+    apiGroup: 'storage.k8s.io',
+    resource: 'storageclasses',
+    verbs: ['list', 'watch'],
+    scope: 'cluster',
+    why: 'validate the target class; restore its reclaim policy',
+  },
   {
     apiGroup: 'admissionregistration.k8s.io',
     resource: 'mutatingwebhookconfigurations',
@@ -112,7 +136,13 @@ export const PERMISSIONS: Permission[] = [
     why: "the CA bundle of pvshift's own webhook configuration, and no other",
   },
   // Leader election, in pvshift's namespace.
-  { apiGroup: 'coordination.k8s.io', resource: 'leases', verbs: ['create'], scope: 'namespace', why: 'leader election: the first replica creates the Lease' },
+  {
+    apiGroup: 'coordination.k8s.io',
+    resource: 'leases',
+    verbs: ['create'],
+    scope: 'namespace',
+    why: 'leader election: the first replica creates the Lease',
+  },
   {
     apiGroup: 'coordination.k8s.io',
     resource: 'leases',
@@ -179,7 +209,9 @@ export function chartRules(scope: Permission['scope']): string {
     lines.push(...commentLines(sentence(p.why), '  '));
     lines.push(`  - apiGroups: ${flow([p.apiGroup])}`);
     lines.push(`    resources: ${flow([p.resource])}`);
-    const name = p.resourceName?.chartExpression ? `{{ ${p.resourceName.chartExpression} | quote }}` : p.resourceName?.defaultName;
+    const name = p.resourceName?.chartExpression
+      ? `{{ ${p.resourceName.chartExpression} | quote }}`
+      : p.resourceName?.defaultName;
     if (name) lines.push(`    resourceNames: [${name}]`);
     lines.push(`    verbs: ${flow(p.verbs)}`);
     if (p.managedCertificatesOnly) lines.push('  {{- end }}');

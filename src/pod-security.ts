@@ -28,7 +28,8 @@ export const BASELINE_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID
 /** Added only with the namespace's opt-in: reading and writing `trusted.*` xattrs and writing `security.*` need it. */
 export const PRIVILEGED_CAPABILITIES = ['SYS_ADMIN'];
 
-export type FidelityDecision = { ok: true; fidelity: CopyFidelity; note: string } | { ok: false; reason: ReasonName; message: string };
+export type FidelityDecision =
+  { ok: true; fidelity: CopyFidelity; note: string } | { ok: false; reason: ReasonName; message: string };
 
 export function copyFidelityFor(namespace: string, labels: Record<string, string> | undefined): FidelityDecision {
   const level = labels?.[LABEL_POD_SECURITY_ENFORCE] ?? 'privileged';
@@ -45,7 +46,11 @@ export function copyFidelityFor(namespace: string, labels: Record<string, string
     };
   }
   if (level === 'privileged' && optIn) {
-    return { ok: true, fidelity: { level, privileged: true, dropped: [] }, note: `full fidelity: copy pods get CAP_SYS_ADMIN (${LABEL_PRIVILEGED_COPY}=true)` };
+    return {
+      ok: true,
+      fidelity: { level, privileged: true, dropped: [] },
+      note: `full fidelity: copy pods get CAP_SYS_ADMIN (${LABEL_PRIVILEGED_COPY}=true)`,
+    };
   }
   const why =
     level === 'privileged'

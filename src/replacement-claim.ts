@@ -5,7 +5,13 @@
 // StatefulSet) creates it first. Either way it comes out the same, so it does
 // not matter who wins that race.
 import type { V1ObjectMeta, V1PersistentVolumeClaim, V1PersistentVolumeClaimSpec } from '@kubernetes/client-node';
-import { ANNOTATION_MIGRATION, ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE, API_GROUP, MIGRATION_KIND } from './names.js';
+import {
+  ANNOTATION_MIGRATION,
+  ANNOTATION_TARGET_CLASS,
+  ANNOTATION_TARGET_SIZE,
+  API_GROUP,
+  MIGRATION_KIND,
+} from './names.js';
 import { parseQuantity } from './quantity.js';
 import type { ClaimSnapshot, VolumeMigration } from './volume-migration.js';
 
@@ -27,12 +33,17 @@ export const BINDING_ANNOTATIONS: readonly string[] = [
 /** The shortcut's annotations are spent once the migration cuts over: the replacement never carries them. */
 const REPLACEMENT_DROPS: readonly string[] = [...BINDING_ANNOTATIONS, ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE];
 
-export type TargetSpec = { spec: V1PersistentVolumeClaimSpec; problem?: undefined } | { spec?: undefined; problem: string };
+export type TargetSpec =
+  { spec: V1PersistentVolumeClaimSpec; problem?: undefined } | { spec?: undefined; problem: string };
 
 /** The target's size as a quantity string: targetSize, else the original claim's request; undefined when neither is set. */
-export function targetSizeOf(m: VolumeMigration, original: { spec?: V1PersistentVolumeClaimSpec } | undefined): string | undefined {
+export function targetSizeOf(
+  m: VolumeMigration,
+  original: { spec?: V1PersistentVolumeClaimSpec } | undefined,
+): string | undefined {
   // targetSize is int-or-string in the CRD, and a request may be read as a number: either becomes a string.
-  const value = (m.spec.targetSize ?? original?.spec?.resources?.requests?.storage) as string | number | null | undefined;
+  const value = (m.spec.targetSize ?? original?.spec?.resources?.requests?.storage) as
+    string | number | null | undefined;
   return value === undefined || value === null || String(value) === '' ? undefined : String(value);
 }
 
@@ -51,7 +62,8 @@ export function targetSpecOf(m: VolumeMigration): TargetSpec {
   const size = targetSizeOf(m, snapshot);
   if (size === undefined) return { problem: unsaid(m, 'targetSize', 'storage request') };
   const bytes = parseQuantity(size);
-  if (bytes === undefined || bytes <= 0) return { problem: `the target size "${size}" is not a quantity greater than zero` };
+  if (bytes === undefined || bytes <= 0)
+    return { problem: `the target size "${size}" is not a quantity greater than zero` };
   const accessModes = m.spec.targetAccessModes?.length ? m.spec.targetAccessModes : snapshot?.spec.accessModes;
   if (!accessModes?.length) return { problem: unsaid(m, 'targetAccessModes', 'access modes') };
   return {
@@ -133,9 +145,14 @@ function underUserName(m: VolumeMigration, snapshot: ClaimSnapshot | undefined):
  * `metadata` with the annotations in `drop` removed and the migration's name set
  * (where it stood, if it was there: applied to its own output, nothing moves).
  */
-function namingMigration(m: VolumeMigration, metadata: V1ObjectMeta | undefined, drop: readonly string[]): V1ObjectMeta {
+function namingMigration(
+  m: VolumeMigration,
+  metadata: V1ObjectMeta | undefined,
+  drop: readonly string[],
+): V1ObjectMeta {
   const annotations: Record<string, string> = {};
-  for (const [key, value] of Object.entries(metadata?.annotations ?? {})) if (!drop.includes(key)) annotations[key] = value;
+  for (const [key, value] of Object.entries(metadata?.annotations ?? {}))
+    if (!drop.includes(key)) annotations[key] = value;
   annotations[ANNOTATION_MIGRATION] = m.metadata.name;
   return { ...metadata, annotations };
 }

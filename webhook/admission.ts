@@ -14,7 +14,12 @@ import type { MigrationLookup } from './migration-cache.js';
 import { mutateClaim } from './mutate-claim.js';
 import { claimNamesOf, mutatePod } from './mutate-pod.js';
 import { allowed, denied, errored, patched, review } from './responses.js';
-import { ADMISSION_API_VERSION, ADMISSION_REVIEW_KIND, type AdmissionRequest, type AdmissionResponse } from './types.js';
+import {
+  ADMISSION_API_VERSION,
+  ADMISSION_REVIEW_KIND,
+  type AdmissionRequest,
+  type AdmissionResponse,
+} from './types.js';
 
 export const CLAIMS_PATH = '/mutate/persistentvolumeclaims';
 export const PODS_PATH = '/mutate/pods';
@@ -72,11 +77,9 @@ export function buildWebhookApp(options: WebhookAppOptions): WebhookApp {
     requestTimeout: 15_000,
     return503OnClosing: true,
   };
-  const app = (
-    options.https
-      ? fastify({ ...base, https: { ...options.https, minVersion: 'TLSv1.2' } })
-      : fastify(base)
-  ) as unknown as FastifyInstance;
+  const app = (options.https
+    ? fastify({ ...base, https: { ...options.https, minVersion: 'TLSv1.2' } })
+    : fastify(base)) as unknown as FastifyInstance;
 
   // One parser, ours: fastify's own JSON parser answers an empty or broken body
   // with messages about fastify, not about AdmissionReviews.
@@ -129,7 +132,10 @@ export function buildWebhookApp(options: WebhookAppOptions): WebhookApp {
     return reply.send(review(response));
   };
 
-  const decide = (resource: AdmittedResource, request: AdmissionRequest): { response: AdmissionResponse; result: AdmissionResult } => {
+  const decide = (
+    resource: AdmittedResource,
+    request: AdmissionRequest,
+  ): { response: AdmissionResponse; result: AdmissionResult } => {
     const uid = request.uid;
     // Only CREATE is registered; anything else (a misconfigured rule, a
     // subresource such as pods/binding) passes unchanged rather than being
@@ -139,11 +145,17 @@ export function buildWebhookApp(options: WebhookAppOptions): WebhookApp {
     const kind = request.kind;
     if (kind && (kind.group !== '' || kind.kind !== expectedKind)) {
       const got = `${kind.group ? `${kind.group}/` : ''}${kind.version}, Kind=${kind.kind}`;
-      return { response: errored(uid, 400, `${requestPath(resource)} admits ${expectedKind} objects, got ${got}`), result: 'errored' };
+      return {
+        response: errored(uid, 400, `${requestPath(resource)} admits ${expectedKind} objects, got ${got}`),
+        result: 'errored',
+      };
     }
     const object = request.object;
     if (typeof object !== 'object' || object === null || Array.isArray(object)) {
-      return { response: errored(uid, 400, `request.object is missing: a CREATE of a ${expectedKind} must carry it`), result: 'errored' };
+      return {
+        response: errored(uid, 400, `request.object is missing: a CREATE of a ${expectedKind} must carry it`),
+        result: 'errored',
+      };
     }
     const metadata = (object as { metadata?: { namespace?: string; name?: string } }).metadata;
     const namespace = request.namespace || metadata?.namespace || '';
@@ -176,7 +188,11 @@ export function buildWebhookApp(options: WebhookAppOptions): WebhookApp {
     // the StatefulSet controller; a claim made on the old class is not undone.
     if (!lookup.isSynced()) {
       return {
-        response: errored(uid, 503, 'pvshift has not yet loaded its VolumeMigrations; retry the claim in a few seconds'),
+        response: errored(
+          uid,
+          503,
+          'pvshift has not yet loaded its VolumeMigrations; retry the claim in a few seconds',
+        ),
         result: 'errored',
       };
     }
@@ -187,7 +203,11 @@ export function buildWebhookApp(options: WebhookAppOptions): WebhookApp {
     return finish(uid, 'persistentvolumeclaims', namespace, name, claim, object, warnings);
   };
 
-  const admitPod = (uid: string, namespace: string, pod: V1Pod): { response: AdmissionResponse; result: AdmissionResult } => {
+  const admitPod = (
+    uid: string,
+    namespace: string,
+    pod: V1Pod,
+  ): { response: AdmissionResponse; result: AdmissionResult } => {
     // failurePolicy Ignore means a pvshift outage lets pods through ungated;
     // an unsynced cache is the same situation and is answered the same way.
     if (!lookup.isSynced()) {
@@ -251,7 +271,8 @@ export function secureServerOf(app: WebhookApp): HttpsServer {
 
 /** Checks the envelope; returns the request or throws BadReview with the exact reason. */
 export function readReview(body: unknown): AdmissionRequest {
-  if (body === undefined || body === null || body === '') throw new BadReview(400, 'empty body: expected an AdmissionReview');
+  if (body === undefined || body === null || body === '')
+    throw new BadReview(400, 'empty body: expected an AdmissionReview');
   if (typeof body !== 'object' || Array.isArray(body)) {
     throw new BadReview(400, 'body is not an AdmissionReview: expected a JSON object');
   }

@@ -15,7 +15,13 @@ import { startMigrationCache } from './migration-cache.js';
 
 export { buildWebhookApp, CLAIMS_PATH, PODS_PATH, BODY_LIMIT, type WebhookAppOptions } from './admission.js';
 export { buildWebhookConfiguration, loadWebhookDefinitions, type WebhookConfigurationInput } from './configuration.js';
-export { createMemoryLookup, MigrationIndex, startMigrationCache, type MigrationLookup, type MigrationCache } from './migration-cache.js';
+export {
+  createMemoryLookup,
+  MigrationIndex,
+  startMigrationCache,
+  type MigrationLookup,
+  type MigrationCache,
+} from './migration-cache.js';
 export { mutateClaim, type MutationResult } from './mutate-claim.js';
 export { mutatePod, claimNamesOf } from './mutate-pod.js';
 
@@ -74,7 +80,9 @@ export async function runWebhook(options: WebhookRunOptions, logger: Logger): Pr
   ];
   for (const name of options.extraNames ?? []) {
     if (isIP(name) === 0 && !/^[a-z0-9*]([-a-z0-9.]*[a-z0-9])?$/i.test(name)) {
-      throw new ConfigurationError(`extra certificate name ${JSON.stringify(name)} is neither a DNS name nor an IP address`);
+      throw new ConfigurationError(
+        `extra certificate name ${JSON.stringify(name)} is neither a DNS name nor an IP address`,
+      );
     }
   }
 

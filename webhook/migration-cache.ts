@@ -104,16 +104,25 @@ export interface MigrationCacheOptions {
  * backoff; this tracks how long it has been blind. Given a KubeConfig rather
  * than the process's Kube, it makes a client of its own and closes it on stop.
  */
-export function startMigrationCache(client: Kube | KubeConfig, logger: Logger, options: MigrationCacheOptions = {}): MigrationCache {
+export function startMigrationCache(
+  client: Kube | KubeConfig,
+  logger: Logger,
+  options: MigrationCacheOptions = {},
+): MigrationCache {
   const staleGraceMs = options.staleGraceMs ?? 30_000;
   const log = logger.child({ component: 'migration-cache' });
   const index = new MigrationIndex();
   const owned = client instanceof KubeConfig;
   const kube = client instanceof KubeConfig ? new Kube(client) : client;
-  const informer = new Informer<VolumeMigration>(kube, paths.migrations(), {}, {
-    minBackoffMs: options.minBackoffMs ?? 1_000,
-    maxBackoffMs: options.maxBackoffMs ?? 30_000,
-  });
+  const informer = new Informer<VolumeMigration>(
+    kube,
+    paths.migrations(),
+    {},
+    {
+      minBackoffMs: options.minBackoffMs ?? 1_000,
+      maxBackoffMs: options.maxBackoffMs ?? 30_000,
+    },
+  );
 
   let listed = false;
   // When the list or watch last went from working to failing; cleared only by
@@ -151,7 +160,9 @@ export function startMigrationCache(client: Kube | KubeConfig, logger: Logger, o
         ? Promise.resolve()
         : new Promise<void>((resolve, reject) => {
             void informer.waitForSync().then(resolve);
-            signal?.addEventListener('abort', () => reject(new Error('stopped waiting for the VolumeMigration cache to sync')));
+            signal?.addEventListener('abort', () =>
+              reject(new Error('stopped waiting for the VolumeMigration cache to sync')),
+            );
           }),
     stop: () => {
       stopped = true;

@@ -68,7 +68,11 @@ export function mutatePod(pod: V1Pod, migrations: readonly VolumeMigration[], no
   const annotations = pod.metadata?.annotations ?? {};
   const migrationValue = names.join(',');
   // Reinvocation: everything already in place means nothing to change.
-  if (hasGate && annotations[ANNOTATION_MIGRATION] === migrationValue && annotations[ANNOTATION_GATED_AT] !== undefined) {
+  if (
+    hasGate &&
+    annotations[ANNOTATION_MIGRATION] === migrationValue &&
+    annotations[ANNOTATION_GATED_AT] !== undefined
+  ) {
     return unchanged(pod);
   }
   // Copy on write: only the objects on the path to a change are new, the rest
@@ -88,7 +92,9 @@ export function mutatePod(pod: V1Pod, migrations: readonly VolumeMigration[], no
   };
   return {
     object,
-    warnings: [`pvshift: pod held by scheduling gate ${SCHEDULING_GATE} until ${gatedClaims.join(', ')} finish migrating`],
+    warnings: [
+      `pvshift: pod held by scheduling gate ${SCHEDULING_GATE} until ${gatedClaims.join(', ')} finish migrating`,
+    ],
   };
 }
 

@@ -21,7 +21,12 @@ export function allowed(uid: string, warnings?: readonly string[]): AdmissionRes
  * hand-built JSON Pointer must escape as `~1` and is easy to get wrong. No
  * difference gives no patch at all (the API server then skips reinvocation).
  */
-export function patched(uid: string, original: unknown, mutated: unknown, warnings?: readonly string[]): AdmissionResponse {
+export function patched(
+  uid: string,
+  original: unknown,
+  mutated: unknown,
+  warnings?: readonly string[],
+): AdmissionResponse {
   const operations = diff(original, mutated);
   if (operations.length === 0) return allowed(uid);
   return withWarnings(

@@ -15,16 +15,7 @@ import type { World } from '../world.js';
 import { planCopy } from './copy-pass.js';
 import { belongsToMigration, releasable } from './ownership.js';
 import { consumersOf, copyOf, migrationKey, rvOf, uidOf } from './readers.js';
-import {
-  deleteClaim,
-  liftGates,
-  normal,
-  retain,
-  rollBack,
-  toPhase,
-  wait,
-  WAIT_SHORT,
-} from './steps.js';
+import { deleteClaim, liftGates, normal, retain, rollBack, toPhase, wait, WAIT_SHORT } from './steps.js';
 import type { Step } from './types.js';
 
 export function planPopulate(w: World, abort: boolean): Step {

@@ -11,17 +11,7 @@ import type { Stored, World } from '../world.js';
 import { keptVolumesOf } from './held.js';
 import { belongsToMigration } from './ownership.js';
 import { consumersOf, isFinished, namesOf, rvOf, snapshotUid, uidOf } from './readers.js';
-import {
-  deleteClaim,
-  normal,
-  retain,
-  rollBack,
-  toPhase,
-  wait,
-  WAIT_SHORT,
-  WAIT_USER,
-  warning,
-} from './steps.js';
+import { deleteClaim, normal, retain, rollBack, toPhase, wait, WAIT_SHORT, WAIT_USER, warning } from './steps.js';
 import type { Step } from './types.js';
 
 export function planWaiting(w: World, abort: boolean): Step {

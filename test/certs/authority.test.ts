@@ -33,7 +33,14 @@ void t.test('a CA and a serving certificate', async (t) => {
   t.ok(caCert.checkIssued(caCert) && caCert.verify(caCert.publicKey), 'the CA is self-signed');
   t.ok(cert.checkIssued(caCert), 'issued by the CA');
   t.ok(cert.verify(caCert.publicKey), 'signature verifies with the CA key');
-  t.same(subjectAltNamesOf(cert), ['pvshift-webhook', 'pvshift-webhook.pvshift-system', 'pvshift-webhook.pvshift-system.svc', 'pvshift-webhook.pvshift-system.svc.cluster.local', '127.0.0.1', '::1']);
+  t.same(subjectAltNamesOf(cert), [
+    'pvshift-webhook',
+    'pvshift-webhook.pvshift-system',
+    'pvshift-webhook.pvshift-system.svc',
+    'pvshift-webhook.pvshift-system.svc.cluster.local',
+    '127.0.0.1',
+    '::1',
+  ]);
   t.ok(cert.checkHost('pvshift-webhook.pvshift-system.svc'));
   t.ok(cert.checkIP('127.0.0.1'));
   t.notOk(cert.checkHost('other.pvshift-system.svc'));

@@ -43,7 +43,12 @@ void t.test('reloads when the files change, and a TLS client sees it', async (t)
   t.teardown(() => source.stop());
   t.equal(source.current().certPem, first.certPem);
 
-  const app = buildWebhookApp({ logger: silentLogger(), lookup: createMemoryLookup([]), register: new Registry(), https: { key: first.keyPem, cert: first.certPem } });
+  const app = buildWebhookApp({
+    logger: silentLogger(),
+    lookup: createMemoryLookup([]),
+    register: new Registry(),
+    https: { key: first.keyPem, cert: first.certPem },
+  });
   source.onChange((pair) => secureServerOf(app).setSecureContext({ key: pair.keyPem, cert: pair.certPem }));
   await app.listen({ port: 0, host: '127.0.0.1' });
   t.teardown(() => app.close());
@@ -97,7 +102,10 @@ void t.test('a half-written pair is not served; the periodic check finds the fin
 void t.test('missing or mismatched files at start are a configuration error', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'pvshift-certs-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await t.rejects(startFileCertificates({ dir, logger: silentLogger() }), { name: 'ConfigurationError', message: /cannot read the webhook certificate from/ });
+  await t.rejects(startFileCertificates({ dir, logger: silentLogger() }), {
+    name: 'ConfigurationError',
+    message: /cannot read the webhook certificate from/,
+  });
   const a = await issue();
   const b = await issue();
   await writeFile(join(dir, 'tls.crt'), a.certPem);

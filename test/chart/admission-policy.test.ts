@@ -37,11 +37,27 @@ t.test('on by default: a policy and a binding that denies', async (t) => {
     { apiGroups: ['pvshift.io'], operations: ['UPDATE'], resources: ['volumemigrations/status'] },
     { apiGroups: [''], operations: ['CREATE', 'UPDATE'], resources: ['persistentvolumes', 'persistentvolumes/status'] },
   ]);
-  t.strictSame(policy.spec.matchConditions, [{ name: 'not-pvshift', expression: "request.userInfo.username != 'system:serviceaccount:pvshift-system:pvshift'" }], 'everyone but pvshift');
+  t.strictSame(
+    policy.spec.matchConditions,
+    [
+      {
+        name: 'not-pvshift',
+        expression: "request.userInfo.username != 'system:serviceaccount:pvshift-system:pvshift'",
+      },
+    ],
+    'everyone but pvshift',
+  );
   const keys = [ANNOTATION_MIGRATION_UID, ANNOTATION_ORIGINAL_RECLAIM_POLICY, ANNOTATION_MIGRATION];
-  t.equal(policy.spec.variables.find((v) => v.name === 'protectedKeys')?.expression, `[${keys.map((k) => `'${k}'`).join(', ')}]`, 'the annotation keys of src/names.ts');
+  t.equal(
+    policy.spec.variables.find((v) => v.name === 'protectedKeys')?.expression,
+    `[${keys.map((k) => `'${k}'`).join(', ')}]`,
+    'the annotation keys of src/names.ts',
+  );
   for (const v of policy.spec.validations) t.equal(v.reason, 'Forbidden', `${v.expression}: Forbidden`);
-  t.match(policy.spec.validations[0]?.message, /only pvshift \(system:serviceaccount:pvshift-system:pvshift\) may write the status of a VolumeMigration/);
+  t.match(
+    policy.spec.validations[0]?.message,
+    /only pvshift \(system:serviceaccount:pvshift-system:pvshift\) may write the status of a VolumeMigration/,
+  );
 });
 
 t.test('admissionPolicy.enabled=false renders neither', async (t) => {
@@ -52,19 +68,44 @@ t.test('admissionPolicy.enabled=false renders neither', async (t) => {
 
 t.test('the exempt identity follows the release, its namespace and the ServiceAccount values', async (t) => {
   const cases: { name: string; options: Parameters<typeof render>[0]; user: string; policy: string }[] = [
-    { name: 'another release and namespace', options: { release: 'storage', namespace: 'storage-system' }, user: 'system:serviceaccount:storage-system:storage-pvshift', policy: 'storage-pvshift-records' },
-    { name: 'a named ServiceAccount', options: { set: ['serviceAccount.name=mover'] }, user: 'system:serviceaccount:pvshift-system:mover', policy: 'pvshift-records' },
-    { name: 'an existing ServiceAccount', options: { valuesFiles: ['existing-service-account.yaml'] }, user: 'system:serviceaccount:pvshift-system:platform-pvshift', policy: 'pvshift-records' },
+    {
+      name: 'another release and namespace',
+      options: { release: 'storage', namespace: 'storage-system' },
+      user: 'system:serviceaccount:storage-system:storage-pvshift',
+      policy: 'storage-pvshift-records',
+    },
+    {
+      name: 'a named ServiceAccount',
+      options: { set: ['serviceAccount.name=mover'] },
+      user: 'system:serviceaccount:pvshift-system:mover',
+      policy: 'pvshift-records',
+    },
+    {
+      name: 'an existing ServiceAccount',
+      options: { valuesFiles: ['existing-service-account.yaml'] },
+      user: 'system:serviceaccount:pvshift-system:platform-pvshift',
+      policy: 'pvshift-records',
+    },
   ];
   for (const c of cases) {
     const manifests = await render(c.options);
     const policy = policyOf(manifests);
     t.equal(policy.metadata.name, c.policy, `${c.name}: policy name`);
-    t.equal(policy.spec.matchConditions[0]?.expression, `request.userInfo.username != '${c.user}'`, `${c.name}: exempts ${c.user}`);
+    t.equal(
+      policy.spec.matchConditions[0]?.expression,
+      `request.userInfo.username != '${c.user}'`,
+      `${c.name}: exempts ${c.user}`,
+    );
     t.equal(bindingOf(manifests).spec.policyName, c.policy);
     const serviceAccount = byKind(manifests, 'ServiceAccount')[0];
-    const deployment = oneOf(manifests, 'Deployment') as unknown as { spec: { template: { spec: { serviceAccountName: string } } } };
-    t.equal(`system:serviceaccount:${c.options?.namespace ?? 'pvshift-system'}:${deployment.spec.template.spec.serviceAccountName}`, c.user, `${c.name}: the identity the Deployment runs as`);
+    const deployment = oneOf(manifests, 'Deployment') as unknown as {
+      spec: { template: { spec: { serviceAccountName: string } } };
+    };
+    t.equal(
+      `system:serviceaccount:${c.options?.namespace ?? 'pvshift-system'}:${deployment.spec.template.spec.serviceAccountName}`,
+      c.user,
+      `${c.name}: the identity the Deployment runs as`,
+    );
     if (serviceAccount) t.equal(serviceAccount.metadata.name, deployment.spec.template.spec.serviceAccountName);
   }
 });

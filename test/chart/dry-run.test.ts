@@ -20,7 +20,9 @@ await installCrdFile(kube, join(import.meta.dirname, 'fixtures/volumepopulators-
 
 function kubectl(args: string[], input: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cluster.binaries.kubectl, ['--kubeconfig', cluster.kubeconfigPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cluster.binaries.kubectl, ['--kubeconfig', cluster.kubeconfigPath, ...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -34,10 +36,17 @@ function kubectl(args: string[], input: string): Promise<{ code: number; stdout:
 async function dryRun(t: Test, label: string, manifests: Manifest[]): Promise<void> {
   const sent = manifests.filter((m) => !CERT_MANAGER_KINDS.has(m.kind));
   const skipped = manifests.length - sent.length;
-  const result = await kubectl(['create', '--dry-run=server', '--validate=strict', '-o', 'name', '-f', '-'], sent.map((m) => stringify(m)).join('---\n'));
+  const result = await kubectl(
+    ['create', '--dry-run=server', '--validate=strict', '-o', 'name', '-f', '-'],
+    sent.map((m) => stringify(m)).join('---\n'),
+  );
   t.equal(result.code, 0, `${label}: accepted${result.stderr ? `: ${result.stderr.trim()}` : ''}`);
   const accepted = result.stdout.trim().split('\n').filter(Boolean);
-  t.equal(accepted.length, sent.length, `${label}: all ${sent.length} objects accepted${skipped ? ` (${skipped} cert-manager objects not sent)` : ''}`);
+  t.equal(
+    accepted.length,
+    sent.length,
+    `${label}: all ${sent.length} objects accepted${skipped ? ` (${skipped} cert-manager objects not sent)` : ''}`,
+  );
 }
 
 let release = 0;
@@ -52,17 +61,29 @@ for (const file of [undefined, ...VALUES_FILES]) {
 
 t.test('the VolumePopulator, where its API is served, passes too', async (t) => {
   const namespace = await freshNamespace(kube, 'dry');
-  const manifests = await render({ release: `dry-${++release}`, namespace, apiVersions: ['populator.storage.k8s.io/v1beta1'] });
-  t.ok(manifests.some((m) => m.kind === 'VolumePopulator'), 'rendered');
+  const manifests = await render({
+    release: `dry-${++release}`,
+    namespace,
+    apiVersions: ['populator.storage.k8s.io/v1beta1'],
+  });
+  t.ok(
+    manifests.some((m) => m.kind === 'VolumePopulator'),
+    'rendered',
+  );
   await dryRun(t, 'with VolumePopulator', manifests);
 });
 
 t.test('a broken manifest is refused by the same check (the check can fail)', async (t) => {
   const namespace = await freshNamespace(kube, 'dry');
   const manifests = await render({ release: `dry-${++release}`, namespace });
-  const deployment = manifests.find((m) => m.kind === 'Deployment') as Manifest & { spec: { template: { spec: { containers: Record<string, unknown>[] } } } };
+  const deployment = manifests.find((m) => m.kind === 'Deployment') as Manifest & {
+    spec: { template: { spec: { containers: Record<string, unknown>[] } } };
+  };
   deployment.spec.template.spec.containers[0]!.readinessProbes = {};
-  const result = await kubectl(['create', '--dry-run=server', '--validate=strict', '-o', 'name', '-f', '-'], stringify(deployment));
+  const result = await kubectl(
+    ['create', '--dry-run=server', '--validate=strict', '-o', 'name', '-f', '-'],
+    stringify(deployment),
+  );
   t.not(result.code, 0);
   t.match(result.stderr, /unknown field.*readinessProbes/);
 });

@@ -46,7 +46,12 @@ export async function helm(args: string[], options: { timeoutMs?: number } = {})
       maxBuffer: 16 * 1024 * 1024,
       timeout: options.timeoutMs ?? 120_000,
       // No user's helm configuration or repositories leak in.
-      env: { ...process.env, HELM_CACHE_HOME: join(REPO_ROOT, 'tmp/helm/cache'), HELM_CONFIG_HOME: join(REPO_ROOT, 'tmp/helm/config'), HELM_DATA_HOME: join(REPO_ROOT, 'tmp/helm/data') },
+      env: {
+        ...process.env,
+        HELM_CACHE_HOME: join(REPO_ROOT, 'tmp/helm/cache'),
+        HELM_CONFIG_HOME: join(REPO_ROOT, 'tmp/helm/config'),
+        HELM_DATA_HOME: join(REPO_ROOT, 'tmp/helm/data'),
+      },
     });
     return { code: 0, stdout, stderr };
   } catch (e: unknown) {
@@ -68,8 +73,17 @@ export interface RenderOptions {
 }
 
 export function templateArgs(options: RenderOptions = {}): string[] {
-  const args = ['template', options.release ?? 'pvshift', CHART, '--namespace', options.namespace ?? 'pvshift-system', '--kube-version', KUBE_VERSION];
-  for (const file of options.valuesFiles ?? []) args.push('--values', file.startsWith('/') ? file : join(VALUES_DIR, file));
+  const args = [
+    'template',
+    options.release ?? 'pvshift',
+    CHART,
+    '--namespace',
+    options.namespace ?? 'pvshift-system',
+    '--kube-version',
+    KUBE_VERSION,
+  ];
+  for (const file of options.valuesFiles ?? [])
+    args.push('--values', file.startsWith('/') ? file : join(VALUES_DIR, file));
   for (const pair of options.set ?? []) args.push('--set', pair);
   for (const api of options.apiVersions ?? []) args.push('--api-versions', api);
   return args;
@@ -79,7 +93,8 @@ export function templateArgs(options: RenderOptions = {}): string[] {
 export function parseManifests(text: string): Manifest[] {
   return parseAllDocuments(text)
     .map((doc) => {
-      if (doc.errors.length > 0) throw new Error(`helm rendered invalid YAML: ${doc.errors.map((e) => e.message).join('; ')}`);
+      if (doc.errors.length > 0)
+        throw new Error(`helm rendered invalid YAML: ${doc.errors.map((e) => e.message).join('; ')}`);
       return doc.toJSON() as Manifest | null;
     })
     .filter((m): m is Manifest => m !== null && typeof m === 'object');
@@ -136,12 +151,23 @@ export function expandRules(rules: PolicyRule[]): string[] {
     for (const group of rule.apiGroups ?? [])
       for (const resource of rule.resources ?? [])
         for (const verb of rule.verbs)
-          for (const name of rule.resourceNames?.length ? rule.resourceNames : ['*']) out.add(`${group}|${resource}|${verb}|${name}`);
+          for (const name of rule.resourceNames?.length ? rule.resourceNames : ['*'])
+            out.add(`${group}|${resource}|${verb}|${name}`);
   }
   return [...out].sort();
 }
 
 /** src/permissions.ts entries as expandRules strings, named objects by the name `nameOf` gives (default: a default install's). */
-export function expandPermissions(permissions: Permission[], nameOf: (object: NamedObject) => string = (o) => o.defaultName): string[] {
-  return expandRules(permissions.map((p) => ({ apiGroups: [p.apiGroup], resources: [p.resource], verbs: p.verbs, resourceNames: p.resourceName ? [nameOf(p.resourceName)] : undefined })));
+export function expandPermissions(
+  permissions: Permission[],
+  nameOf: (object: NamedObject) => string = (o) => o.defaultName,
+): string[] {
+  return expandRules(
+    permissions.map((p) => ({
+      apiGroups: [p.apiGroup],
+      resources: [p.resource],
+      verbs: p.verbs,
+      resourceNames: p.resourceName ? [nameOf(p.resourceName)] : undefined,
+    })),
+  );
 }

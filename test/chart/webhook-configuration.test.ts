@@ -10,8 +10,12 @@ import type { V1MutatingWebhookConfiguration } from '@kubernetes/client-node';
 import { buildWebhookConfiguration } from '../../webhook/configuration.js';
 import { oneOf, render, VALUES_DIR } from './helm.js';
 
-const { webhook: urlValues } = parse(await readFile(join(VALUES_DIR, 'url.yaml'), 'utf8')) as { webhook: { url: string; caBundle: string } };
-const { certificates } = parse(await readFile(join(VALUES_DIR, 'provided.yaml'), 'utf8')) as { certificates: { provided: { caBundle: string } } };
+const { webhook: urlValues } = parse(await readFile(join(VALUES_DIR, 'url.yaml'), 'utf8')) as {
+  webhook: { url: string; caBundle: string };
+};
+const { certificates } = parse(await readFile(join(VALUES_DIR, 'provided.yaml'), 'utf8')) as {
+  certificates: { provided: { caBundle: string } };
+};
 
 async function chartWebhooks(options: Parameters<typeof render>[0]): Promise<V1MutatingWebhookConfiguration> {
   return oneOf(await render(options), 'MutatingWebhookConfiguration');
@@ -19,7 +23,12 @@ async function chartWebhooks(options: Parameters<typeof render>[0]): Promise<V1M
 
 t.test('URL mode: the same entries as buildWebhookConfiguration', async (t) => {
   const chart = await chartWebhooks({ valuesFiles: ['url.yaml'] });
-  const built = buildWebhookConfiguration({ name: 'pvshift', pvshiftNamespace: 'pvshift-system', caBundle: urlValues.caBundle, url: urlValues.url });
+  const built = buildWebhookConfiguration({
+    name: 'pvshift',
+    pvshiftNamespace: 'pvshift-system',
+    caBundle: urlValues.caBundle,
+    url: urlValues.url,
+  });
   t.equal(chart.webhooks?.length, 2);
   t.strictSame(chart.webhooks, built.webhooks, 'webhooks arrays deeply equal');
   t.equal(chart.metadata?.name, built.metadata?.name);
@@ -27,8 +36,15 @@ t.test('URL mode: the same entries as buildWebhookConfiguration', async (t) => {
 
 t.test('URL mode, other base URLs: slashes handled alike', async (t) => {
   for (const url of ['https://127.0.0.1:9443', 'https://pvshift.dev.example:8443//', 'https://10.0.0.1/prefix']) {
-    const chart = await chartWebhooks({ set: [`webhook.url=${url}`, `webhook.caBundle=${Buffer.from(urlValues.caBundle).toString('base64')}`] });
-    const built = buildWebhookConfiguration({ name: 'pvshift', pvshiftNamespace: 'pvshift-system', caBundle: urlValues.caBundle, url });
+    const chart = await chartWebhooks({
+      set: [`webhook.url=${url}`, `webhook.caBundle=${Buffer.from(urlValues.caBundle).toString('base64')}`],
+    });
+    const built = buildWebhookConfiguration({
+      name: 'pvshift',
+      pvshiftNamespace: 'pvshift-system',
+      caBundle: urlValues.caBundle,
+      url,
+    });
     t.strictSame(chart.webhooks, built.webhooks, `${url}: equal (caBundle given base64-encoded to the chart)`);
   }
 });
@@ -45,8 +61,16 @@ t.test('Service mode: the same entries for a provided CA', async (t) => {
 });
 
 t.test('another release and namespace, and pvshift in kube-system (excluded once)', async (t) => {
-  for (const [release, namespace] of [['storage', 'platform'], ['pvshift', 'kube-system']] as const) {
-    const chart = await chartWebhooks({ release, namespace, valuesFiles: ['provided.yaml'], set: ['webhook.service.port=8443'] });
+  for (const [release, namespace] of [
+    ['storage', 'platform'],
+    ['pvshift', 'kube-system'],
+  ] as const) {
+    const chart = await chartWebhooks({
+      release,
+      namespace,
+      valuesFiles: ['provided.yaml'],
+      set: ['webhook.service.port=8443'],
+    });
     const fullname = release === 'pvshift' ? 'pvshift' : `${release}-pvshift`;
     const built = buildWebhookConfiguration({
       name: fullname,
@@ -69,6 +93,9 @@ t.test('managed mode: the same entries, with caBundle left out for pvshift to pa
   });
   // The builder always writes caBundle (here ''); the chart omits the field so
   // Helm's three-way merge never resets what pvshift patched in.
-  const withoutCa = built.webhooks?.map(({ clientConfig: { caBundle: _ca, ...clientConfig }, ...webhook }) => ({ ...webhook, clientConfig }));
+  const withoutCa = built.webhooks?.map(({ clientConfig: { caBundle: _ca, ...clientConfig }, ...webhook }) => ({
+    ...webhook,
+    clientConfig,
+  }));
   t.strictSame(chart.webhooks, withoutCa);
 });

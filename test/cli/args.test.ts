@@ -5,17 +5,63 @@ import { HELP, parseArgs, UsageError } from '../../cli/args.js';
 import { matchFixture } from './fixture.js';
 
 t.test('flag forms', (t) => {
-  const p = parseArgs(['plan', '-n', 'shop', '--to=fast', '--size', '20Gi', '-lapp=web', '--from-class', 'standard', '--kubeconfig', '/k', '--context=c', '-o', 'json']);
+  const p = parseArgs([
+    'plan',
+    '-n',
+    'shop',
+    '--to=fast',
+    '--size',
+    '20Gi',
+    '-lapp=web',
+    '--from-class',
+    'standard',
+    '--kubeconfig',
+    '/k',
+    '--context=c',
+    '-o',
+    'json',
+  ]);
   t.equal(p.kind, 'run');
   if (p.kind !== 'run') return;
   t.equal(p.command, 'plan');
   t.same(p.args, []);
-  t.match(p.options, { namespace: 'shop', to: 'fast', size: '20Gi', selector: 'app=web', fromClass: 'standard', kubeconfig: '/k', context: 'c', output: 'json', allNamespaces: false });
+  t.match(p.options, {
+    namespace: 'shop',
+    to: 'fast',
+    size: '20Gi',
+    selector: 'app=web',
+    fromClass: 'standard',
+    kubeconfig: '/k',
+    context: 'c',
+    output: 'json',
+    allNamespaces: false,
+  });
 
-  const m = parseArgs(['migrate', 'a', 'b', '--to', 'fast', '--no-presync', '--verify', '--cutover', 'evict', '-y', '--dry-run']);
-  t.match(m, { kind: 'run', command: 'migrate', args: ['a', 'b'], options: { noPresync: true, verify: 'checksum', cutover: 'evict', yes: true, dryRun: true } });
+  const m = parseArgs([
+    'migrate',
+    'a',
+    'b',
+    '--to',
+    'fast',
+    '--no-presync',
+    '--verify',
+    '--cutover',
+    'evict',
+    '-y',
+    '--dry-run',
+  ]);
+  t.match(m, {
+    kind: 'run',
+    command: 'migrate',
+    args: ['a', 'b'],
+    options: { noPresync: true, verify: 'checksum', cutover: 'evict', yes: true, dryRun: true },
+  });
   t.match(parseArgs(['migrate', '--to', 'fast', '--verify=metadata']), { options: { verify: 'metadata' } });
-  t.match(parseArgs(['status', '-A', '-w']), { kind: 'run', command: 'status', options: { allNamespaces: true, watch: true, output: 'table' } });
+  t.match(parseArgs(['status', '-A', '-w']), {
+    kind: 'run',
+    command: 'status',
+    options: { allNamespaces: true, watch: true, output: 'table' },
+  });
   t.match(parseArgs(['plan', '--to', 'fast', '--', '-weird']), { args: ['-weird'] }, 'after --, arguments only');
   t.match(parseArgs(['cleanup', '--yes', '-A']), { command: 'cleanup', options: { yes: true, allNamespaces: true } });
   t.end();
@@ -34,9 +80,15 @@ t.test('help', (t) => {
   t.match(HELP.status, /Exit code 1 when any shown migration is Held, Failed or RolledBack\./);
   t.match(HELP.status, /Held has not: it waits for you/);
   t.match(HELP.abort, /In Binding it rolls back too, unless the claim is already bound to the new volume/);
-  t.match(HELP.abort, /Held migration .* is not released by abort: delete the VolumeMigration to release the\s+held pods/s);
+  t.match(
+    HELP.abort,
+    /Held migration .* is not released by abort: delete the VolumeMigration to release the\s+held pods/s,
+  );
   t.match(HELP.rollback, /A Held migration can neither roll back nor finish/);
-  t.match(HELP.migrate, /A finished VolumeMigration of that\nname \(Succeeded, Failed, Aborted, RolledBack\) is replaced/);
+  t.match(
+    HELP.migrate,
+    /A finished VolumeMigration of that\nname \(Succeeded, Failed, Aborted, RolledBack\) is replaced/,
+  );
   t.match(HELP.plan, /"restricted" blocks/);
   matchFixture(t, 'help-root.txt', HELP.root + '\n');
   t.end();
@@ -44,7 +96,10 @@ t.test('help', (t) => {
 
 t.test('usage errors are one line that says what to do', (t) => {
   const cases: [string[], RegExp][] = [
-    [['shift'], /^unknown command "shift" for "kubectl pvshift"; commands: plan, migrate, status, abort, rollback, cleanup$/],
+    [
+      ['shift'],
+      /^unknown command "shift" for "kubectl pvshift"; commands: plan, migrate, status, abort, rollback, cleanup$/,
+    ],
     [['help', 'shift'], /^unknown command "shift"/],
     [['-n', 'x'], /^no command given/],
     [['plan'], /^plan needs --to CLASS/],

@@ -59,10 +59,15 @@ const archivePath = join(dist, `pvshift-kubectl-plugin-v${version}.tar.gz`);
 // The build (a few seconds) while the control plane starts (half a minute).
 const [cluster, build] = await Promise.all([
   clusterFor(t),
-  run(process.execPath, ['--import', 'tsx', 'hack/bundle-plugin.ts', '--krew', '--out-dir', dist, '--manifest', manifestPath], { PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: process.env.TMPDIR }),
+  run(
+    process.execPath,
+    ['--import', 'tsx', 'hack/bundle-plugin.ts', '--krew', '--out-dir', dist, '--manifest', manifestPath],
+    { PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: process.env.TMPDIR },
+  ),
 ]);
 t.comment(build.stdout.trim());
-if (build.code !== 0) throw new Error(`hack/bundle-plugin.ts --krew failed (${build.code}):\n${build.stdout}${build.stderr}`);
+if (build.code !== 0)
+  throw new Error(`hack/bundle-plugin.ts --krew failed (${build.code}):\n${build.stdout}${build.stderr}`);
 const { kube } = cluster;
 
 // krew's layout: the archive unpacked into a store directory, bin/kubectl-pvshift a link to it.
@@ -111,7 +116,11 @@ t.test('the krew archive holds exactly the bundle, and the manifest names its sh
     return { mode: fields[0], name: fields[fields.length - 1] };
   });
   const license = existsSync(join(REPO_ROOT, 'LICENSE'));
-  t.same(entries.map((e) => e.name).sort(), license ? ['LICENSE', PLUGIN] : [PLUGIN], 'the plugin (and LICENSE when the repository has one), nothing else');
+  t.same(
+    entries.map((e) => e.name).sort(),
+    license ? ['LICENSE', PLUGIN] : [PLUGIN],
+    'the plugin (and LICENSE when the repository has one), nothing else',
+  );
   t.equal(entries.find((e) => e.name === PLUGIN)?.mode, '-rwxr-xr-x', 'executable');
   const bundle = await readFile(join(dist, PLUGIN));
   t.ok(bundle.equals(await readFile(join(store, PLUGIN))), 'the file in the archive is the bundle');
@@ -121,15 +130,25 @@ t.test('the krew archive holds exactly the bundle, and the manifest names its sh
   const text = await readFile(manifestPath, 'utf8');
   t.notMatch(text, /\{\{/, 'no placeholder left');
   const manifest = parse(text) as KrewManifest;
-  const sha256 = createHash('sha256').update(await readFile(archivePath)).digest('hex');
+  const sha256 = createHash('sha256')
+    .update(await readFile(archivePath))
+    .digest('hex');
   const uri = `https://github.com/pvshift/pvshift/releases/download/v${version}/pvshift-kubectl-plugin-v${version}.tar.gz`;
   t.equal(manifest.apiVersion, 'krew.googlecontainertools.github.com/v1alpha2');
   t.equal(manifest.kind, 'Plugin');
   t.equal(manifest.metadata.name, 'pvshift', 'named as `kubectl pvshift` is invoked');
-  t.equal(manifest.spec.version, `v${version}`, 'package.json\'s version, with the v krew requires');
-  t.ok(manifest.spec.shortDescription && manifest.spec.description && manifest.spec.homepage, 'described, with a homepage');
+  t.equal(manifest.spec.version, `v${version}`, "package.json's version, with the v krew requires");
+  t.ok(
+    manifest.spec.shortDescription && manifest.spec.description && manifest.spec.homepage,
+    'described, with a homepage',
+  );
   t.match(manifest.spec.caveats, /Node\.js 20\.19 or\s+newer/, 'the caveats say it needs Node.js');
-  t.same(manifest.spec.platforms.map((p) => `${p.selector.matchLabels.os}/${p.selector.matchLabels.arch}`).sort(), ['darwin/amd64', 'darwin/arm64', 'linux/amd64', 'linux/arm64']);
+  t.same(manifest.spec.platforms.map((p) => `${p.selector.matchLabels.os}/${p.selector.matchLabels.arch}`).sort(), [
+    'darwin/amd64',
+    'darwin/arm64',
+    'linux/amd64',
+    'linux/arm64',
+  ]);
   for (const p of manifest.spec.platforms) {
     const platform = `${p.selector.matchLabels.os}/${p.selector.matchLabels.arch}`;
     t.equal(p.sha256, sha256, `${platform}: the archive's sha256`);
@@ -140,9 +159,19 @@ t.test('the krew archive holds exactly the bundle, and the manifest names its sh
   // The manifest kept in the repository is the template's for this version; only
   // its sha256 is that of whichever build rendered it last.
   const kept = parse(await readFile(join(REPO_ROOT, 'plugins/krew/pvshift.yaml'), 'utf8')) as KrewManifest;
-  t.ok(kept.spec.platforms.every((p) => /^[0-9a-f]{64}$/.test(p.sha256)), 'plugins/krew/pvshift.yaml has real sha256s');
-  const withoutSha = (m: KrewManifest) => ({ ...m, spec: { ...m.spec, platforms: m.spec.platforms.map((p) => ({ ...p, sha256: '' })) } });
-  t.same(withoutSha(kept), withoutSha(manifest), 'plugins/krew/pvshift.yaml is up to date with the template and version (npm run bundle -- --krew)');
+  t.ok(
+    kept.spec.platforms.every((p) => /^[0-9a-f]{64}$/.test(p.sha256)),
+    'plugins/krew/pvshift.yaml has real sha256s',
+  );
+  const withoutSha = (m: KrewManifest) => ({
+    ...m,
+    spec: { ...m.spec, platforms: m.spec.platforms.map((p) => ({ ...p, sha256: '' })) },
+  });
+  t.same(
+    withoutSha(kept),
+    withoutSha(manifest),
+    'plugins/krew/pvshift.yaml is up to date with the template and version (npm run bundle -- --krew)',
+  );
 });
 
 t.test('kubectl finds the plugin from the archive on PATH', async (t) => {
@@ -173,7 +202,10 @@ t.test('without pvshift in the cluster, status says what to do', async (t) => {
   const status = await kubectl(['pvshift', 'status', '-A']);
   t.equal(status.code, 1);
   t.equal(status.stdout, '');
-  t.equal(status.stderr, 'error: the VolumeMigration API (pvshift.io/v1alpha1) is not installed in this cluster; install pvshift first (helm install pvshift charts/pvshift)\n');
+  t.equal(
+    status.stderr,
+    'error: the VolumeMigration API (pvshift.io/v1alpha1) is not installed in this cluster; install pvshift first (helm install pvshift charts/pvshift)\n',
+  );
 });
 
 t.test('plan, migrate and status of a claim through kubectl', async (t) => {
@@ -181,10 +213,20 @@ t.test('plan, migrate and status of a claim through kubectl', async (t) => {
   const ns = await freshNamespace(kube, 'plugin');
   // Established is not served yet: the API server answers 429 "storage is
   // (re)initializing" for a moment after.
-  await waitFor('VolumeMigrations served', () => kube.list<VolumeMigration>(paths.migrations(ns)).then(() => true, () => undefined));
+  await waitFor('VolumeMigrations served', () =>
+    kube.list<VolumeMigration>(paths.migrations(ns)).then(
+      () => true,
+      () => undefined,
+    ),
+  );
   // Copy pods keep everything here: plan has no fidelity warning to make.
-  await kube.patch(paths.namespaces(ns), { metadata: { labels: { 'pod-security.kubernetes.io/enforce': 'privileged', 'pvshift.io/privileged-copy': 'true' } } });
-  await kube.create<V1PersistentVolumeClaim>(paths.claims(ns), { metadata: { name: 'data' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '1Gi' } } } });
+  await kube.patch(paths.namespaces(ns), {
+    metadata: { labels: { 'pod-security.kubernetes.io/enforce': 'privileged', 'pvshift.io/privileged-copy': 'true' } },
+  });
+  await kube.create<V1PersistentVolumeClaim>(paths.claims(ns), {
+    metadata: { name: 'data' },
+    spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '1Gi' } } },
+  });
   await waitForClaimBound(kube, ns, 'data');
 
   const plan = await kubectl(['pvshift', 'plan', 'data', '-n', ns, '--to', 'fast']);
@@ -206,14 +248,35 @@ t.test('plan, migrate and status of a claim through kubectl', async (t) => {
 
   const migrate = await kubectl(['pvshift', 'migrate', 'data', '-n', ns, '--to', 'fast', '--yes']);
   t.equal(migrate.code, 0, migrate.stderr);
-  t.equal(migrate.stdout, `volumemigration.pvshift.io/data created in ${ns}\n\nFollow with: kubectl pvshift status --watch -n ${ns}\n`);
+  t.equal(
+    migrate.stdout,
+    `volumemigration.pvshift.io/data created in ${ns}\n\nFollow with: kubectl pvshift status --watch -n ${ns}\n`,
+  );
   const created = await kube.get<VolumeMigration>(paths.migrations(ns, 'data'));
-  t.same(created?.spec, { claimName: 'data', targetStorageClassName: 'fast', cutover: 'OnPodRecreate', verify: 'metadata', sourceRetention: 'Keep' }, 'the VolumeMigration the plugin created');
+  t.same(
+    created?.spec,
+    {
+      claimName: 'data',
+      targetStorageClassName: 'fast',
+      cutover: 'OnPodRecreate',
+      verify: 'metadata',
+      sourceRetention: 'Keep',
+    },
+    'the VolumeMigration the plugin created',
+  );
 
   // No pvshift controller runs here: the migration stays Pending.
   const status = await kubectl(['pvshift', 'status', '-n', ns]);
   t.equal(status.code, 0, status.stderr);
   t.equal(status.stderr, '');
-  t.match(status.stdout, /^NAME\s+CLAIM\s+TARGET\s+PHASE\s+PROGRESS\s+RATE\s+ETA\s+DOWNTIME\s+AGE\s+MESSAGE\n/, 'the table header');
-  t.match(status.stdout, /\ndata\s+data\s+fast\s+Pending\s+-\s+-\s+-\s+-\s+\d+s\s*\n$/, 'the migration\'s row: Pending, nothing copied yet');
+  t.match(
+    status.stdout,
+    /^NAME\s+CLAIM\s+TARGET\s+PHASE\s+PROGRESS\s+RATE\s+ETA\s+DOWNTIME\s+AGE\s+MESSAGE\n/,
+    'the table header',
+  );
+  t.match(
+    status.stdout,
+    /\ndata\s+data\s+fast\s+Pending\s+-\s+-\s+-\s+-\s+\d+s\s*\n$/,
+    "the migration's row: Pending, nothing copied yet",
+  );
 });

@@ -3,7 +3,18 @@
 import t from 'tap';
 import { preflight } from '../../cli/preflight.js';
 import { findRetained } from '../../cli/decisions.js';
-import { formatAge, formatDuration, progressBar, renderCleanup, renderData, renderPlan, renderStatus, statusExitCode, statusItem, table } from '../../cli/render.js';
+import {
+  formatAge,
+  formatDuration,
+  progressBar,
+  renderCleanup,
+  renderData,
+  renderPlan,
+  renderStatus,
+  statusExitCode,
+  statusItem,
+  table,
+} from '../../cli/render.js';
 import { matchFixture } from './fixture.js';
 import { ago, FULL_FIDELITY, NOW, pv, pvc, vm } from './objects.js';
 
@@ -39,19 +50,59 @@ t.test('durations and ages', (t) => {
 });
 
 t.test('table: padded columns, colour never counts as width', (t) => {
-  t.equal(table(['A', 'LONG HEADER'], [['x', 'y'], ['wider', { text: 'z', colour: 'red' }]]), 'A      LONG HEADER\nx      y\nwider  z\n');
+  t.equal(
+    table(
+      ['A', 'LONG HEADER'],
+      [
+        ['x', 'y'],
+        ['wider', { text: 'z', colour: 'red' }],
+      ],
+    ),
+    'A      LONG HEADER\nx      y\nwider  z\n',
+  );
   t.equal(table(['A', 'B'], [[{ text: 'ok', colour: 'green' }, 'b']], true), 'A   B\n\x1b[32mok\x1b[0m  b\n');
   t.end();
 });
 
-const progress = (done: number, total: number, rate: number, eta?: number) => ({ bytesDone: done, bytesTotal: total, filesDone: 10, filesTotal: 40, bytesPerSecond: rate, ...(eta !== undefined ? { etaSeconds: eta } : {}), updatedAt: ago(1) });
+const progress = (done: number, total: number, rate: number, eta?: number) => ({
+  bytesDone: done,
+  bytesTotal: total,
+  filesDone: 10,
+  filesTotal: 40,
+  bytesPerSecond: rate,
+  ...(eta !== undefined ? { etaSeconds: eta } : {}),
+  updatedAt: ago(1),
+});
 
 const migrations = [
-  vm('data-web-0', 'Succeeded', { status: { downtimeSeconds: 12.4, progress: progress(2 ** 30, 2 ** 30, 0), message: 'claim data-web-0 is on fast', completionTime: ago(300), sourceVolumeName: 'pv-old-0' } }),
-  vm('data-web-1', 'Populating', { created: 120, status: { gatedAt: ago(45), progress: progress(300 * 2 ** 20, 1200 * 2 ** 20, 20 * 2 ** 20, 45), message: 'final copy' } }),
-  vm('data-web-2', 'PreSyncing', { size: '20Gi', status: { progress: progress(0, 0, 0), message: 'copying while the application runs' } }),
+  vm('data-web-0', 'Succeeded', {
+    status: {
+      downtimeSeconds: 12.4,
+      progress: progress(2 ** 30, 2 ** 30, 0),
+      message: 'claim data-web-0 is on fast',
+      completionTime: ago(300),
+      sourceVolumeName: 'pv-old-0',
+    },
+  }),
+  vm('data-web-1', 'Populating', {
+    created: 120,
+    status: {
+      gatedAt: ago(45),
+      progress: progress(300 * 2 ** 20, 1200 * 2 ** 20, 20 * 2 ** 20, 45),
+      message: 'final copy',
+    },
+  }),
+  vm('data-web-2', 'PreSyncing', {
+    size: '20Gi',
+    status: { progress: progress(0, 0, 0), message: 'copying while the application runs' },
+  }),
   vm('queue', 'Populating', { abort: true, status: { progress: progress(10, 100, 1024, 3) } }),
-  vm('logs', 'Failed', { ns: 'ops', to: 'platinum', created: 7200, status: { message: 'target StorageClass platinum does not exist' } }),
+  vm('logs', 'Failed', {
+    ns: 'ops',
+    to: 'platinum',
+    created: 7200,
+    status: { message: 'target StorageClass platinum does not exist' },
+  }),
   vm('cache', 'RolledBack', { status: { message: 'aborted during the final copy', downtimeSeconds: 3 } }),
   vm('fresh', undefined, { created: 5 }),
 ];
@@ -65,30 +116,67 @@ t.test('status table', (t) => {
 });
 
 // What is kept where, and what the copy could not keep.
-const keptSource = { name: 'pv-old-db', role: 'source' as const, message: 'the original data, reclaim policy Retain; to use it again, point its claimRef at a claim and create that claim with spec.volumeName: pv-old-db' };
-const keptCopy = { name: 'pv-new-db', role: 'copy' as const, message: 'the verified final copy on fast, reclaim policy Retain, owned by nothing' };
+const keptSource = {
+  name: 'pv-old-db',
+  role: 'source' as const,
+  message:
+    'the original data, reclaim policy Retain; to use it again, point its claimRef at a claim and create that claim with spec.volumeName: pv-old-db',
+};
+const keptCopy = {
+  name: 'pv-new-db',
+  role: 'copy' as const,
+  message: 'the verified final copy on fast, reclaim policy Retain, owned by nothing',
+};
 const kept = [
   vm('db', 'Held', {
     created: 3600,
     status: {
       gatedAt: ago(1800),
-      message: 'the target volume cannot be bound to the replacement claim; held: pods stay gated and new claims of the name stay rewritten, so nothing starts on an empty volume; see keptVolumes for the data',
+      message:
+        'the target volume cannot be bound to the replacement claim; held: pods stay gated and new claims of the name stay rewritten, so nothing starts on an empty volume; see keptVolumes for the data',
       keptVolumes: [keptSource, keptCopy],
       copyFidelity: { level: 'baseline', privileged: false, dropped: ['trusted xattrs'] },
     },
   }),
-  vm('cache', 'Failed', { status: { message: 'released from hold: pods are no longer gated; the data is kept on pv-new-cache', keptVolumes: [{ ...keptCopy, name: 'pv-new-cache' }] } }),
+  vm('cache', 'Failed', {
+    status: {
+      message: 'released from hold: pods are no longer gated; the data is kept on pv-new-cache',
+      keptVolumes: [{ ...keptCopy, name: 'pv-new-cache' }],
+    },
+  }),
   vm('logs', 'Failed', { to: 'platinum', status: { message: 'target StorageClass platinum does not exist' } }),
-  vm('web', 'Succeeded', { status: { downtimeSeconds: 4, message: 'migrated to fast', copyFidelity: { level: 'privileged', privileged: false, dropped: ['trusted xattrs'] } } }),
-  vm('queue', 'Succeeded', { status: { downtimeSeconds: 2, message: 'migrated to fast', copyFidelity: { level: 'privileged', privileged: true, dropped: [] } } }),
+  vm('web', 'Succeeded', {
+    status: {
+      downtimeSeconds: 4,
+      message: 'migrated to fast',
+      copyFidelity: { level: 'privileged', privileged: false, dropped: ['trusted xattrs'] },
+    },
+  }),
+  vm('queue', 'Succeeded', {
+    status: {
+      downtimeSeconds: 2,
+      message: 'migrated to fast',
+      copyFidelity: { level: 'privileged', privileged: true, dropped: [] },
+    },
+  }),
 ];
 
 t.test('status: kept volumes of Held and Failed migrations, and what the copy dropped', (t) => {
   matchFixture(t, 'status-kept.txt', renderStatus(kept, plain));
   const text = renderStatus(kept, { ...plain, showNamespace: true });
-  t.match(text, /\nshop\/db: Held: the target volume cannot be bound .*\n {2}kept pv-old-db \(source\): the original data, .*\n {2}kept pv-new-db \(copy\): the verified final copy .*\n {2}to release the held pods: kubectl delete volumemigration db -n shop \(the kept volumes stay\)\n {2}not copied: trusted xattrs \(Pod Security baseline\)\n/);
-  t.match(renderStatus([vm('db', 'Held', { abort: true, status: { keptVolumes: [keptSource] } })], plain), /to release the held pods: kubectl delete volumemigration db/, 'abort set (it started the rollback) does not release: deleting does, and the hint stays');
-  t.match(text, /\nshop\/web: not copied: trusted xattrs \(Pod Security privileged without pvshift\.io\/privileged-copy=true\)\n/);
+  t.match(
+    text,
+    /\nshop\/db: Held: the target volume cannot be bound .*\n {2}kept pv-old-db \(source\): the original data, .*\n {2}kept pv-new-db \(copy\): the verified final copy .*\n {2}to release the held pods: kubectl delete volumemigration db -n shop \(the kept volumes stay\)\n {2}not copied: trusted xattrs \(Pod Security baseline\)\n/,
+  );
+  t.match(
+    renderStatus([vm('db', 'Held', { abort: true, status: { keptVolumes: [keptSource] } })], plain),
+    /to release the held pods: kubectl delete volumemigration db/,
+    'abort set (it started the rollback) does not release: deleting does, and the hint stays',
+  );
+  t.match(
+    text,
+    /\nshop\/web: not copied: trusted xattrs \(Pod Security privileged without pvshift\.io\/privileged-copy=true\)\n/,
+  );
   t.notMatch(text, /shop\/logs:/, 'a Failed migration that kept nothing says it all in its row');
   t.notMatch(text, /shop\/queue:/, 'a full copy has nothing to add');
   t.end();
@@ -113,16 +201,82 @@ t.test('status exit code: 1 for Held, Failed or RolledBack', (t) => {
 t.test('plan table with findings', (t) => {
   const sibling = vm('other', 'WaitingForCutover', { claim: 'orders' });
   const rows = [
-    preflight({ claim: pvc('data-web-0'), volume: pv('pv-data-web-0'), consumers: ['web-0'], owners: ['StatefulSet/web'], migrations: [], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetClassExists: true }),
     preflight(
-      { claim: pvc('logs', { size: '20Gi' }), volume: pv('pv-logs', { capacity: '20Gi' }), consumers: ['app-7d9-x', 'app-7d9-y'], owners: ['Deployment/app', 'Deployment/app'], migrations: [], namespaceLabels: { 'pod-security.kubernetes.io/enforce': 'baseline' } },
+      {
+        claim: pvc('data-web-0'),
+        volume: pv('pv-data-web-0'),
+        consumers: ['web-0'],
+        owners: ['StatefulSet/web'],
+        migrations: [],
+        namespaceLabels: FULL_FIDELITY,
+      },
+      { targetStorageClassName: 'fast', targetClassExists: true },
+    ),
+    preflight(
+      {
+        claim: pvc('logs', { size: '20Gi' }),
+        volume: pv('pv-logs', { capacity: '20Gi' }),
+        consumers: ['app-7d9-x', 'app-7d9-y'],
+        owners: ['Deployment/app', 'Deployment/app'],
+        migrations: [],
+        namespaceLabels: { 'pod-security.kubernetes.io/enforce': 'baseline' },
+      },
       { targetStorageClassName: 'fast', targetSize: '10Gi', targetClassExists: true },
     ),
-    preflight({ claim: pvc('raw', { mode: 'Block' }), volume: pv('pv-raw'), consumers: [], owners: [], migrations: [], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetClassExists: true }),
-    preflight({ claim: pvc('orders'), volume: pv('pv-orders'), consumers: ['orders-0'], owners: ['StatefulSet/orders'], migrations: [sibling], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetClassExists: true }),
-    preflight({ claim: pvc('later', { cls: 'fast', phase: 'Pending' }), consumers: [], owners: [], migrations: [], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetSize: '5Gi', targetClassExists: true }),
-    preflight({ claim: pvc('db'), volume: pv('pv-db'), consumers: ['db-0'], owners: ['StatefulSet/db'], migrations: [], namespaceLabels: { 'pod-security.kubernetes.io/enforce': 'restricted' } }, { targetStorageClassName: 'fast', targetClassExists: true }),
-    preflight({ claim: pvc('data-web-1'), volume: pv('pv-data-web-1'), consumers: ['web-1'], owners: ['StatefulSet/web'], migrations: [vm('data-web-1', 'Succeeded')], namespaceLabels: FULL_FIDELITY }, { targetStorageClassName: 'fast', targetClassExists: true }),
+    preflight(
+      {
+        claim: pvc('raw', { mode: 'Block' }),
+        volume: pv('pv-raw'),
+        consumers: [],
+        owners: [],
+        migrations: [],
+        namespaceLabels: FULL_FIDELITY,
+      },
+      { targetStorageClassName: 'fast', targetClassExists: true },
+    ),
+    preflight(
+      {
+        claim: pvc('orders'),
+        volume: pv('pv-orders'),
+        consumers: ['orders-0'],
+        owners: ['StatefulSet/orders'],
+        migrations: [sibling],
+        namespaceLabels: FULL_FIDELITY,
+      },
+      { targetStorageClassName: 'fast', targetClassExists: true },
+    ),
+    preflight(
+      {
+        claim: pvc('later', { cls: 'fast', phase: 'Pending' }),
+        consumers: [],
+        owners: [],
+        migrations: [],
+        namespaceLabels: FULL_FIDELITY,
+      },
+      { targetStorageClassName: 'fast', targetSize: '5Gi', targetClassExists: true },
+    ),
+    preflight(
+      {
+        claim: pvc('db'),
+        volume: pv('pv-db'),
+        consumers: ['db-0'],
+        owners: ['StatefulSet/db'],
+        migrations: [],
+        namespaceLabels: { 'pod-security.kubernetes.io/enforce': 'restricted' },
+      },
+      { targetStorageClassName: 'fast', targetClassExists: true },
+    ),
+    preflight(
+      {
+        claim: pvc('data-web-1'),
+        volume: pv('pv-data-web-1'),
+        consumers: ['web-1'],
+        owners: ['StatefulSet/web'],
+        migrations: [vm('data-web-1', 'Succeeded')],
+        namespaceLabels: FULL_FIDELITY,
+      },
+      { targetStorageClassName: 'fast', targetClassExists: true },
+    ),
   ];
   matchFixture(t, 'plan.txt', renderPlan(rows, plain));
   matchFixture(t, 'plan-all-namespaces.txt', renderPlan(rows.slice(0, 2), { ...plain, showNamespace: true }));
@@ -132,16 +286,32 @@ t.test('plan table with findings', (t) => {
 });
 
 t.test('cleanup table: every retained volume, its record, and whether --yes releases it', (t) => {
-  const done = vm('data-web-0', 'Succeeded', { status: { sourceVolumeName: 'pv-old-0', completionTime: ago(3 * 86400) } });
+  const done = vm('data-web-0', 'Succeeded', {
+    status: { sourceVolumeName: 'pv-old-0', completionTime: ago(3 * 86400) },
+  });
   const held = vm('db', 'Held', { status: { sourceVolumeName: 'pv-old-db', keptVolumes: [keptSource] } });
   const by = (key: string) => ({ 'pvshift.io/migration': key });
   const volumes = [
     pv('pv-old-0', { policy: 'Retain', phase: 'Released', annotations: by('shop/data-web-0') }),
-    pv('pv-older-0', { policy: 'Retain', phase: 'Released', annotations: by('shop/data-web-0'), claimRef: { namespace: 'shop', name: 'data-web-0', uid: 'u-1' } }),
-    pv('pv-restored', { policy: 'Retain', phase: 'Bound', annotations: by('shop/data-web-1'), claimRef: { namespace: 'shop', name: 'restore', uid: 'u-2' } }),
+    pv('pv-older-0', {
+      policy: 'Retain',
+      phase: 'Released',
+      annotations: by('shop/data-web-0'),
+      claimRef: { namespace: 'shop', name: 'data-web-0', uid: 'u-1' },
+    }),
+    pv('pv-restored', {
+      policy: 'Retain',
+      phase: 'Bound',
+      annotations: by('shop/data-web-1'),
+      claimRef: { namespace: 'shop', name: 'restore', uid: 'u-2' },
+    }),
     pv('pv-old-db', { policy: 'Retain', phase: 'Released', annotations: by('shop/db') }),
   ];
-  matchFixture(t, 'cleanup.txt', renderCleanup(findRetained(volumes, [done, held], new Set(['u-2']), undefined), plain));
+  matchFixture(
+    t,
+    'cleanup.txt',
+    renderCleanup(findRetained(volumes, [done, held], new Set(['u-2']), undefined), plain),
+  );
   t.equal(renderCleanup([], plain), 'No retained old volumes.\n');
   t.end();
 });

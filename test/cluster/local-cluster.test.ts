@@ -6,7 +6,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import type { CoreV1Event as V1Event, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import type {
+  CoreV1Event as V1Event,
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1Pod,
+} from '@kubernetes/client-node';
 import { freePort } from '../../cluster/index.js';
 import { FakeKubelet } from '../../cluster/fake-kubelet.js';
 import { createClusterPki } from '../../cluster/pki.js';
@@ -29,7 +34,11 @@ const execFileAsync = promisify(execFile);
 const cluster = await clusterFor(t, { nodes: ['node-1', 'node-2'] });
 const { kube } = cluster;
 
-function claim(name: string, storageClassName: string, extra: Partial<V1PersistentVolumeClaim['spec']> = {}): V1PersistentVolumeClaim {
+function claim(
+  name: string,
+  storageClassName: string,
+  extra: Partial<V1PersistentVolumeClaim['spec']> = {},
+): V1PersistentVolumeClaim {
   return {
     metadata: { name },
     spec: { accessModes: ['ReadWriteOnce'], storageClassName, resources: { requests: { storage: '1Gi' } }, ...extra },
@@ -86,7 +95,11 @@ t.test('a deleted pod comes back on the same claim; scaling to 0 and back keeps 
   t.ok(await kube.get(paths.claims(ns, 'data-db-0')), 'the claim stays while scaled to 0');
   await kube.patch(paths.statefulSets(ns, 'db'), { spec: { replicas: 1 } });
   await waitForPodReady(kube, ns, 'db-0');
-  t.equal((await volumeOf(kube, ns, 'data-db-0')).metadata?.name, pvBefore.metadata?.name, 'still the same volume after scaling back');
+  t.equal(
+    (await volumeOf(kube, ns, 'data-db-0')).metadata?.name,
+    pvBefore.metadata?.name,
+    'still the same volume after scaling back',
+  );
 });
 
 t.test('deleting a claim: Delete removes the directory, Retain keeps it and the PV goes Released', async (t) => {
@@ -117,14 +130,25 @@ t.test('a WaitForFirstConsumer claim binds only once its pod is scheduled, on th
     return events.items.find((e) => e.reason === 'WaitForFirstConsumer');
   });
   t.ok(waiting, 'the PV controller says it waits for a consumer');
-  t.equal((await kube.get<V1PersistentVolumeClaim>(paths.claims(ns, 'wffc')))?.status?.phase, 'Pending', 'still Pending with no pod');
-  t.equal((await kube.list(paths.volumes())).items.filter((pv) => (pv as V1PersistentVolume).spec?.claimRef?.namespace === ns).length, 0, 'no volume made for it');
+  t.equal(
+    (await kube.get<V1PersistentVolumeClaim>(paths.claims(ns, 'wffc')))?.status?.phase,
+    'Pending',
+    'still Pending with no pod',
+  );
+  t.equal(
+    (await kube.list(paths.volumes())).items.filter((pv) => (pv as V1PersistentVolume).spec?.claimRef?.namespace === ns)
+      .length,
+    0,
+    'no volume made for it',
+  );
 
   await kube.create(paths.pods(ns), {
     metadata: { name: 'consumer' },
     spec: {
       nodeSelector: { 'kubernetes.io/hostname': 'node-2' },
-      containers: [{ name: 'app', image: 'registry.example/app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] }],
+      containers: [
+        { name: 'app', image: 'registry.example/app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] },
+      ],
       volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'wffc' } }],
     },
   });
@@ -140,13 +164,24 @@ t.test('a copy pod really runs: its files land in the volume, its failure is rep
   await kube.create(paths.claims(ns), claim('work', 'standard'));
   const pv = await volumeOf(kube, ns, 'work');
 
-  await kube.create(paths.pods(ns), copyPod('writer', 'work', 'echo "hello from $(hostname)" > /mnt/pvshift-test/data/hello.txt && echo wrote it && printf done > /dev/termination-log'));
+  await kube.create(
+    paths.pods(ns),
+    copyPod(
+      'writer',
+      'work',
+      'echo "hello from $(hostname)" > /mnt/pvshift-test/data/hello.txt && echo wrote it && printf done > /dev/termination-log',
+    ),
+  );
   const done = await waitForPodPhase(kube, ns, 'writer', ['Succeeded', 'Failed']);
   t.equal(done.status?.phase, 'Succeeded');
   const terminated = done.status?.containerStatuses?.[0]?.state?.terminated;
   t.equal(terminated?.exitCode, 0);
   t.equal(terminated?.message, 'done', 'the termination message is reported');
-  t.equal(await readFile(join(pv.spec!.hostPath!.path, 'hello.txt'), 'utf8'), 'hello from writer\n', 'the file is in the PV directory');
+  t.equal(
+    await readFile(join(pv.spec!.hostPath!.path, 'hello.txt'), 'utf8'),
+    'hello from writer\n',
+    'the file is in the PV directory',
+  );
   const logs = await kube.raw('GET', `${paths.pods(ns, 'writer')}/log?container=copy`);
   t.equal(logs.status, 200, 'the API server serves the pod log');
   t.equal(logs.body, 'wrote it\n', 'through the kubelet log path');
@@ -173,12 +208,22 @@ t.test('a terminating pod is deleted by the kubelet, a running copy process is s
   await waitFor('the copy process started', () => Promise.resolve(cluster.kubelet.runningCount > 0 ? true : undefined));
   await kube.delete(paths.pods(ns, 'sleeper'));
   await waitForGone(kube, paths.pods(ns, 'sleeper'), 20_000);
-  await waitFor('the copy process stopped', () => Promise.resolve(cluster.kubelet.runningCount === 0 ? true : undefined), 10_000);
+  await waitFor(
+    'the copy process stopped',
+    () => Promise.resolve(cluster.kubelet.runningCount === 0 ? true : undefined),
+    10_000,
+  );
   t.pass('gone');
 });
 
 t.test('the real kubectl works against the written kubeconfig', async (t) => {
-  const { stdout } = await execFileAsync(cluster.binaries.kubectl, ['--kubeconfig', cluster.kubeconfigPath, 'get', 'pods,pvc,pv', '-A']);
+  const { stdout } = await execFileAsync(cluster.binaries.kubectl, [
+    '--kubeconfig',
+    cluster.kubeconfigPath,
+    'get',
+    'pods,pvc,pv',
+    '-A',
+  ]);
   t.match(stdout, /persistentvolumeclaim\/data-web-0/, 'lists the claims');
   t.match(stdout, /pod\/web-0 +1\/1 +Running/, 'lists the pods as Running');
   const nodes = await execFileAsync(cluster.binaries.kubectl, ['--kubeconfig', cluster.kubeconfigPath, 'get', 'nodes']);
@@ -200,8 +245,14 @@ t.test('a claim whose dataSourceRef names an unknown kind stays Pending', async 
   await new Promise((r) => setTimeout(r, 6000));
   const current = await kube.get<V1PersistentVolumeClaim>(paths.claims(ns, 'populated'));
   t.equal(current?.status?.phase, 'Pending');
-  t.same(current?.spec?.dataSourceRef, { apiGroup: 'example.com', kind: 'Widget', name: 'w' }, 'the API server kept the dataSourceRef');
-  const volumes = (await kube.list<V1PersistentVolume>(paths.volumes())).items.filter((pv) => pv.spec?.claimRef?.namespace === ns);
+  t.same(
+    current?.spec?.dataSourceRef,
+    { apiGroup: 'example.com', kind: 'Widget', name: 'w' },
+    'the API server kept the dataSourceRef',
+  );
+  const volumes = (await kube.list<V1PersistentVolume>(paths.volumes())).items.filter(
+    (pv) => pv.spec?.claimRef?.namespace === ns,
+  );
   t.equal(volumes.length, 0, 'no volume was provisioned');
   // While the same claim without the reference is provisioned.
   await kube.create(paths.claims(ns), claim('plain', 'standard'));
@@ -232,7 +283,10 @@ t.test("a pod whose final DELETE failed is deleted on the kubelet's next resync"
   const ns = await freshNamespace(kube);
   await kube.create(paths.pods(ns), {
     metadata: { name: 'app' },
-    spec: { nodeSelector: { 'kubernetes.io/hostname': node }, containers: [{ name: 'app', image: 'registry.example/app:1' }] },
+    spec: {
+      nodeSelector: { 'kubernetes.io/hostname': node },
+      containers: [{ name: 'app', image: 'registry.example/app:1' }],
+    },
   });
   await waitForPodReady(kube, ns, 'app');
 

@@ -16,37 +16,75 @@ const pvshift = await (await installPvshift(cluster)).start();
 t.teardown(() => pvshift.stop());
 
 /** Everything a user checks after a migration of `claimName` from `oldPv`. */
-async function assertMigrated(t: Test, ns: string, claimName: string, migrationName: string, oldPv: V1PersistentVolume, before: ReturnType<typeof snapshotTree>, targetClass: string): Promise<void> {
+async function assertMigrated(
+  t: Test,
+  ns: string,
+  claimName: string,
+  migrationName: string,
+  oldPv: V1PersistentVolume,
+  before: ReturnType<typeof snapshotTree>,
+  targetClass: string,
+): Promise<void> {
   const claim = await kube.get<V1PersistentVolumeClaim>(paths.claims(ns, claimName));
   t.equal(claim?.status?.phase, 'Bound', `${claimName} is Bound`);
   t.equal(claim?.spec?.storageClassName, targetClass, `${claimName} is on ${targetClass}`);
-  t.same(claim?.spec?.dataSourceRef, { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: migrationName }, 'populated from its VolumeMigration');
+  t.same(
+    claim?.spec?.dataSourceRef,
+    { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: migrationName },
+    'populated from its VolumeMigration',
+  );
   const newPv = await kube.get<V1PersistentVolume>(paths.volumes(claim?.spec?.volumeName));
   t.not(newPv?.metadata?.name, oldPv.metadata?.name, 'a new volume');
   t.equal(newPv?.spec?.storageClassName, targetClass);
   t.equal(newPv?.spec?.persistentVolumeReclaimPolicy, 'Delete', "the new volume has its class's reclaim policy back");
   const after = snapshotTree(newPv!.spec!.hostPath!.path);
-  t.same(Object.fromEntries(after), Object.fromEntries(before), 'the new volume holds the same files, bytes and metadata');
+  t.same(
+    Object.fromEntries(after),
+    Object.fromEntries(before),
+    'the new volume holds the same files, bytes and metadata',
+  );
   const old = await kube.get<V1PersistentVolume>(paths.volumes(oldPv.metadata?.name));
   t.equal(old?.status?.phase, 'Released', 'the old volume is Released');
   t.equal(old?.spec?.persistentVolumeReclaimPolicy, 'Retain', 'the old volume is kept (Retain)');
-  t.equal(old?.metadata?.annotations?.[ANNOTATION_MIGRATION], `${ns}/${migrationName}`, 'the old volume names its migration');
-  t.same(Object.fromEntries(snapshotTree(oldPv.spec!.hostPath!.path)), Object.fromEntries(before), 'the old volume still holds the data');
+  t.equal(
+    old?.metadata?.annotations?.[ANNOTATION_MIGRATION],
+    `${ns}/${migrationName}`,
+    'the old volume names its migration',
+  );
+  t.same(
+    Object.fromEntries(snapshotTree(oldPv.spec!.hostPath!.path)),
+    Object.fromEntries(before),
+    'the old volume still holds the data',
+  );
   const m = await kube.get<VolumeMigration>(paths.migrations(ns, migrationName));
   t.equal(m?.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True', 'Ready condition');
   t.ok((m?.status?.downtimeSeconds ?? -1) >= 0, `downtime recorded: ${m?.status?.downtimeSeconds} s`);
   t.equal(m?.status?.targetVolumeName, newPv?.metadata?.name);
-  const expected = ['SourceRetained', 'Validated', 'CutoverStarted', 'OriginalClaimDeleted', 'Copied', 'Binding', 'GateLifted', 'Succeeded'];
+  const expected = [
+    'SourceRetained',
+    'Validated',
+    'CutoverStarted',
+    'OriginalClaimDeleted',
+    'Copied',
+    'Binding',
+    'GateLifted',
+    'Succeeded',
+  ];
   const reasons = await eventReasonsWith(kube, ns, migrationName, 'VolumeMigration', expected);
   for (const reason of expected) {
     t.ok(reasons.includes(reason), `event ${reason} on the migration`);
   }
-  t.ok((await eventReasonsWith(kube, ns, claimName, 'PersistentVolumeClaim', ['Succeeded'])).includes('Succeeded'), 'and on the claim');
+  t.ok(
+    (await eventReasonsWith(kube, ns, claimName, 'PersistentVolumeClaim', ['Succeeded'])).includes('Succeeded'),
+    'and on the claim',
+  );
 }
 
 async function assertNothingLeft(t: Test, ns: string): Promise<void> {
   await waitFor('pvshift objects cleaned up', async () => {
-    const claims = (await kube.list<V1PersistentVolumeClaim>(paths.claims(ns), { labelSelector: `${LABEL_MANAGED_BY}=pvshift` })).items;
+    const claims = (
+      await kube.list<V1PersistentVolumeClaim>(paths.claims(ns), { labelSelector: `${LABEL_MANAGED_BY}=pvshift` })
+    ).items;
     const pods = (await kube.list<V1Pod>(paths.pods(ns), { labelSelector: `${LABEL_MANAGED_BY}=pvshift` })).items;
     return claims.length === 0 && pods.length === 0 ? true : undefined;
   });
@@ -59,10 +97,14 @@ async function assertNothingLeft(t: Test, ns: string): Promise<void> {
 }
 
 async function podOn(kube: Kube, ns: string, name: string, notUid?: string): Promise<V1Pod> {
-  return waitFor(`pod ${name} Ready${notUid ? ' (new)' : ''}`, async () => {
-    const pod = await waitForPodReady(kube, ns, name);
-    return !notUid || pod.metadata?.uid !== notUid ? pod : undefined;
-  }, 120_000);
+  return waitFor(
+    `pod ${name} Ready${notUid ? ' (new)' : ''}`,
+    async () => {
+      const pod = await waitForPodReady(kube, ns, name);
+      return !notUid || pod.metadata?.uid !== notUid ? pod : undefined;
+    },
+    120_000,
+  );
 }
 
 t.test('a 3-replica StatefulSet moves to a WaitForFirstConsumer class, one pod at a time', async (t) => {
@@ -89,7 +131,10 @@ t.test('a 3-replica StatefulSet moves to a WaitForFirstConsumer class, one pod a
     await waitForPhase(kube, ns, `data-web-${i}`, ['Succeeded']);
     const recreated = await podOn(kube, ns, `web-${i}`, pod?.metadata?.uid);
     t.equal(recreated.status?.phase, 'Running', `web-${i} runs again`);
-    t.notOk((recreated.spec?.schedulingGates ?? []).some((g) => g.name === SCHEDULING_GATE), 'its gate is lifted');
+    t.notOk(
+      (recreated.spec?.schedulingGates ?? []).some((g) => g.name === SCHEDULING_GATE),
+      'its gate is lifted',
+    );
     const newPv = await volumeOf(kube, ns, `data-web-${i}`);
     const pinned = newPv.spec?.nodeAffinity?.required?.nodeSelectorTerms?.[0]?.matchExpressions?.[0]?.values;
     t.same(pinned, [recreated.spec?.nodeName], 'the WaitForFirstConsumer volume is on the node the pod runs on');
@@ -101,18 +146,32 @@ t.test('a 3-replica StatefulSet moves to a WaitForFirstConsumer class, one pod a
 t.test('a Deployment (Recreate) and a bare pod migrate the same way', async (t) => {
   const ns = await freshNamespace(kube);
   for (const name of ['deploy-data', 'solo-data']) {
-    await kube.create(paths.claims(ns), { metadata: { name }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '1Gi' } } } });
+    await kube.create(paths.claims(ns), {
+      metadata: { name },
+      spec: {
+        accessModes: ['ReadWriteOnce'],
+        storageClassName: 'standard',
+        resources: { requests: { storage: '1Gi' } },
+      },
+    });
   }
   const podSpec = (claimName: string) => ({
     terminationGracePeriodSeconds: 1,
-    containers: [{ name: 'app', image: 'registry.example/app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] }],
+    containers: [
+      { name: 'app', image: 'registry.example/app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] },
+    ],
     volumes: [{ name: 'data', persistentVolumeClaim: { claimName } }],
   });
   await kube.create(paths.deployments(ns), {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
     metadata: { name: 'app' },
-    spec: { replicas: 1, strategy: { type: 'Recreate' }, selector: { matchLabels: { app: 'app' } }, template: { metadata: { labels: { app: 'app' } }, spec: podSpec('deploy-data') } },
+    spec: {
+      replicas: 1,
+      strategy: { type: 'Recreate' },
+      selector: { matchLabels: { app: 'app' } },
+      template: { metadata: { labels: { app: 'app' } }, spec: podSpec('deploy-data') },
+    },
   });
   await kube.create(paths.pods(ns), { metadata: { name: 'solo' }, spec: podSpec('solo-data') });
   const olds = new Map<string, V1PersistentVolume>();
@@ -132,10 +191,21 @@ t.test('a Deployment (Recreate) and a bare pod migrate the same way', async (t) 
   await waitForPhase(kube, ns, 'deploy-data', ['Succeeded']);
   const replaced = await waitFor('the Deployment pod Ready', async () => {
     const pods = (await kube.list<V1Pod>(paths.pods(ns), { labelSelector: 'app=app' })).items;
-    return pods.find((p) => !p.metadata?.deletionTimestamp && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+    return pods.find(
+      (p) =>
+        !p.metadata?.deletionTimestamp && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+    );
   });
   t.ok(replaced, 'the Deployment runs again');
-  await assertMigrated(t, ns, 'deploy-data', 'deploy-data', olds.get('deploy-data')!, befores.get('deploy-data')!, 'expandable');
+  await assertMigrated(
+    t,
+    ns,
+    'deploy-data',
+    'deploy-data',
+    olds.get('deploy-data')!,
+    befores.get('deploy-data')!,
+    'expandable',
+  );
   const resized = await kube.get<V1PersistentVolumeClaim>(paths.claims(ns, 'deploy-data'));
   t.equal(resized?.spec?.resources?.requests?.storage, '2Gi', 'the target size from the annotation');
 
@@ -144,6 +214,14 @@ t.test('a Deployment (Recreate) and a bare pod migrate the same way', async (t) 
   await kube.create(paths.pods(ns), { metadata: { name: 'solo' }, spec: podSpec('solo-data') });
   await waitForPhase(kube, ns, 'solo-data', ['Succeeded']);
   await podOn(kube, ns, 'solo');
-  await assertMigrated(t, ns, 'solo-data', 'solo-data', olds.get('solo-data')!, befores.get('solo-data')!, 'expandable');
+  await assertMigrated(
+    t,
+    ns,
+    'solo-data',
+    'solo-data',
+    olds.get('solo-data')!,
+    befores.get('solo-data')!,
+    'expandable',
+  );
   await assertNothingLeft(t, ns);
 });

@@ -19,7 +19,13 @@ t.teardown(() => pvshift.stop());
 
 const MB = 1024 * 1024;
 
-async function migrate(t: Test, ns: string, app: string, preSync: boolean, change?: (dir: string) => void): Promise<{ m: VolumeMigration; source: V1PersistentVolume }> {
+async function migrate(
+  t: Test,
+  ns: string,
+  app: string,
+  preSync: boolean,
+  change?: (dir: string) => void,
+): Promise<{ m: VolumeMigration; source: V1PersistentVolume }> {
   await kube.create(paths.statefulSets(ns), statefulSet(app));
   await waitForPodReady(kube, ns, `${app}-0`);
   const source = await volumeOf(kube, ns, `data-${app}-0`);
@@ -37,7 +43,11 @@ async function migrate(t: Test, ns: string, app: string, preSync: boolean, chang
     return pod.metadata?.uid !== old?.metadata?.uid ? pod : undefined;
   });
   const target = await volumeOf(kube, ns, `data-${app}-0`);
-  t.same(Object.fromEntries(snapshotTree(target.spec!.hostPath!.path)), Object.fromEntries(before), `${app}: the target equals the source at cutover`);
+  t.same(
+    Object.fromEntries(snapshotTree(target.spec!.hostPath!.path)),
+    Object.fromEntries(before),
+    `${app}: the target equals the source at cutover`,
+  );
   return { m, source };
 }
 
@@ -52,13 +62,24 @@ t.test('pre-sync, then a small change, then cutover: the final copy moves only t
   });
   const coldCopies = cold.m.status?.copies ?? [];
   const warmCopies = warm.m.status?.copies ?? [];
-  t.same(coldCopies.map((c) => c.pass), ['final'], 'without pre-sync: one copy, at cutover');
-  t.same(warmCopies.map((c) => c.pass), ['presync', 'final'], 'with pre-sync: two copies');
+  t.same(
+    coldCopies.map((c) => c.pass),
+    ['final'],
+    'without pre-sync: one copy, at cutover',
+  );
+  t.same(
+    warmCopies.map((c) => c.pass),
+    ['presync', 'final'],
+    'with pre-sync: two copies',
+  );
   const presync = warmCopies.find((c) => c.pass === 'presync')!;
   const final = warmCopies.find((c) => c.pass === 'final')!;
   t.ok(presync.bytesTransferred >= 40 * MB, `pre-sync moved the bulk (${presync.bytesTransferred} bytes)`);
   t.ok(final.bytesTransferred < 2 * MB, `the final copy moved only the change (${final.bytesTransferred} bytes)`);
-  t.ok(coldCopies[0]!.bytesTransferred >= 40 * MB, `without pre-sync the final copy moved everything (${coldCopies[0]!.bytesTransferred} bytes)`);
+  t.ok(
+    coldCopies[0]!.bytesTransferred >= 40 * MB,
+    `without pre-sync the final copy moved everything (${coldCopies[0]!.bytesTransferred} bytes)`,
+  );
   const coldDown = cold.m.status?.downtimeSeconds ?? NaN;
   const warmDown = warm.m.status?.downtimeSeconds ?? NaN;
   t.comment(`downtime without pre-sync ${coldDown.toFixed(1)} s, with pre-sync ${warmDown.toFixed(1)} s`);

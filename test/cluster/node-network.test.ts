@@ -19,7 +19,11 @@ t.test("the bridge keeps its MAC while pods' interfaces join and leave it", asyn
   t.match(at, /^[0-9a-f][26ae]:/, 'a locally administered address of its own');
 
   const tag = randomBytes(3).toString('hex');
-  const pods = ['00:00:00:00:00:01', '00:00:00:00:00:02'].map((mac, i) => ({ host: `pvt${tag}h${i}`, peer: `pvt${tag}p${i}`, mac: `02:${mac.slice(3)}` }));
+  const pods = ['00:00:00:00:00:01', '00:00:00:00:00:02'].map((mac, i) => ({
+    host: `pvt${tag}h${i}`,
+    peer: `pvt${tag}p${i}`,
+    mac: `02:${mac.slice(3)}`,
+  }));
   t.teardown(() => {
     for (const pod of pods) {
       try {

@@ -23,7 +23,8 @@ t.test('the final copy and the new volume go where the held pod can run (item 13
   const apps = ['a', 'b', 'c'];
   const before = new Map<string, ReturnType<typeof snapshotTree>>();
   for (const name of apps) before.set(name, (await appWithData(kube, ns, name, 1, pinned)).before);
-  for (const name of apps) await createMigration(kube, ns, name, { claimName: name, targetStorageClassName: 'fast', preSync: false });
+  for (const name of apps)
+    await createMigration(kube, ns, name, { claimName: name, targetStorageClassName: 'fast', preSync: false });
   for (const name of apps) await waitForPhase(kube, ns, name, ['WaitingForCutover']);
   for (const name of apps) await recreateApp(kube, ns, name, pinned);
   for (const name of apps) {
@@ -32,7 +33,15 @@ t.test('the final copy and the new volume go where the held pod can run (item 13
     t.equal(pod.spec?.nodeName, 'node-2', `${name}: the application runs on node-2`);
     const claim = await waitForClaimBound(kube, ns, name);
     const pv = await kube.get<V1PersistentVolume>(paths.volumes(claim.spec?.volumeName));
-    t.same(pv?.spec?.nodeAffinity?.required?.nodeSelectorTerms?.[0]?.matchExpressions?.[0]?.values, ['node-2'], `${name}: its new volume was provisioned on node-2`);
-    t.same(Object.fromEntries(snapshotTree(pv!.spec!.hostPath!.path)), Object.fromEntries(before.get(name)!), `${name}: with every byte`);
+    t.same(
+      pv?.spec?.nodeAffinity?.required?.nodeSelectorTerms?.[0]?.matchExpressions?.[0]?.values,
+      ['node-2'],
+      `${name}: its new volume was provisioned on node-2`,
+    );
+    t.same(
+      Object.fromEntries(snapshotTree(pv!.spec!.hostPath!.path)),
+      Object.fromEntries(before.get(name)!),
+      `${name}: with every byte`,
+    );
   }
 });

@@ -13,7 +13,12 @@ import { readFile } from 'node:fs/promises';
 import t from 'tap';
 import type { V1PersistentVolume } from '@kubernetes/client-node';
 import { ApiError, Kube, paths } from '../../src/kube.js';
-import { ANNOTATION_MIGRATION, ANNOTATION_MIGRATION_UID, ANNOTATION_ORIGINAL_RECLAIM_POLICY, ANNOTATION_TARGET_CLASS } from '../../src/names.js';
+import {
+  ANNOTATION_MIGRATION,
+  ANNOTATION_MIGRATION_UID,
+  ANNOTATION_ORIGINAL_RECLAIM_POLICY,
+  ANNOTATION_TARGET_CLASS,
+} from '../../src/names.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
 import { clusterFor, freshNamespace, statefulSet, volumeOf, waitFor, waitForPodReady } from '../helpers/cluster.js';
 import { annotateClaim, createMigration, migrationOf, waitForPhase } from '../helpers/migration.js';
@@ -45,7 +50,14 @@ function messageOf(e: ApiError): string {
 
 t.test('pvshift runs as its ServiceAccount, not as an admin', async (t) => {
   t.equal(installation.user, PVSHIFT_USER);
-  const asPvshift = new Kube((await cluster.kubeconfigFor(PVSHIFT_USER, ['system:serviceaccounts', `system:serviceaccounts:${PVSHIFT_NAMESPACE}`])).kubeConfig);
+  const asPvshift = new Kube(
+    (
+      await cluster.kubeconfigFor(PVSHIFT_USER, [
+        'system:serviceaccounts',
+        `system:serviceaccounts:${PVSHIFT_NAMESPACE}`,
+      ])
+    ).kubeConfig,
+  );
   t.teardown(() => asPvshift.close());
   const denied = await refusal(asPvshift.list(paths.secrets('default')));
   t.equal(denied.code, 403, 'its identity cannot read Secrets outside its namespace');
@@ -69,7 +81,9 @@ t.test('annotation shortcut: a finished migration is replaced by one for the new
     'a new VolumeMigration for the new target',
     async () => {
       const m = await migrationOf(kube, ns, 'data-web-0');
-      return m && m.metadata.uid !== first.metadata.uid && m.spec.targetStorageClassName === 'expandable' ? m : undefined;
+      return m && m.metadata.uid !== first.metadata.uid && m.spec.targetStorageClassName === 'expandable'
+        ? m
+        : undefined;
     },
     90_000,
   );
@@ -78,7 +92,11 @@ t.test('annotation shortcut: a finished migration is replaced by one for the new
   const ready = await waitForPhase(kube, ns, 'data-web-0', ['WaitingForCutover']);
   t.equal(ready.metadata.uid, second.metadata.uid, 'and the new one runs (pvshift writes its status)');
   const retained = await kube.get<V1PersistentVolume>(paths.volumes(source.metadata?.name));
-  t.equal(retained?.spec?.persistentVolumeReclaimPolicy, 'Retain', 'the source is retained again, by the new migration');
+  t.equal(
+    retained?.spec?.persistentVolumeReclaimPolicy,
+    'Retain',
+    'the source is retained again, by the new migration',
+  );
 });
 
 t.test("a tenant who may do anything in their namespace cannot write a VolumeMigration's status", async (t) => {
@@ -108,7 +126,9 @@ t.test("a tenant who may do anything in their namespace cannot write a VolumeMig
   await tenant.patch(path, { metadata: { labels: { team: 'a' } } });
   t.pass('the tenant may change the object itself');
 
-  const merge = await refusal(tenant.patch(`${path}/status`, { status: { phase: 'Succeeded', message: 'forged' } }, 'merge'));
+  const merge = await refusal(
+    tenant.patch(`${path}/status`, { status: { phase: 'Succeeded', message: 'forged' } }, 'merge'),
+  );
   t.equal(merge.code, 403, 'a merge patch of status: Forbidden');
   t.match(messageOf(merge), STATUS_DENIED, "with the policy's message");
   // A PUT needs the current resourceVersion, and pvshift is writing the object
@@ -125,16 +145,33 @@ t.test("a tenant who may do anything in their namespace cannot write a VolumeMig
 
   // pvshift's own status writes go through: it tells the tenant the claim is missing.
   const answered = await waitForPhase(kube, ns, 'mine', ['Failed'], 60_000);
-  t.match(answered.status?.message, /claim .*no-such-claim does not exist/, `pvshift's message: ${answered.status?.message}`);
+  t.match(
+    answered.status?.message,
+    /claim .*no-such-claim does not exist/,
+    `pvshift's message: ${answered.status?.message}`,
+  );
 });
 
 t.test("nobody but pvshift sets, changes or removes pvshift's PV annotations", async (t) => {
-  const asPvshift = new Kube((await cluster.kubeconfigFor(PVSHIFT_USER, ['system:serviceaccounts', `system:serviceaccounts:${PVSHIFT_NAMESPACE}`])).kubeConfig);
+  const asPvshift = new Kube(
+    (
+      await cluster.kubeconfigFor(PVSHIFT_USER, [
+        'system:serviceaccounts',
+        `system:serviceaccounts:${PVSHIFT_NAMESPACE}`,
+      ])
+    ).kubeConfig,
+  );
   t.teardown(() => asPvshift.close());
   const name = `pv-records-${process.pid}`;
   const pv = (annotations: Record<string, string> = {}, pvName = name) => ({
     metadata: { name: pvName, annotations },
-    spec: { capacity: { storage: '1Gi' }, accessModes: ['ReadWriteOnce'], persistentVolumeReclaimPolicy: 'Retain', storageClassName: 'manual', hostPath: { path: `/tmp/${pvName}` } },
+    spec: {
+      capacity: { storage: '1Gi' },
+      accessModes: ['ReadWriteOnce'],
+      persistentVolumeReclaimPolicy: 'Retain',
+      storageClassName: 'manual',
+      hostPath: { path: `/tmp/${pvName}` },
+    },
   });
   t.teardown(async () => {
     await kube.delete(paths.volumes(name));
@@ -145,29 +182,58 @@ t.test("nobody but pvshift sets, changes or removes pvshift's PV annotations", a
   for (const key of keys) {
     const set = await refusal(kube.patch(paths.volumes(name), { metadata: { annotations: { [key]: 'forged' } } }));
     t.equal(set.code, 403, `an admin setting ${key}: Forbidden`);
-    t.match(messageOf(set), new RegExp(`only pvshift \\(${PVSHIFT_USER}\\) may set, change or remove ${key} on a PersistentVolume`));
+    t.match(
+      messageOf(set),
+      new RegExp(`only pvshift \\(${PVSHIFT_USER}\\) may set, change or remove ${key} on a PersistentVolume`),
+    );
   }
-  const created = await refusal(kube.create(paths.volumes(), pv({ [ANNOTATION_MIGRATION_UID]: 'forged' }, `${name}-forged`)));
+  const created = await refusal(
+    kube.create(paths.volumes(), pv({ [ANNOTATION_MIGRATION_UID]: 'forged' }, `${name}-forged`)),
+  );
   t.equal(created.code, 403, 'creating a PV that carries one: Forbidden');
 
   // pvshift's patch (it may patch PVs, and the policy lets it through).
-  const stamped = { [ANNOTATION_MIGRATION_UID]: 'uid-1', [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: 'Delete', [ANNOTATION_MIGRATION]: 'ns/m' };
+  const stamped = {
+    [ANNOTATION_MIGRATION_UID]: 'uid-1',
+    [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: 'Delete',
+    [ANNOTATION_MIGRATION]: 'ns/m',
+  };
   await asPvshift.patch(paths.volumes(name), { metadata: { annotations: stamped } });
   t.pass('pvshift stamps its annotations');
 
-  const changed = await refusal(kube.patch(paths.volumes(name), { metadata: { annotations: { [ANNOTATION_MIGRATION_UID]: 'uid-2' } } }));
-  t.match(messageOf(changed), new RegExp(`may set, change or remove ${ANNOTATION_MIGRATION_UID} on`), 'an admin changing one: Forbidden');
-  const removed = await refusal(kube.patch(paths.volumes(name), { metadata: { annotations: { [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null, [ANNOTATION_MIGRATION]: null } } }));
-  t.match(messageOf(removed), new RegExp(`may set, change or remove ${ANNOTATION_ORIGINAL_RECLAIM_POLICY}, ${ANNOTATION_MIGRATION} on`), 'removing two: Forbidden, both named');
+  const changed = await refusal(
+    kube.patch(paths.volumes(name), { metadata: { annotations: { [ANNOTATION_MIGRATION_UID]: 'uid-2' } } }),
+  );
+  t.match(
+    messageOf(changed),
+    new RegExp(`may set, change or remove ${ANNOTATION_MIGRATION_UID} on`),
+    'an admin changing one: Forbidden',
+  );
+  const removed = await refusal(
+    kube.patch(paths.volumes(name), {
+      metadata: { annotations: { [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null, [ANNOTATION_MIGRATION]: null } },
+    }),
+  );
+  t.match(
+    messageOf(removed),
+    new RegExp(`may set, change or remove ${ANNOTATION_ORIGINAL_RECLAIM_POLICY}, ${ANNOTATION_MIGRATION} on`),
+    'removing two: Forbidden, both named',
+  );
   const current = await kube.get<V1PersistentVolume>(paths.volumes(name));
-  const viaStatus = await refusal(kube.replace(`${paths.volumes(name)}/status`, { ...current!, metadata: { ...current!.metadata, annotations: {} } }));
+  const viaStatus = await refusal(
+    kube.replace(`${paths.volumes(name)}/status`, { ...current!, metadata: { ...current!.metadata, annotations: {} } }),
+  );
   t.equal(viaStatus.code, 403, 'nor through the status subresource');
 
-  await kube.patch(paths.volumes(name), { metadata: { annotations: { 'example.com/owner': 'platform-team' }, labels: { tier: 'gold' } } });
+  await kube.patch(paths.volumes(name), {
+    metadata: { annotations: { 'example.com/owner': 'platform-team' }, labels: { tier: 'gold' } },
+  });
   t.pass("everything else on the PV stays the admin's to change");
   const after = await kube.get<V1PersistentVolume>(paths.volumes(name));
   t.match(after?.metadata?.annotations, stamped, "pvshift's annotations as pvshift wrote them");
-  await asPvshift.patch(paths.volumes(name), { metadata: { annotations: { [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null } } });
+  await asPvshift.patch(paths.volumes(name), {
+    metadata: { annotations: { [ANNOTATION_ORIGINAL_RECLAIM_POLICY]: null } },
+  });
   t.pass('and pvshift removes its own');
 });
 

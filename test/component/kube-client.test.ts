@@ -21,11 +21,17 @@ const admin = cluster.kube;
 const proxy = await startFaultProxy(cluster.kubeConfig);
 t.teardown(() => proxy.close());
 
-const configMaps = (namespace: string, name?: string): string => `/api/v1/namespaces/${namespace}/configmaps${name ? `/${name}` : ''}`;
+const configMaps = (namespace: string, name?: string): string =>
+  `/api/v1/namespaces/${namespace}/configmaps${name ? `/${name}` : ''}`;
 // Labelled, so the informers leave out the kube-root-ca.crt every namespace gets.
 const LABELS = { 'pvshift.io/test': 'kube-client' };
 const SELECTOR = { labelSelector: 'pvshift.io/test=kube-client' };
-const configMap = (name: string): V1ConfigMap => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, labels: LABELS }, data: { made: 'through the proxy' } });
+const configMap = (name: string): V1ConfigMap => ({
+  apiVersion: 'v1',
+  kind: 'ConfigMap',
+  metadata: { name, labels: LABELS },
+  data: { made: 'through the proxy' },
+});
 
 /** What happened, in order: each request as the proxy answered it, each wait the client asked for. */
 let steps: string[] = [];
@@ -52,21 +58,30 @@ function requestsFor(path: string, from = 0): SeenRequest[] {
   return proxy.requests.slice(from).filter((r) => r.path === path);
 }
 /** Polls a synchronous check (the informer's cache, the proxy's log) until it holds. */
-const until = <T>(what: string, check: () => T | undefined): Promise<T> => waitFor(what, () => Promise.resolve(check()));
-const shape = (r: SeenRequest): string => (r.watch ? (r.outcome === 'expired' ? 'watch expired' : 'watch') : r.method === 'GET' ? 'list' : r.method);
+const until = <T>(what: string, check: () => T | undefined): Promise<T> =>
+  waitFor(what, () => Promise.resolve(check()));
+const shape = (r: SeenRequest): string =>
+  r.watch ? (r.outcome === 'expired' ? 'watch expired' : 'watch') : r.method === 'GET' ? 'list' : r.method;
 
 const ns = await freshNamespace(admin, 'kube');
 
 void t.test('429 with Retry-After', (t) => {
-  void t.test('a create is waited out for as long as the server says and sent again, and the object exists', async (t) => {
-    const kube = throughProxy(t);
-    proxy.tooManyRequests({ method: 'POST', path: configMaps(ns), times: 2 }, 1);
-    const created = await kube.create(configMaps(ns), configMap('after-429'));
-    t.equal(created.metadata?.name, 'after-429');
-    t.same(steps, ['POST 429', 'sleep 1000', 'POST 429', 'sleep 1000', 'POST 201'], "two refusals, each followed by the server's one second, then the create");
-    const stored = await admin.get<V1ConfigMap>(configMaps(ns, 'after-429'));
-    t.same(stored?.data, { made: 'through the proxy' }, 'it is in the API server');
-  });
+  void t.test(
+    'a create is waited out for as long as the server says and sent again, and the object exists',
+    async (t) => {
+      const kube = throughProxy(t);
+      proxy.tooManyRequests({ method: 'POST', path: configMaps(ns), times: 2 }, 1);
+      const created = await kube.create(configMaps(ns), configMap('after-429'));
+      t.equal(created.metadata?.name, 'after-429');
+      t.same(
+        steps,
+        ['POST 429', 'sleep 1000', 'POST 429', 'sleep 1000', 'POST 201'],
+        "two refusals, each followed by the server's one second, then the create",
+      );
+      const stored = await admin.get<V1ConfigMap>(configMaps(ns, 'after-429'));
+      t.same(stored?.data, { made: 'through the proxy' }, 'it is in the API server');
+    },
+  );
 
   void t.test('a read and a patch are retried alike', async (t) => {
     const kube = throughProxy(t);
@@ -81,51 +96,88 @@ void t.test('429 with Retry-After', (t) => {
   void t.test(`it gives up after ${RETRY_AFTER_ATTEMPTS} attempts, with the 429`, async (t) => {
     const kube = throughProxy(t);
     proxy.tooManyRequests({ method: 'POST', path: configMaps(ns), times: RETRY_AFTER_ATTEMPTS }, 0);
-    const error = await kube.create(configMaps(ns), configMap('never')).then(() => undefined, (e: unknown) => e);
+    const error = await kube.create(configMaps(ns), configMap('never')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     t.ok(error instanceof ApiError && error.code === 429, 'an ApiError 429');
-    t.same(steps, Array.from({ length: RETRY_AFTER_ATTEMPTS }, (_, i) => (i === 0 ? ['POST 429'] : ['sleep 0', 'POST 429'])).flat());
+    t.same(
+      steps,
+      Array.from({ length: RETRY_AFTER_ATTEMPTS }, (_, i) => (i === 0 ? ['POST 429'] : ['sleep 0', 'POST 429'])).flat(),
+    );
     t.notOk(await admin.get(configMaps(ns, 'never')), 'nothing was created');
   });
 
-  void t.test('a Retry-After beyond the cap is the caller to wait out: one attempt, the delay on the error', async (t) => {
-    const kube = throughProxy(t);
-    proxy.tooManyRequests({ method: 'POST', path: configMaps(ns) }, 30);
-    const error = await kube.create(configMaps(ns), configMap('later')).then(() => undefined, (e: unknown) => e);
-    t.ok(error instanceof ApiError && error.code === 429 && error.retryAfterSeconds === 30, 'an ApiError 429 carrying Retry-After 30');
-    t.equal((classifyApiError(error, 'create') as TransientError).retryAfterSeconds, 30, 'kept through the classification');
-    t.same(steps, ['POST 429']);
-  });
+  void t.test(
+    'a Retry-After beyond the cap is the caller to wait out: one attempt, the delay on the error',
+    async (t) => {
+      const kube = throughProxy(t);
+      proxy.tooManyRequests({ method: 'POST', path: configMaps(ns) }, 30);
+      const error = await kube.create(configMaps(ns), configMap('later')).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      t.ok(
+        error instanceof ApiError && error.code === 429 && error.retryAfterSeconds === 30,
+        'an ApiError 429 carrying Retry-After 30',
+      );
+      t.equal(
+        (classifyApiError(error, 'create') as TransientError).retryAfterSeconds,
+        30,
+        'kept through the classification',
+      );
+      t.same(steps, ['POST 429']);
+    },
+  );
 
   void t.test('a 429 without Retry-After (a PodDisruptionBudget refusing an eviction) is not retried', async (t) => {
     const kube = throughProxy(t);
     proxy.tooManyRequests({ method: 'POST', path: configMaps(ns) });
-    const error = await kube.create(configMaps(ns), configMap('refused')).then(() => undefined, (e: unknown) => e);
+    const error = await kube.create(configMaps(ns), configMap('refused')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     t.ok(error instanceof ApiError && error.code === 429 && error.retryAfterSeconds === undefined);
     t.same(steps, ['POST 429']);
   });
 
-  void t.test('the real thing: a PodDisruptionBudget refusing an eviction is answered at once, for the caller to requeue', async (t) => {
-    const space = await freshNamespace(admin, 'evict');
-    await admin.create<V1Pod>(paths.pods(space), {
-      metadata: { name: 'app', labels: { app: 'guarded' } },
-      spec: { terminationGracePeriodSeconds: 1, containers: [{ name: 'app', image: 'registry.example/app:1' }] },
-    });
-    await waitForPodReady(admin, space, 'app');
-    const budget = `/apis/policy/v1/namespaces/${space}/poddisruptionbudgets`;
-    await admin.create(budget, { metadata: { name: 'guard' }, spec: { minAvailable: 1, selector: { matchLabels: { app: 'guarded' } } } });
-    await waitFor('the budget observed', async () => {
-      const pdb = await admin.get<{ metadata: { generation?: number }; status?: { observedGeneration?: number } }>(`${budget}/guard`);
-      return pdb?.status?.observedGeneration === pdb?.metadata.generation ? true : undefined;
-    });
-    const kube = throughProxy(t);
-    const error = await kube
-      .create(`${paths.pods(space, 'app')}/eviction`, { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name: 'app', namespace: space } })
-      .then(() => undefined, (e: unknown) => e);
-    t.ok(error instanceof ApiError && error.code === 429, 'refused with 429');
-    t.comment(`Retry-After: ${(error as ApiError).retryAfterSeconds}; ${(error as ApiError).message}`);
-    t.same(steps, ['POST 429'], 'one attempt, no wait on the worker');
-    t.ok(await admin.get(paths.pods(space, 'app')), 'the pod is still there');
-  });
+  void t.test(
+    'the real thing: a PodDisruptionBudget refusing an eviction is answered at once, for the caller to requeue',
+    async (t) => {
+      const space = await freshNamespace(admin, 'evict');
+      await admin.create<V1Pod>(paths.pods(space), {
+        metadata: { name: 'app', labels: { app: 'guarded' } },
+        spec: { terminationGracePeriodSeconds: 1, containers: [{ name: 'app', image: 'registry.example/app:1' }] },
+      });
+      await waitForPodReady(admin, space, 'app');
+      const budget = `/apis/policy/v1/namespaces/${space}/poddisruptionbudgets`;
+      await admin.create(budget, {
+        metadata: { name: 'guard' },
+        spec: { minAvailable: 1, selector: { matchLabels: { app: 'guarded' } } },
+      });
+      await waitFor('the budget observed', async () => {
+        const pdb = await admin.get<{ metadata: { generation?: number }; status?: { observedGeneration?: number } }>(
+          `${budget}/guard`,
+        );
+        return pdb?.status?.observedGeneration === pdb?.metadata.generation ? true : undefined;
+      });
+      const kube = throughProxy(t);
+      const error = await kube
+        .create(`${paths.pods(space, 'app')}/eviction`, {
+          apiVersion: 'policy/v1',
+          kind: 'Eviction',
+          metadata: { name: 'app', namespace: space },
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      t.ok(error instanceof ApiError && error.code === 429, 'refused with 429');
+      t.comment(`Retry-After: ${(error as ApiError).retryAfterSeconds}; ${(error as ApiError).message}`);
+      t.same(steps, ['POST 429'], 'one attempt, no wait on the worker');
+      t.ok(await admin.get(paths.pods(space, 'app')), 'the pod is still there');
+    },
+  );
   t.end();
 });
 
@@ -133,7 +185,10 @@ void t.test('5xx', (t) => {
   void t.test('a create answered 503 is an ApiError with the code, sent once (it may have been done)', async (t) => {
     const kube = throughProxy(t);
     proxy.serverError({ method: 'POST', path: configMaps(ns) }, 503);
-    const error = await kube.create(configMaps(ns), configMap('after-503')).then(() => undefined, (e: unknown) => e);
+    const error = await kube.create(configMaps(ns), configMap('after-503')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     t.ok(error instanceof ApiError, 'the one error shape');
     t.equal((error as ApiError).code, 503);
     t.match((error as ApiError).message, /POST \/api\/v1\/namespaces\/.*\/configmaps: 503 Internal error occurred/);
@@ -145,14 +200,22 @@ void t.test('5xx', (t) => {
   void t.test('a read answered 500 is an ApiError, not "not found"', async (t) => {
     const kube = throughProxy(t);
     proxy.serverError({ method: 'GET', path: configMaps(ns, 'after-429') });
-    const error = await kube.get(configMaps(ns, 'after-429')).then(() => undefined, (e: unknown) => e);
+    const error = await kube.get(configMaps(ns, 'after-429')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     t.ok(error instanceof ApiError && error.code === 500);
   });
 
   void t.test('a watch refused 500 at its opening is an ApiError too', async (t) => {
     const kube = throughProxy(t);
     proxy.serverError({ path: configMaps(ns), watch: true });
-    const error = await kube.watch(configMaps(ns), {}, () => {}).then(() => undefined, (e: unknown) => e);
+    const error = await kube
+      .watch(configMaps(ns), {}, () => {})
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     t.ok(error instanceof ApiError && error.code === 500 && error.method === 'WATCH');
   });
   t.end();
@@ -185,7 +248,10 @@ void t.test('a watch cut mid-stream resumes from the last resourceVersion and lo
   t.same(informer.list().map(keyOf).sort(), [`${space}/after-1`, `${space}/after-2`]);
   const after = requestsFor(path, from);
   t.same(after.map(shape), ['watch'], 'a watch again, no relist');
-  t.ok(BigInt(after[0]?.query.get('resourceVersion') ?? '0') >= BigInt(lastSeen), 'from the last resourceVersion seen (or a later bookmark)');
+  t.ok(
+    BigInt(after[0]?.query.get('resourceVersion') ?? '0') >= BigInt(lastSeen),
+    'from the last resourceVersion seen (or a later bookmark)',
+  );
   t.same(errors, [], 'a cut is not a failure');
 });
 
@@ -215,14 +281,25 @@ void t.test('an expired watch (410 Gone) relists, and the list has what happened
   await admin.create(path, configMap('born'));
   await admin.delete(configMaps(space, 'doomed'));
   held.release();
-  await until('the relist and a new watch', () => (requestsFor(path, from).filter((r) => r.watch && r.outcome === 'passed').length > 0 ? true : undefined));
+  await until('the relist and a new watch', () =>
+    requestsFor(path, from).filter((r) => r.watch && r.outcome === 'passed').length > 0 ? true : undefined,
+  );
 
   t.same(requestsFor(path, from).map(shape), ['watch expired', 'list', 'watch']);
-  t.same(timeline.slice(2), ['request watch expired', 'request list', 'add born', 'delete doomed', 'request watch'], 'the relist, not the new watch, brought the changes');
+  t.same(
+    timeline.slice(2),
+    ['request watch expired', 'request list', 'add born', 'delete doomed', 'request watch'],
+    'the relist, not the new watch, brought the changes',
+  );
   t.same(informer.list().map(keyOf).sort(), [`${space}/born`, `${space}/kept`]);
   const list = requestsFor(path, from)[1];
   const rewatch = requestsFor(path, from)[2];
-  t.ok(list && rewatch && rewatch.query.get('resourceVersion') !== requestsFor(path, from)[0]?.query.get('resourceVersion'), 'the new watch starts from the list, not the expired resourceVersion');
+  t.ok(
+    list &&
+      rewatch &&
+      rewatch.query.get('resourceVersion') !== requestsFor(path, from)[0]?.query.get('resourceVersion'),
+    'the new watch starts from the list, not the expired resourceVersion',
+  );
 });
 
 void t.test("the webhook's migration cache on the one client", async (t) => {
@@ -246,7 +323,9 @@ void t.test("the webhook's migration cache on the one client", async (t) => {
   await until('the watch open', () => (proxy.openWatches({ path }).length > 0 ? true : undefined));
   proxy.dropWatches({ path });
   await admin.create(paths.migrations(space), migration('move-b', 'data-b'));
-  await until('move-b in the index after the cut', () => (cache.migrationsForClaim(space, 'data-b').length === 1 ? true : undefined));
+  await until('move-b in the index after the cut', () =>
+    cache.migrationsForClaim(space, 'data-b').length === 1 ? true : undefined,
+  );
   t.ok(cache.isSynced(), 'a cut watch that resumed is no failure, even with no grace');
 
   // The API server answers 500 to every watch: the cache is blind, and says so (no grace here).
@@ -257,7 +336,11 @@ void t.test("the webhook's migration cache on the one client", async (t) => {
   await admin.create(paths.migrations(space), migration('move-c', 'data-c'));
   await until('synced again once a watch opens', () => (cache.isSynced() ? true : undefined));
   await until('move-c in the index', () => (cache.migrationsForClaim(space, 'data-c').length === 1 ? true : undefined));
-  t.same(cache.migrationsForClaim(space, 'data-a').map((m) => m.metadata.name), ['move-a'], 'nothing lost on the way');
+  t.same(
+    cache.migrationsForClaim(space, 'data-a').map((m) => m.metadata.name),
+    ['move-a'],
+    'nothing lost on the way',
+  );
 });
 
 void t.test('the real answers classifyApiError sorts', async (t) => {
@@ -273,9 +356,18 @@ void t.test('the real answers classifyApiError sorts', async (t) => {
   const stale = await admin.patch(configMaps(ns, name), guarded, 'json').catch((e: unknown) => e);
   t.ok(stale instanceof ApiError && stale.code === 422, 'a failed test op is a 422');
   t.ok(classifyApiError(stale, 'patch') instanceof TransientError, 'transient: the next pass reads again');
-  t.match(classifyApiError(stale, 'patch').message, /changed since it was read/, 'and the message says what happened (the server does not)');
+  t.match(
+    classifyApiError(stale, 'patch').message,
+    /changed since it was read/,
+    'and the message says what happened (the server does not)',
+  );
   // An object the API server refuses on its merits stays terminal.
-  const invalid = await admin.patch(configMaps(ns, name), { metadata: { labels: { 'not a label': 'x' } } }).catch((e: unknown) => e);
+  const invalid = await admin
+    .patch(configMaps(ns, name), { metadata: { labels: { 'not a label': 'x' } } })
+    .catch((e: unknown) => e);
   t.ok(invalid instanceof ApiError && invalid.code === 422, 'an invalid object is a 422 too');
-  t.ok(classifyApiError(invalid, 'patch') instanceof TerminalError, 'but terminal: the same request gets the same answer');
+  t.ok(
+    classifyApiError(invalid, 'patch') instanceof TerminalError,
+    'but terminal: the same request gets the same answer',
+  );
 });

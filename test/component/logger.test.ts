@@ -38,7 +38,11 @@ t.test('with stdout not read, the server still answers; every line arrives once 
   child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
   child.kill('SIGTERM');
   await once(child, 'close'); // exited, and its stdout read to the end
-  const lines = Buffer.concat(chunks).toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; url: string });
+  const lines = Buffer.concat(chunks)
+    .toString()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { msg: string; url: string });
   const logged = new Set(lines.filter((l) => l.msg === 'answered').map((l) => l.url));
   const missing = Array.from({ length: answered }, (_, i) => `/review/${i}`).filter((url) => !logged.has(url));
   t.same(missing, [], 'each answer logged, none lost');

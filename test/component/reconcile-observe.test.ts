@@ -27,10 +27,19 @@ const asPvshift = Kube.fromDefault(installation.kubeconfigPath);
 /** A reconciler whose caches were never started: every lookup misses, as a lagging cache would. */
 function reconciler(): Reconciler {
   const logger = silentLogger();
-  return new Reconciler(asPvshift, createCaches(asPvshift), SETTINGS, new EventRecorder(asPvshift, logger, 'test'), createControllerMetrics(new Registry(), () => []), logger);
+  return new Reconciler(
+    asPvshift,
+    createCaches(asPvshift),
+    SETTINGS,
+    new EventRecorder(asPvshift, logger, 'test'),
+    createControllerMetrics(new Registry(), () => []),
+    logger,
+  );
 }
 
-async function migrationIn(phase: 'Populating' | 'WaitingForCutover'): Promise<{ migration: VolumeMigration; staging: V1PersistentVolumeClaim }> {
+async function migrationIn(
+  phase: 'Populating' | 'WaitingForCutover',
+): Promise<{ migration: VolumeMigration; staging: V1PersistentVolumeClaim }> {
   const ns = await freshNamespace(kube, 'observe');
   const created = await createMigration(kube, ns, 'data', { claimName: 'data', targetStorageClassName: 'fast' });
   const staging = await kube.create<V1PersistentVolumeClaim>(paths.claims(ns), {
@@ -38,7 +47,11 @@ async function migrationIn(phase: 'Populating' | 'WaitingForCutover'): Promise<{
     spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'fast', resources: { requests: { storage: '1Gi' } } },
   });
   await kube.patch(paths.migrations(ns, 'data'), { metadata: { finalizers: [FINALIZER] } }, 'merge');
-  const migration = await kube.patch<VolumeMigration>(`${paths.migrations(ns, 'data')}/status`, { status: { phase } }, 'merge');
+  const migration = await kube.patch<VolumeMigration>(
+    `${paths.migrations(ns, 'data')}/status`,
+    { status: { phase } },
+    'merge',
+  );
   return { migration, staging };
 }
 

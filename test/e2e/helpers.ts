@@ -31,9 +31,19 @@ export interface CommandResult {
   stderr: string;
 }
 
-async function runCommand(file: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<CommandResult> {
+async function runCommand(
+  file: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+): Promise<CommandResult> {
   try {
-    const { stdout, stderr } = await execFileAsync(file, args, { cwd: REPO_ROOT, env, maxBuffer: 32 * 1024 * 1024, timeout: timeoutMs });
+    const { stdout, stderr } = await execFileAsync(file, args, {
+      cwd: REPO_ROOT,
+      env,
+      maxBuffer: 32 * 1024 * 1024,
+      timeout: timeoutMs,
+    });
     return { code: 0, stdout, stderr };
   } catch (e: unknown) {
     const failure = e as { code?: unknown; stdout?: string; stderr?: string };
@@ -45,19 +55,28 @@ async function runCommand(file: string, args: string[], env: NodeJS.ProcessEnv, 
 /** The real helm, as the admin; the chart from this checkout. Never throws on a non-zero exit. */
 export function helm(cluster: RealNodeCluster, args: string[], timeoutMs = 300_000): Promise<CommandResult> {
   const home = join(cluster.dir, 'helm');
-  return runCommand(cluster.binaries.helm, [...args, '--kubeconfig', cluster.kubeconfigPath], {
-    ...process.env,
-    HELM_CACHE_HOME: join(home, 'cache'),
-    HELM_CONFIG_HOME: join(home, 'config'),
-    HELM_DATA_HOME: join(home, 'data'),
-  }, timeoutMs);
+  return runCommand(
+    cluster.binaries.helm,
+    [...args, '--kubeconfig', cluster.kubeconfigPath],
+    {
+      ...process.env,
+      HELM_CACHE_HOME: join(home, 'cache'),
+      HELM_CONFIG_HOME: join(home, 'config'),
+      HELM_DATA_HOME: join(home, 'data'),
+    },
+    timeoutMs,
+  );
 }
 
 /**
  * `helm install` (or upgrade) of charts/pvshift with default values but the image:
  * the one built here from the Dockerfile (hack/images), imported into the node.
  */
-export function installChart(cluster: RealNodeCluster, verb: 'install' | 'upgrade' = 'install', set: string[] = []): Promise<CommandResult> {
+export function installChart(
+  cluster: RealNodeCluster,
+  verb: 'install' | 'upgrade' = 'install',
+  set: string[] = [],
+): Promise<CommandResult> {
   const [repository, tag] = splitRef(cluster.images.pvshift.ref);
   return helm(cluster, [
     verb,
@@ -87,7 +106,12 @@ function splitRef(ref: string): [string, string] {
  * tap puts its loader into NODE_OPTIONS of every process a test starts, and the
  * plugin must run with a plain `node`.
  */
-function userCommand(file: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<CommandResult> {
+function userCommand(
+  file: string,
+  args: string[],
+  env: Record<string, string>,
+  timeoutMs: number,
+): Promise<CommandResult> {
   const pairs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
   return runCommand('/usr/bin/env', ['-i', ...pairs, file, ...args], {}, timeoutMs);
 }
@@ -98,7 +122,12 @@ function pluginPath(): Promise<string> {
   pluginDir ??= (async () => {
     await mkdir(join(REPO_ROOT, 'tmp'), { recursive: true });
     const dir = await mkdtemp(join(REPO_ROOT, 'tmp', 'e2e-plugin-'));
-    const built = await userCommand(process.execPath, ['--import', 'tsx', 'hack/bundle-plugin.ts', '--out-dir', dir], { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/' }, 120_000);
+    const built = await userCommand(
+      process.execPath,
+      ['--import', 'tsx', 'hack/bundle-plugin.ts', '--out-dir', dir],
+      { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/' },
+      120_000,
+    );
     if (built.code !== 0) throw new Error(`hack/bundle-plugin.ts failed (${built.code}): ${built.stderr}`);
     return dir;
   })();
@@ -108,7 +137,12 @@ function pluginPath(): Promise<string> {
 /** The real kubectl as the admin, with the plugin bundle on PATH (kubectl finds `kubectl pvshift` there). */
 export async function kubectl(cluster: RealNodeCluster, args: string[], timeoutMs = 120_000): Promise<CommandResult> {
   const dir = await pluginPath();
-  return userCommand(cluster.binaries.kubectl, args, { PATH: `${dir}:${process.env.PATH}`, HOME: process.env.HOME ?? '/', KUBECONFIG: cluster.kubeconfigPath }, timeoutMs);
+  return userCommand(
+    cluster.binaries.kubectl,
+    args,
+    { PATH: `${dir}:${process.env.PATH}`, HOME: process.env.HOME ?? '/', KUBECONFIG: cluster.kubeconfigPath },
+    timeoutMs,
+  );
 }
 
 /**
@@ -121,10 +155,27 @@ export function diagnoseOnFailure(t: Test, cluster: RealNodeCluster, namespace: 
     if (t.passing()) return;
     const ns = namespace();
     if (ns) {
-      const events = await kubectl(cluster, ['get', 'events', '-n', ns, '--sort-by=.lastTimestamp', '-o', 'custom-columns=AT:.lastTimestamp,KIND:.involvedObject.kind,NAME:.involvedObject.name,REASON:.reason,MESSAGE:.message']);
+      const events = await kubectl(cluster, [
+        'get',
+        'events',
+        '-n',
+        ns,
+        '--sort-by=.lastTimestamp',
+        '-o',
+        'custom-columns=AT:.lastTimestamp,KIND:.involvedObject.kind,NAME:.involvedObject.name,REASON:.reason,MESSAGE:.message',
+      ]);
       t.comment(`events in ${ns}:\n${events.stdout}${events.stderr}`);
     }
-    const logs = await kubectl(cluster, ['logs', '-n', PVSHIFT_NAMESPACE, '-l', 'app.kubernetes.io/name=pvshift', '--tail=60', '--prefix', '--all-containers']);
+    const logs = await kubectl(cluster, [
+      'logs',
+      '-n',
+      PVSHIFT_NAMESPACE,
+      '-l',
+      'app.kubernetes.io/name=pvshift',
+      '--tail=60',
+      '--prefix',
+      '--all-containers',
+    ]);
     t.comment(`pvshift logs:\n${logs.stdout}${logs.stderr}`);
   });
 }
@@ -144,7 +195,9 @@ export async function kubectlOk(t: Test, cluster: RealNodeCluster, args: string[
  * Without CAP_SYS_ADMIN (`trusted: false`) it leaves out the `trusted.*` xattr.
  */
 export function appScript(options: { trusted: boolean; megabytes: number }): string {
-  const tree = FIDELITY_TREE_COMMANDS.map((c) => (options.trusted ? c : c.replace(/ && setfattr -n trusted\.\S+ -v \S+/, ''))).join(' && ');
+  const tree = FIDELITY_TREE_COMMANDS.map((c) =>
+    options.trusted ? c : c.replace(/ && setfattr -n trusted\.\S+ -v \S+/, ''),
+  ).join(' && ');
   return [
     'set -e',
     'cd /data',
@@ -202,7 +255,11 @@ export function statefulSet(image: string, name: string, options: StatefulSetOpt
       volumeClaimTemplates: [
         {
           metadata: { name: 'data' },
-          spec: { accessModes: ['ReadWriteOnce'], storageClassName: options.storageClass, resources: { requests: { storage: options.size } } },
+          spec: {
+            accessModes: ['ReadWriteOnce'],
+            storageClassName: options.storageClass,
+            resources: { requests: { storage: options.size } },
+          },
         },
       ],
     },
@@ -210,7 +267,12 @@ export function statefulSet(image: string, name: string, options: StatefulSetOpt
 }
 
 /** Waits until every replica of the StatefulSet is Ready at its current revision. */
-export async function waitForRollout(kube: Kube, namespace: string, name: string, timeoutMs = 600_000): Promise<V1StatefulSet> {
+export async function waitForRollout(
+  kube: Kube,
+  namespace: string,
+  name: string,
+  timeoutMs = 600_000,
+): Promise<V1StatefulSet> {
   return waitFor(
     `StatefulSet ${namespace}/${name} rolled out`,
     async () => {
@@ -230,7 +292,11 @@ export async function waitForRollout(kube: Kube, namespace: string, name: string
 }
 
 /** The PV a claim is bound to, and the host path where the loop provisioner mounted its filesystem. */
-export async function volumeOfClaim(kube: Kube, namespace: string, claim: string): Promise<{ pv: V1PersistentVolume; path: string }> {
+export async function volumeOfClaim(
+  kube: Kube,
+  namespace: string,
+  claim: string,
+): Promise<{ pv: V1PersistentVolume; path: string }> {
   const bound = await waitFor(`claim ${namespace}/${claim} Bound`, async () => {
     const c = await kube.get<V1PersistentVolumeClaim>(paths.claims(namespace, claim));
     return c?.status?.phase === 'Bound' ? c : undefined;

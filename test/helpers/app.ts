@@ -7,7 +7,12 @@ import { volumeOf, waitFor, waitForPodReady } from './cluster.js';
 import { fillVolume, snapshotTree } from './migration.js';
 
 export function claimSpec(extra: Partial<V1PersistentVolumeClaim['spec']> = {}): V1PersistentVolumeClaim['spec'] {
-  return { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '1Gi' } }, ...extra };
+  return {
+    accessModes: ['ReadWriteOnce'],
+    storageClassName: 'standard',
+    resources: { requests: { storage: '1Gi' } },
+    ...extra,
+  };
 }
 
 export function appPod(claimName: string, spec: Partial<V1Pod['spec']> = {}): V1Pod {
@@ -15,7 +20,9 @@ export function appPod(claimName: string, spec: Partial<V1Pod['spec']> = {}): V1
     metadata: { name: `${claimName}-app` },
     spec: {
       terminationGracePeriodSeconds: 1,
-      containers: [{ name: 'app', image: 'registry.example/app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] }],
+      containers: [
+        { name: 'app', image: 'registry.example/app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] },
+      ],
       volumes: [{ name: 'data', persistentVolumeClaim: { claimName } }],
       ...spec,
     },
@@ -39,8 +46,15 @@ export async function appWithData(
 }
 
 /** Deletes the app pod and creates it again, as its controller would. */
-export async function recreateApp(kube: Kube, ns: string, claimName: string, pod: Partial<V1Pod['spec']> = {}): Promise<void> {
+export async function recreateApp(
+  kube: Kube,
+  ns: string,
+  claimName: string,
+  pod: Partial<V1Pod['spec']> = {},
+): Promise<void> {
   await kube.delete(paths.pods(ns, `${claimName}-app`));
-  await waitFor('old app pod gone', async () => ((await kube.get(paths.pods(ns, `${claimName}-app`))) ? undefined : true));
+  await waitFor('old app pod gone', async () =>
+    (await kube.get(paths.pods(ns, `${claimName}-app`))) ? undefined : true,
+  );
   await kube.create(paths.pods(ns), appPod(claimName, pod));
 }

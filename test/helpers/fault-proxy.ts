@@ -34,7 +34,10 @@ export interface SeenRequest {
   status?: number;
 }
 
-type Answer = { kind: 'too-many-requests'; retryAfterSeconds?: number } | { kind: 'server-error'; status: number } | { kind: 'expired' };
+type Answer =
+  | { kind: 'too-many-requests'; retryAfterSeconds?: number }
+  | { kind: 'server-error'; status: number }
+  | { kind: 'expired' };
 
 interface Fault {
   match: RequestMatch;
@@ -94,7 +97,16 @@ function endToEnd<T extends Record<string, unknown>>(headers: T): T {
 }
 
 function status(code: number, reason: string, message: string, details?: Record<string, unknown>): string {
-  return JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code });
+  return JSON.stringify({
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message,
+    reason,
+    ...(details ? { details } : {}),
+    code,
+  });
 }
 
 /** Starts the proxy in front of the API server `upstream` talks to (an admin kubeconfig of the local cluster). */
@@ -106,7 +118,13 @@ export async function startFaultProxy(upstream: KubeConfig): Promise<FaultProxy>
   await upstream.applyToHTTPSOptions(tls);
   // One connection per request upstream: a watch's socket is its own, and a
   // dropped downstream watch takes its upstream request with it.
-  const agent = new https.Agent({ keepAlive: false, ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.rejectUnauthorized });
+  const agent = new https.Agent({
+    keepAlive: false,
+    ca: tls.ca,
+    cert: tls.cert,
+    key: tls.key,
+    rejectUnauthorized: tls.rejectUnauthorized,
+  });
 
   const now = new Date();
   const ca = await createCertificateAuthority({ now, commonName: 'pvshift-fault-proxy-ca' });
@@ -144,15 +162,34 @@ export async function startFaultProxy(upstream: KubeConfig): Promise<FaultProxy>
         if (answer.kind === 'too-many-requests') {
           const headers: http.OutgoingHttpHeaders = { 'Content-Type': 'application/json' };
           if (answer.retryAfterSeconds !== undefined) headers['Retry-After'] = String(answer.retryAfterSeconds);
-          res.writeHead(429, headers).end(status(429, 'TooManyRequests', 'Too many requests, please try again later.', answer.retryAfterSeconds !== undefined ? { retryAfterSeconds: answer.retryAfterSeconds } : undefined));
+          res
+            .writeHead(429, headers)
+            .end(
+              status(
+                429,
+                'TooManyRequests',
+                'Too many requests, please try again later.',
+                answer.retryAfterSeconds !== undefined ? { retryAfterSeconds: answer.retryAfterSeconds } : undefined,
+              ),
+            );
           record({ ...seen, outcome: 'too-many-requests', status: 429 });
         } else if (answer.kind === 'server-error') {
-          res.writeHead(answer.status, { 'Content-Type': 'application/json' }).end(status(answer.status, 'InternalError', 'Internal error occurred: etcdserver: request timed out (injected)'));
+          res
+            .writeHead(answer.status, { 'Content-Type': 'application/json' })
+            .end(
+              status(
+                answer.status,
+                'InternalError',
+                'Internal error occurred: etcdserver: request timed out (injected)',
+              ),
+            );
           record({ ...seen, outcome: 'server-error', status: answer.status });
         } else {
           // The API server opens the stream and then reports the expiry in it.
           res.writeHead(200, { 'Content-Type': 'application/json' });
-          res.end(`${JSON.stringify({ type: 'ERROR', object: JSON.parse(status(410, 'Expired', 'too old resource version (injected)')) as unknown })}\n`);
+          res.end(
+            `${JSON.stringify({ type: 'ERROR', object: JSON.parse(status(410, 'Expired', 'too old resource version (injected)')) as unknown })}\n`,
+          );
           record({ ...seen, outcome: 'expired', status: 200 });
         }
         return;
@@ -161,7 +198,15 @@ export async function startFaultProxy(upstream: KubeConfig): Promise<FaultProxy>
       const headers = { ...endToEnd(req.headers), host: target.host };
       delete headers.authorization;
       const upstreamRequest = https.request(
-        { protocol: target.protocol, hostname: target.hostname, port: target.port, method, path: `${target.pathname.replace(/\/$/, '')}${req.url ?? '/'}`, headers, agent },
+        {
+          protocol: target.protocol,
+          hostname: target.hostname,
+          port: target.port,
+          method,
+          path: `${target.pathname.replace(/\/$/, '')}${req.url ?? '/'}`,
+          headers,
+          agent,
+        },
         (upstreamResponse) => {
           res.writeHead(upstreamResponse.statusCode ?? 502, endToEnd(upstreamResponse.headers));
           // A watch's events go out as they come, not when a buffer fills.
@@ -210,7 +255,8 @@ export async function startFaultProxy(upstream: KubeConfig): Promise<FaultProxy>
     },
     requests,
     onRequest: (listener) => void listeners.push(listener),
-    tooManyRequests: (match, retryAfterSeconds) => add(match, { answer: { kind: 'too-many-requests', retryAfterSeconds } }),
+    tooManyRequests: (match, retryAfterSeconds) =>
+      add(match, { answer: { kind: 'too-many-requests', retryAfterSeconds } }),
     serverError: (match, code = 500) => add(match, { answer: { kind: 'server-error', status: code } }),
     expireWatch: (match) => add({ ...match, watch: true }, { answer: { kind: 'expired' } }),
     delay: (match, ms) => add(match, { wait: () => new Promise((resolve) => setTimeout(resolve, ms)) }),

@@ -6,7 +6,13 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import { LeaderElector, microTime, type Lease, type LeaseSpec, type LeaderElectionOptions } from '../../populator/leader-election.js';
+import {
+  LeaderElector,
+  microTime,
+  type Lease,
+  type LeaseSpec,
+  type LeaderElectionOptions,
+} from '../../populator/leader-election.js';
 import { freePort } from '../../cluster/index.js';
 import { Kube, KubeConfig, paths } from '../../src/kube.js';
 import { silentLogger } from '../../src/logger.js';
@@ -31,7 +37,14 @@ let counter = 0;
 const leaseName = (prefix: string) => `${prefix}-${process.pid}-${++counter}`;
 
 function options(name: string, identity: string): LeaderElectionOptions {
-  return { namespace: NAMESPACE, name, identity, leaseDurationMs: LEASE_SECONDS * SECOND, renewMs: 2 * SECOND, retryMs: 50 };
+  return {
+    namespace: NAMESPACE,
+    name,
+    identity,
+    leaseDurationMs: LEASE_SECONDS * SECOND,
+    renewMs: 2 * SECOND,
+    retryMs: 50,
+  };
 }
 
 const cluster = await clusterFor(t);
@@ -47,12 +60,21 @@ async function otherHolder(name: string, identity: string, clock: FakeClock): Pr
     apiVersion: 'coordination.k8s.io/v1',
     kind: 'Lease',
     metadata: { name, namespace: NAMESPACE },
-    spec: { holderIdentity: identity, leaseDurationSeconds: LEASE_SECONDS, acquireTime: microTime(clock.now()), renewTime: microTime(clock.now()), leaseTransitions: 0 },
+    spec: {
+      holderIdentity: identity,
+      leaseDurationSeconds: LEASE_SECONDS,
+      acquireTime: microTime(clock.now()),
+      renewTime: microTime(clock.now()),
+      leaseTransitions: 0,
+    },
   });
   return {
     renew: async () => {
       const lease = (await kube.get<Lease>(paths.leases(NAMESPACE, name)))!;
-      await kube.replace(paths.leases(NAMESPACE, name), { ...lease, spec: { ...lease.spec, renewTime: microTime(clock.now()) } });
+      await kube.replace(paths.leases(NAMESPACE, name), {
+        ...lease,
+        spec: { ...lease.spec, renewTime: microTime(clock.now()) },
+      });
     },
   };
 }
@@ -61,25 +83,28 @@ async function leaseOf(name: string): Promise<LeaseSpec | undefined> {
   return (await kube.get<Lease>(paths.leases(NAMESPACE, name)))?.spec;
 }
 
-void t.test('a holder that keeps renewing is never taken over, its renewTime an hour in the past by the candidate clock', async (t) => {
-  const name = leaseName('renewing');
-  const local = fakeClock(Date.now());
-  const holderClock = fakeClock(Date.now() - HOUR);
-  const holder = await otherHolder(name, 'other', holderClock);
-  const candidate = new LeaderElector(kube, options(name, 'candidate'), silentLogger(), local.now);
+void t.test(
+  'a holder that keeps renewing is never taken over, its renewTime an hour in the past by the candidate clock',
+  async (t) => {
+    const name = leaseName('renewing');
+    const local = fakeClock(Date.now());
+    const holderClock = fakeClock(Date.now() - HOUR);
+    const holder = await otherHolder(name, 'other', holderClock);
+    const candidate = new LeaderElector(kube, options(name, 'candidate'), silentLogger(), local.now);
 
-  // Eight rounds of 5 s: four lease durations on the candidate's clock, with a renewal in each.
-  const results: boolean[] = [];
-  for (let round = 0; round < 8; round++) {
-    results.push(await candidate.tryAcquireOrRenew());
-    local.advance(5 * SECOND);
-    holderClock.advance(5 * SECOND);
-    await holder.renew();
-  }
-  t.same(results, Array<boolean>(8).fill(false), 'not acquired in any round');
-  t.equal((await leaseOf(name))?.holderIdentity, 'other', 'the Lease still names the holder');
-  t.equal((await leaseOf(name))?.leaseTransitions, 0);
-});
+    // Eight rounds of 5 s: four lease durations on the candidate's clock, with a renewal in each.
+    const results: boolean[] = [];
+    for (let round = 0; round < 8; round++) {
+      results.push(await candidate.tryAcquireOrRenew());
+      local.advance(5 * SECOND);
+      holderClock.advance(5 * SECOND);
+      await holder.renew();
+    }
+    t.same(results, Array<boolean>(8).fill(false), 'not acquired in any round');
+    t.equal((await leaseOf(name))?.holderIdentity, 'other', 'the Lease still names the holder');
+    t.equal((await leaseOf(name))?.leaseTransitions, 0);
+  },
+);
 
 const skews: { name: string; skewMs: number }[] = [
   { name: 'an hour behind', skewMs: -HOUR },
@@ -87,22 +112,25 @@ const skews: { name: string; skewMs: number }[] = [
   { name: 'an hour ahead', skewMs: HOUR },
 ];
 for (const skew of skews) {
-  void t.test(`a holder whose clock is ${skew.name} stops renewing: taken over once leaseDuration has passed on the candidate clock`, async (t) => {
-    const name = leaseName('stopped');
-    const local = fakeClock(Date.now());
-    await otherHolder(name, 'other', fakeClock(Date.now() + skew.skewMs));
-    const candidate = new LeaderElector(kube, options(name, 'candidate'), silentLogger(), local.now);
+  void t.test(
+    `a holder whose clock is ${skew.name} stops renewing: taken over once leaseDuration has passed on the candidate clock`,
+    async (t) => {
+      const name = leaseName('stopped');
+      const local = fakeClock(Date.now());
+      await otherHolder(name, 'other', fakeClock(Date.now() + skew.skewMs));
+      const candidate = new LeaderElector(kube, options(name, 'candidate'), silentLogger(), local.now);
 
-    t.equal(await candidate.tryAcquireOrRenew(), false, 'first seen: held');
-    local.advance(LEASE_SECONDS * SECOND - 1);
-    t.equal(await candidate.tryAcquireOrRenew(), false, '1 ms before leaseDuration: still held');
-    local.advance(1);
-    t.equal(await candidate.tryAcquireOrRenew(), true, 'at leaseDuration since it was seen: acquired');
-    const lease = await leaseOf(name);
-    t.equal(lease?.holderIdentity, 'candidate');
-    t.equal(lease?.leaseTransitions, 1);
-    t.equal(lease?.renewTime, microTime(local.now()), 'renewTime from the new holder clock');
-  });
+      t.equal(await candidate.tryAcquireOrRenew(), false, 'first seen: held');
+      local.advance(LEASE_SECONDS * SECOND - 1);
+      t.equal(await candidate.tryAcquireOrRenew(), false, '1 ms before leaseDuration: still held');
+      local.advance(1);
+      t.equal(await candidate.tryAcquireOrRenew(), true, 'at leaseDuration since it was seen: acquired');
+      const lease = await leaseOf(name);
+      t.equal(lease?.holderIdentity, 'candidate');
+      t.equal(lease?.leaseTransitions, 1);
+      t.equal(lease?.renewTime, microTime(local.now()), 'renewTime from the new holder clock');
+    },
+  );
 }
 
 void t.test('a renewal seen late still restarts the wait', async (t) => {
@@ -166,7 +194,16 @@ async function failingServer(t: Test): Promise<{ url: string; requests: () => nu
     requests++;
     req.resume();
     res.writeHead(500, { 'Content-Type': 'application/json' });
-    res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'etcdserver: request timed out', reason: 'InternalError', code: 500 }));
+    res.end(
+      JSON.stringify({
+        kind: 'Status',
+        apiVersion: 'v1',
+        status: 'Failure',
+        message: 'etcdserver: request timed out',
+        reason: 'InternalError',
+        code: 500,
+      }),
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
@@ -181,11 +218,21 @@ void t.test('a failing read at start is "not acquired, try again", never a rejec
 
   await t.test('the API server answers 500', async (t) => {
     const server = await failingServer(t);
-    const elector = new LeaderElector(kubeAt(t, server.url), options('failing', 'candidate'), silentLogger(), fakeClock(Date.now()).now);
+    const elector = new LeaderElector(
+      kubeAt(t, server.url),
+      options('failing', 'candidate'),
+      silentLogger(),
+      fakeClock(Date.now()).now,
+    );
     t.equal(await elector.tryAcquireOrRenew(), false, 'one attempt: not acquired');
     const acquiring = elector.acquire(() => t.fail('never led'));
     const before = server.requests();
-    await waitFor('three more attempts', () => Promise.resolve(server.requests() >= before + 3 ? true : undefined), 10_000, 20);
+    await waitFor(
+      'three more attempts',
+      () => Promise.resolve(server.requests() >= before + 3 ? true : undefined),
+      10_000,
+      20,
+    );
     t.equal(elector.isLeader, false);
     await elector.release();
     t.equal(await acquiring, false, 'acquire() resolves false once released');
@@ -194,8 +241,17 @@ void t.test('a failing read at start is "not acquired, try again", never a rejec
   await t.test('nothing listens where the API server should be', async (t) => {
     const port = await freePort();
     const unreachable = kubeAt(t, `http://127.0.0.1:${port}`);
-    await t.rejects(unreachable.get(paths.leases(NAMESPACE, 'unreachable')), { code: 'ECONNREFUSED' }, 'the set-up: a read is refused');
-    const elector = new LeaderElector(unreachable, options('unreachable', 'candidate'), silentLogger(), fakeClock(Date.now()).now);
+    await t.rejects(
+      unreachable.get(paths.leases(NAMESPACE, 'unreachable')),
+      { code: 'ECONNREFUSED' },
+      'the set-up: a read is refused',
+    );
+    const elector = new LeaderElector(
+      unreachable,
+      options('unreachable', 'candidate'),
+      silentLogger(),
+      fakeClock(Date.now()).now,
+    );
     t.equal(await elector.tryAcquireOrRenew(), false, 'one attempt: not acquired');
     const acquiring = elector.acquire(() => t.fail('never led'));
     await new Promise((resolve) => setTimeout(resolve, 300));

@@ -16,11 +16,17 @@ function pod(options: { gated?: boolean; names?: string; gatedAt?: string; other
       name: 'web-0',
       namespace: 'shop',
       creationTimestamp: new Date(longAgo),
-      annotations: { ...(options.names !== undefined ? { [ANNOTATION_MIGRATION]: options.names } : {}), ...(options.gatedAt ? { [ANNOTATION_GATED_AT]: options.gatedAt } : {}) },
+      annotations: {
+        ...(options.names !== undefined ? { [ANNOTATION_MIGRATION]: options.names } : {}),
+        ...(options.gatedAt ? { [ANNOTATION_GATED_AT]: options.gatedAt } : {}),
+      },
     },
     spec: {
       containers: [],
-      schedulingGates: [...(options.gated === false ? [] : [{ name: SCHEDULING_GATE }]), ...(options.otherGate ? [{ name: 'example.com/other' }] : [])],
+      schedulingGates: [
+        ...(options.gated === false ? [] : [{ name: SCHEDULING_GATE }]),
+        ...(options.otherGate ? [{ name: 'example.com/other' }] : []),
+      ],
     },
   };
 }
@@ -35,9 +41,19 @@ const migration = (name: string, namespace = 'shop'): VolumeMigration => ({
 t.test('which gated pods are orphans', (t) => {
   const cases: [string, V1Pod, VolumeMigration[], boolean][] = [
     ['gated long ago for a migration that is gone', pod({ names: 'data-web-0', gatedAt: longAgo }), [], true],
-    ['gated long ago for a migration of that name in another namespace only', pod({ names: 'data-web-0', gatedAt: longAgo }), [migration('data-web-0', 'other')], true],
+    [
+      'gated long ago for a migration of that name in another namespace only',
+      pod({ names: 'data-web-0', gatedAt: longAgo }),
+      [migration('data-web-0', 'other')],
+      true,
+    ],
     ['gated long ago with no migration named at all', pod({ gatedAt: longAgo }), [], true],
-    ['gated long ago, its migration still there', pod({ names: 'data-web-0', gatedAt: longAgo }), [migration('data-web-0')], false],
+    [
+      'gated long ago, its migration still there',
+      pod({ names: 'data-web-0', gatedAt: longAgo }),
+      [migration('data-web-0')],
+      false,
+    ],
     ['gated for two migrations, one still there', pod({ names: 'a,b', gatedAt: longAgo }), [migration('b')], false],
     ['gated a moment ago (the caches may lag)', pod({ names: 'data-web-0', gatedAt: justNow }), [], false],
     ['not gated by pvshift', pod({ gated: false, otherGate: true, names: 'data-web-0', gatedAt: longAgo }), [], false],

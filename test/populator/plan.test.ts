@@ -45,20 +45,60 @@ function check(t: Test, w: World, expected: Expect, name?: string): Step {
   return step;
 }
 
-const SUMMARY = { ok: true, bytes: 3 * 2 ** 20, bytesTransferred: 2 * 2 ** 20, files: 12, seconds: 2, verified: 'metadata' };
-const FINAL_COPY = { pass: 'final' as const, bytes: 3 * 2 ** 20, bytesTransferred: 2 * 2 ** 20, files: 12, seconds: 2, verified: 'metadata' as const };
+const SUMMARY = {
+  ok: true,
+  bytes: 3 * 2 ** 20,
+  bytesTransferred: 2 * 2 ** 20,
+  files: 12,
+  seconds: 2,
+  verified: 'metadata',
+};
+const FINAL_COPY = {
+  pass: 'final' as const,
+  bytes: 3 * 2 ** 20,
+  bytesTransferred: 2 * 2 ** 20,
+  files: 12,
+  seconds: 2,
+  verified: 'metadata' as const,
+};
 const PRESYNC_COPY = { ...FINAL_COPY, pass: 'presync' as const, verified: 'none' as const };
 
 t.test('a new migration gets the finalizer before anything else', (t) => {
-  check(t, world({ migration: migration({ finalizer: false }), claim: originalClaim(), sourceVolume: volume(SOURCE_PV) }), { kind: 'addFinalizer' });
-  check(t, world({ migration: migration({ finalizer: false, phase: 'WaitingForCutover', status: prepared() }) }), { kind: 'addFinalizer' }, 'in any unfinished phase');
-  check(t, world({ migration: migration({ finalizer: false, phase: 'Succeeded', status: prepared() }), namespaceLabelled: false }), { kind: 'done' }, 'a finished one does not get it back');
-  check(t, world({ migration: migration({ finalizer: false, deleting: true }) }), { kind: 'setPhase', phase: 'Aborted' }, 'a deleted one is not re-finalized: it aborts');
+  check(
+    t,
+    world({ migration: migration({ finalizer: false }), claim: originalClaim(), sourceVolume: volume(SOURCE_PV) }),
+    { kind: 'addFinalizer' },
+  );
+  check(
+    t,
+    world({ migration: migration({ finalizer: false, phase: 'WaitingForCutover', status: prepared() }) }),
+    { kind: 'addFinalizer' },
+    'in any unfinished phase',
+  );
+  check(
+    t,
+    world({
+      migration: migration({ finalizer: false, phase: 'Succeeded', status: prepared() }),
+      namespaceLabelled: false,
+    }),
+    { kind: 'done' },
+    'a finished one does not get it back',
+  );
+  check(
+    t,
+    world({ migration: migration({ finalizer: false, deleting: true }) }),
+    { kind: 'setPhase', phase: 'Aborted' },
+    'a deleted one is not re-finalized: it aborts',
+  );
   t.end();
 });
 
 t.test('validation: every reason a migration cannot start fails it with that reason, and changes nothing', (t) => {
-  const base = { migration: migration(), claim: originalClaim(), sourceVolume: volume(SOURCE_PV, { claimRef: { name: CLAIM, uid: ORIGINAL_UID } }) };
+  const base = {
+    migration: migration(),
+    claim: originalClaim(),
+    sourceVolume: volume(SOURCE_PV, { claimRef: { name: CLAIM, uid: ORIGINAL_UID } }),
+  };
   const cases: { name: string; w: World; reason: string; message: string }[] = [
     {
       name: 'another unfinished migration of the claim (past Pending)',
@@ -78,39 +118,110 @@ t.test('validation: every reason a migration cannot start fails it with that rea
       reason: 'DuplicateMigration',
       message: 'claim shop/data is already being migrated by VolumeMigration aaa; delete one of them',
     },
-    { name: 'the claim does not exist', w: world({ migration: migration() }), reason: 'ClaimNotFound', message: 'claim shop/data does not exist' },
-    { name: 'the claim is Pending', w: world({ ...base, claim: originalClaim({ phase: 'Pending', volumeName: null }) }), reason: 'ClaimNotBound', message: 'claim shop/data is Pending, not Bound: there is no volume to copy from' },
-    { name: 'the claim is Lost', w: world({ ...base, claim: originalClaim({ phase: 'Lost' }) }), reason: 'ClaimNotBound', message: 'claim shop/data is Lost, not Bound: there is no volume to copy from' },
-    { name: 'the bound volume is missing', w: world({ migration: migration(), claim: originalClaim() }), reason: 'VolumeNotFound', message: 'claim shop/data is bound to pv-source, which does not exist' },
-    { name: 'a Block volume', w: world({ ...base, claim: originalClaim({ volumeMode: 'Block' }) }), reason: 'BlockVolumeUnsupported', message: 'claim shop/data has volumeMode Block; pvshift copies files and supports Filesystem volumes only' },
-    { name: 'the target class is missing', w: world({ ...base, targetClass: undefined }), reason: 'StorageClassNotFound', message: 'target StorageClass fast does not exist' },
+    {
+      name: 'the claim does not exist',
+      w: world({ migration: migration() }),
+      reason: 'ClaimNotFound',
+      message: 'claim shop/data does not exist',
+    },
+    {
+      name: 'the claim is Pending',
+      w: world({ ...base, claim: originalClaim({ phase: 'Pending', volumeName: null }) }),
+      reason: 'ClaimNotBound',
+      message: 'claim shop/data is Pending, not Bound: there is no volume to copy from',
+    },
+    {
+      name: 'the claim is Lost',
+      w: world({ ...base, claim: originalClaim({ phase: 'Lost' }) }),
+      reason: 'ClaimNotBound',
+      message: 'claim shop/data is Lost, not Bound: there is no volume to copy from',
+    },
+    {
+      name: 'the bound volume is missing',
+      w: world({ migration: migration(), claim: originalClaim() }),
+      reason: 'VolumeNotFound',
+      message: 'claim shop/data is bound to pv-source, which does not exist',
+    },
+    {
+      name: 'a Block volume',
+      w: world({ ...base, claim: originalClaim({ volumeMode: 'Block' }) }),
+      reason: 'BlockVolumeUnsupported',
+      message: 'claim shop/data has volumeMode Block; pvshift copies files and supports Filesystem volumes only',
+    },
+    {
+      name: 'the target class is missing',
+      w: world({ ...base, targetClass: undefined }),
+      reason: 'StorageClassNotFound',
+      message: 'target StorageClass fast does not exist',
+    },
     {
       name: 'ReadWriteOncePod with preSync asked for',
-      w: world({ ...base, migration: migration({ spec: { preSync: true } }), claim: originalClaim({ accessModes: ['ReadWriteOncePod'] }) }),
+      w: world({
+        ...base,
+        migration: migration({ spec: { preSync: true } }),
+        claim: originalClaim({ accessModes: ['ReadWriteOncePod'] }),
+      }),
       reason: 'PreSyncUnsupported',
-      message: 'claim shop/data is ReadWriteOncePod: it cannot be mounted by a copy pod while its application runs; set preSync: false',
+      message:
+        'claim shop/data is ReadWriteOncePod: it cannot be mounted by a copy pod while its application runs; set preSync: false',
     },
     {
       name: 'ReadWriteOncePod combined with another target mode',
-      w: world({ ...base, migration: migration({ spec: { targetAccessModes: ['ReadWriteOncePod', 'ReadWriteOnce'] } }) }),
+      w: world({
+        ...base,
+        migration: migration({ spec: { targetAccessModes: ['ReadWriteOncePod', 'ReadWriteOnce'] } }),
+      }),
       reason: 'InvalidAccessModes',
       message: 'ReadWriteOncePod cannot be combined with other access modes',
     },
-    { name: 'a target size that is no quantity', w: world({ ...base, migration: migration({ spec: { targetSize: 'lots' } }) }), reason: 'InvalidSize', message: 'target size lots is not a valid quantity' },
-    { name: 'a target size of zero', w: world({ ...base, migration: migration({ spec: { targetSize: '0' } }) }), reason: 'InvalidSize', message: 'target size 0 is not a valid quantity' },
+    {
+      name: 'a target size that is no quantity',
+      w: world({ ...base, migration: migration({ spec: { targetSize: 'lots' } }) }),
+      reason: 'InvalidSize',
+      message: 'target size lots is not a valid quantity',
+    },
+    {
+      name: 'a target size of zero',
+      w: world({ ...base, migration: migration({ spec: { targetSize: '0' } }) }),
+      reason: 'InvalidSize',
+      message: 'target size 0 is not a valid quantity',
+    },
   ];
   for (const c of cases) {
     t.test(`${c.name} → Failed ${c.reason}`, (t) => {
       t.same(validate(c.w), { reason: c.reason, message: c.message }, 'validate says why');
-      t.same(plan(c.w), { kind: 'setPhase', phase: 'Failed', status: { message: c.message }, event: { type: 'Warning', reason: c.reason, message: c.message } }, 'and plan fails the migration with it');
+      t.same(
+        plan(c.w),
+        {
+          kind: 'setPhase',
+          phase: 'Failed',
+          status: { message: c.message },
+          event: { type: 'Warning', reason: c.reason, message: c.message },
+        },
+        'and plan fails the migration with it',
+      );
       t.end();
     });
   }
   t.test('valid input passes', (t) => {
     t.equal(validate(world(base)), undefined);
-    t.equal(validate(world({ ...base, siblings: [base.migration, migration({ name: 'newer', created: '2024-05-01T12:00:00Z' })] })), undefined, 'a newer Pending migration is the duplicate, not this one');
-    t.equal(validate(world({ ...base, siblings: [base.migration, migration({ name: 'done', phase: 'Succeeded' })] })), undefined, 'a finished migration of the claim is no duplicate');
-    t.equal(validate(world({ ...base, claim: originalClaim({ accessModes: ['ReadWriteOncePod'] }) })), undefined, 'ReadWriteOncePod without an explicit preSync');
+    t.equal(
+      validate(
+        world({ ...base, siblings: [base.migration, migration({ name: 'newer', created: '2024-05-01T12:00:00Z' })] }),
+      ),
+      undefined,
+      'a newer Pending migration is the duplicate, not this one',
+    );
+    t.equal(
+      validate(world({ ...base, siblings: [base.migration, migration({ name: 'done', phase: 'Succeeded' })] })),
+      undefined,
+      'a finished migration of the claim is no duplicate',
+    );
+    t.equal(
+      validate(world({ ...base, claim: originalClaim({ accessModes: ['ReadWriteOncePod'] }) })),
+      undefined,
+      'ReadWriteOncePod without an explicit preSync',
+    );
     t.end();
   });
   t.end();
@@ -119,37 +230,108 @@ t.test('validation: every reason a migration cannot start fails it with that rea
 t.test('Pending: the source is made Retain first, then snapshot, namespace label, and on', (t) => {
   const claim = originalClaim();
   const source = volume(SOURCE_PV, { policy: 'Delete', claimRef: { name: CLAIM, uid: ORIGINAL_UID } });
-  check(t, world({ migration: migration(), claim, sourceVolume: source, namespaceLabelled: false }), {
-    kind: 'retainVolume',
-    volumeName: SOURCE_PV,
-    originalPolicy: 'Delete',
-    migrationKey: KEY,
-    event: { type: 'Normal', reason: 'SourceRetained', message: 'set reclaim policy of pv-source to Retain (was Delete)' },
-  }, 'a Delete source: Retain before the snapshot and before the namespace label');
-  check(t, world({ migration: migration(), claim, sourceVolume: volume(SOURCE_PV, { policy: 'Recycle', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }) }), { kind: 'retainVolume', originalPolicy: 'Recycle', migrationUid: UID, resourceVersion: `rv-${SOURCE_PV}` }, 'any policy but Retain is recorded and replaced, stamped with the migration UID, guarded by resourceVersion');
-  check(t, world({ migration: migration(), claim, sourceVolume: volume(SOURCE_PV, { policy: 'Retain', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }) }), { kind: 'retainVolume', originalPolicy: 'Retain', migrationUid: UID }, 'already Retain (by the user): stamped as this migration\'s before anything else');
-  check(t, world({ migration: migration(), claim, sourceVolume: volume(SOURCE_PV, { policy: 'Delete', claimRef: { name: 'other', uid: 'uid-other' } }) }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'VolumeNotOwned' } }, "a volume whose claimRef names another claim is not taken, whatever the claim's volumeName says");
+  check(
+    t,
+    world({ migration: migration(), claim, sourceVolume: source, namespaceLabelled: false }),
+    {
+      kind: 'retainVolume',
+      volumeName: SOURCE_PV,
+      originalPolicy: 'Delete',
+      migrationKey: KEY,
+      event: {
+        type: 'Normal',
+        reason: 'SourceRetained',
+        message: 'set reclaim policy of pv-source to Retain (was Delete)',
+      },
+    },
+    'a Delete source: Retain before the snapshot and before the namespace label',
+  );
+  check(
+    t,
+    world({
+      migration: migration(),
+      claim,
+      sourceVolume: volume(SOURCE_PV, { policy: 'Recycle', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }),
+    }),
+    { kind: 'retainVolume', originalPolicy: 'Recycle', migrationUid: UID, resourceVersion: `rv-${SOURCE_PV}` },
+    'any policy but Retain is recorded and replaced, stamped with the migration UID, guarded by resourceVersion',
+  );
+  check(
+    t,
+    world({
+      migration: migration(),
+      claim,
+      sourceVolume: volume(SOURCE_PV, { policy: 'Retain', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }),
+    }),
+    { kind: 'retainVolume', originalPolicy: 'Retain', migrationUid: UID },
+    "already Retain (by the user): stamped as this migration's before anything else",
+  );
+  check(
+    t,
+    world({
+      migration: migration(),
+      claim,
+      sourceVolume: volume(SOURCE_PV, { policy: 'Delete', claimRef: { name: 'other', uid: 'uid-other' } }),
+    }),
+    { kind: 'setPhase', phase: 'Failed', event: { reason: 'VolumeNotOwned' } },
+    "a volume whose claimRef names another claim is not taken, whatever the claim's volumeName says",
+  );
   const retained = retainedSource();
   const snap = plan(world({ migration: migration(), claim, sourceVolume: retained, namespaceLabelled: false }));
-  t.same(snap, {
-    kind: 'patchStatus',
-    status: {
-      originalClaim: { labels: claim.metadata.labels, annotations: claim.metadata.annotations, spec: claim.spec, uid: ORIGINAL_UID },
-      sourceVolumeName: SOURCE_PV,
-      sourceStorageClassName: 'standard',
-      startTime: NOW.toISOString(),
-      copyFidelity: { level: 'privileged', privileged: false, dropped: ['trusted xattrs', 'security xattrs'] },
+  t.same(
+    snap,
+    {
+      kind: 'patchStatus',
+      status: {
+        originalClaim: {
+          labels: claim.metadata.labels,
+          annotations: claim.metadata.annotations,
+          spec: claim.spec,
+          uid: ORIGINAL_UID,
+        },
+        sourceVolumeName: SOURCE_PV,
+        sourceStorageClassName: 'standard',
+        startTime: NOW.toISOString(),
+        copyFidelity: { level: 'privileged', privileged: false, dropped: ['trusted xattrs', 'security xattrs'] },
+      },
     },
-  }, 'Retain: the claim snapshot (with its uid) goes into the status');
-  check(t, world({ migration: migration({ status: prepared() }), claim, sourceVolume: retained, namespaceLabelled: false }), { kind: 'labelNamespace', active: true }, 'then the namespace enters the webhooks scope');
-  check(t, world({ migration: migration({ status: prepared() }), claim, sourceVolume: retained }), {
-    kind: 'setPhase',
-    phase: 'PreSyncing',
-    event: { reason: 'Validated', message: 'migration of data to fast validated; source pv-source retained' },
-  }, 'ReadWriteOnce: pre-sync by default');
-  check(t, world({ migration: migration({ spec: { preSync: false }, status: prepared() }), claim, sourceVolume: retained }), { kind: 'setPhase', phase: 'WaitingForCutover' }, 'preSync: false goes to waiting');
+    'Retain: the claim snapshot (with its uid) goes into the status',
+  );
+  check(
+    t,
+    world({ migration: migration({ status: prepared() }), claim, sourceVolume: retained, namespaceLabelled: false }),
+    { kind: 'labelNamespace', active: true },
+    'then the namespace enters the webhooks scope',
+  );
+  check(
+    t,
+    world({ migration: migration({ status: prepared() }), claim, sourceVolume: retained }),
+    {
+      kind: 'setPhase',
+      phase: 'PreSyncing',
+      event: { reason: 'Validated', message: 'migration of data to fast validated; source pv-source retained' },
+    },
+    'ReadWriteOnce: pre-sync by default',
+  );
+  check(
+    t,
+    world({ migration: migration({ spec: { preSync: false }, status: prepared() }), claim, sourceVolume: retained }),
+    { kind: 'setPhase', phase: 'WaitingForCutover' },
+    'preSync: false goes to waiting',
+  );
   const rwop = originalClaim({ accessModes: ['ReadWriteOncePod'] });
-  check(t, world({ migration: migration({ status: { ...prepared(), originalClaim: snapshot({ accessModes: ['ReadWriteOncePod'] }) } }), claim: rwop, sourceVolume: retained }), { kind: 'setPhase', phase: 'WaitingForCutover' }, 'ReadWriteOncePod: no pre-sync by default');
+  check(
+    t,
+    world({
+      migration: migration({
+        status: { ...prepared(), originalClaim: snapshot({ accessModes: ['ReadWriteOncePod'] }) },
+      }),
+      claim: rwop,
+      sourceVolume: retained,
+    }),
+    { kind: 'setPhase', phase: 'WaitingForCutover' },
+    'ReadWriteOncePod: no pre-sync by default',
+  );
   t.end();
 });
 
@@ -157,35 +339,148 @@ t.test('Pending: a shrink without pre-sync measures the source first', (t) => {
   const spec = { targetSize: '512Mi', preSync: false };
   const base = { claim: originalClaim(), sourceVolume: retainedSource() };
   const m = (status: VolumeMigrationStatus = {}) => migration({ spec, status: prepared(status) });
-  check(t, world({ ...base, migration: m() }), { kind: 'createCopyPod', pass: 'measure', event: { reason: 'MeasureStarted' } }, 'no measurement: start the measure pod');
-  check(t, world({ ...base, migration: m(), copySlotFree: false }), { kind: 'wait', reason: 'WaitingForCopySlot' }, 'no free copy slot: wait for one');
-  check(t, world({ ...base, migration: m(), copyPods: { measure: copyPod('measure', { phase: 'Running' }) } }), { kind: 'wait', reason: 'Copying' }, 'measuring: wait');
-  check(t, world({ ...base, migration: m(), copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: '314572800\n' }) } }), { kind: 'patchStatus', status: { usedBytes: 314572800 } }, 'measured: the used bytes are recorded');
-  check(t, world({ ...base, migration: m(), copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: 'du: cannot access' }) } }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'MeasureFailed', message: 'could not read the used bytes of the source: du: cannot access' } }, 'unreadable output: MeasureFailed');
-  check(t, world({ ...base, migration: m(), copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: '' }) } }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'MeasureFailed' } }, 'no output is no measurement (not 0 bytes)');
-  const tooBig = world({ ...base, migration: m({ usedBytes: 900 * 2 ** 20 }), copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: String(900 * 2 ** 20) }) } });
-  const message = 'the claim holds 900.0 MiB; with 10% headroom the target needs 990.0 MiB, but targetSize is 512.0 MiB';
-  t.same(plan(tooBig), { kind: 'setPhase', phase: 'Failed', status: { message }, event: { type: 'Warning', reason: 'TargetTooSmall', message } }, 'too much data: TargetTooSmall with the sizes');
-  check(t, world({ ...base, migration: m({ usedBytes: 400 * 2 ** 20 }), copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: '1' }) } }), { kind: 'deleteCopyPod', pass: 'measure', name: `pvshift-${UID}-measure` }, 'fits: the measure pod goes');
-  check(t, world({ ...base, migration: m({ usedBytes: 400 * 2 ** 20 }) }), { kind: 'setPhase', phase: 'WaitingForCutover' }, 'then on to waiting');
-  check(t, world({ ...base, migration: migration({ spec: { targetSize: '2Gi', preSync: false }, status: prepared() }) }), { kind: 'setPhase', phase: 'WaitingForCutover' }, 'a grow needs no measurement');
-  check(t, world({ ...base, migration: migration({ spec: { targetSize: '512Mi' }, status: prepared() }) }), { kind: 'setPhase', phase: 'PreSyncing' }, 'a shrink with pre-sync is measured by the pre-sync itself');
+  check(
+    t,
+    world({ ...base, migration: m() }),
+    { kind: 'createCopyPod', pass: 'measure', event: { reason: 'MeasureStarted' } },
+    'no measurement: start the measure pod',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), copySlotFree: false }),
+    { kind: 'wait', reason: 'WaitingForCopySlot' },
+    'no free copy slot: wait for one',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), copyPods: { measure: copyPod('measure', { phase: 'Running' }) } }),
+    { kind: 'wait', reason: 'Copying' },
+    'measuring: wait',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: '314572800\n' }) },
+    }),
+    { kind: 'patchStatus', status: { usedBytes: 314572800 } },
+    'measured: the used bytes are recorded',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: 'du: cannot access' }) },
+    }),
+    {
+      kind: 'setPhase',
+      phase: 'Failed',
+      event: { reason: 'MeasureFailed', message: 'could not read the used bytes of the source: du: cannot access' },
+    },
+    'unreadable output: MeasureFailed',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: '' }) } }),
+    { kind: 'setPhase', phase: 'Failed', event: { reason: 'MeasureFailed' } },
+    'no output is no measurement (not 0 bytes)',
+  );
+  const tooBig = world({
+    ...base,
+    migration: m({ usedBytes: 900 * 2 ** 20 }),
+    copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: String(900 * 2 ** 20) }) },
+  });
+  const message =
+    'the claim holds 900.0 MiB; with 10% headroom the target needs 990.0 MiB, but targetSize is 512.0 MiB';
+  t.same(
+    plan(tooBig),
+    {
+      kind: 'setPhase',
+      phase: 'Failed',
+      status: { message },
+      event: { type: 'Warning', reason: 'TargetTooSmall', message },
+    },
+    'too much data: TargetTooSmall with the sizes',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ usedBytes: 400 * 2 ** 20 }),
+      copyPods: { measure: copyPod('measure', { phase: 'Succeeded', message: '1' }) },
+    }),
+    { kind: 'deleteCopyPod', pass: 'measure', name: `pvshift-${UID}-measure` },
+    'fits: the measure pod goes',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ usedBytes: 400 * 2 ** 20 }) }),
+    { kind: 'setPhase', phase: 'WaitingForCutover' },
+    'then on to waiting',
+  );
+  check(
+    t,
+    world({ ...base, migration: migration({ spec: { targetSize: '2Gi', preSync: false }, status: prepared() }) }),
+    { kind: 'setPhase', phase: 'WaitingForCutover' },
+    'a grow needs no measurement',
+  );
+  check(
+    t,
+    world({ ...base, migration: migration({ spec: { targetSize: '512Mi' }, status: prepared() }) }),
+    { kind: 'setPhase', phase: 'PreSyncing' },
+    'a shrink with pre-sync is measured by the pre-sync itself',
+  );
   t.end();
 });
 
 t.test('PreSyncing: staging claim, copy pod, progress, result, pod deleted, then WaitingForCutover', (t) => {
-  const base = { claim: originalClaim(), sourceVolume: retainedSource(), consumers: [pod('app-0', { node: 'node-1' })] };
-  const m = (status: VolumeMigrationStatus = {}, spec = {}) => migration({ phase: 'PreSyncing', spec, status: prepared(status) });
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    consumers: [pod('app-0', { node: 'node-1' })],
+  };
+  const m = (status: VolumeMigrationStatus = {}, spec = {}) =>
+    migration({ phase: 'PreSyncing', spec, status: prepared(status) });
   const staging = claimWithVolume(STAGING, TARGET_PV);
-  const created = check(t, world({ ...base, migration: m() }), { kind: 'createClaim', role: 'staging' }, 'first the staging claim');
+  const created = check(
+    t,
+    world({ ...base, migration: m() }),
+    { kind: 'createClaim', role: 'staging' },
+    'first the staging claim',
+  );
   if (created.kind === 'createClaim') {
     t.same(created.claim.metadata?.name, STAGING, 'named from the migration uid');
-    t.same(created.claim.spec, { storageClassName: 'fast', accessModes: ['ReadWriteOnce'], volumeMode: 'Filesystem', resources: { requests: { storage: '1Gi' } } }, 'on the target class, at the original size');
-    t.match(created.claim.metadata?.ownerReferences, [{ kind: 'VolumeMigration', name: NAME, uid: UID, controller: true }], 'owned by the migration');
+    t.same(
+      created.claim.spec,
+      {
+        storageClassName: 'fast',
+        accessModes: ['ReadWriteOnce'],
+        volumeMode: 'Filesystem',
+        resources: { requests: { storage: '1Gi' } },
+      },
+      'on the target class, at the original size',
+    );
+    t.match(
+      created.claim.metadata?.ownerReferences,
+      [{ kind: 'VolumeMigration', name: NAME, uid: UID, controller: true }],
+      'owned by the migration',
+    );
     t.equal(created.claim.metadata?.labels?.['app.kubernetes.io/managed-by'], 'pvshift');
   }
-  check(t, world({ ...base, migration: m(), stagingClaim: staging }), { kind: 'createCopyPod', pass: 'presync', event: { reason: 'PreSyncStarted' } }, 'then the copy pod');
-  check(t, world({ ...base, migration: m(), stagingClaim: staging, copySlotFree: false }), { kind: 'wait', reason: 'WaitingForCopySlot' }, 'no slot: wait for one');
+  check(
+    t,
+    world({ ...base, migration: m(), stagingClaim: staging }),
+    { kind: 'createCopyPod', pass: 'presync', event: { reason: 'PreSyncStarted' } },
+    'then the copy pod',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), stagingClaim: staging, copySlotFree: false }),
+    { kind: 'wait', reason: 'WaitingForCopySlot' },
+    'no slot: wait for one',
+  );
   const bigger = plan(world({ ...base, migration: m({}, { targetSize: 2147483648 as unknown as string }) }));
   t.same(
     bigger.kind === 'createClaim' && bigger.claim.spec?.resources,
@@ -203,23 +498,118 @@ t.test('PreSyncing: staging claim, copy pod, progress, result, pod deleted, then
     'a target that cannot be made (targetSize edited to 0 after validation): Failed, before cutover, nothing guessed',
   );
   const progress = { bytesDone: 10, bytesTotal: 40, filesDone: 1, filesTotal: 4, bytesPerSecond: 5 };
-  check(t, world({ ...base, migration: m(), stagingClaim: staging, copyPods: { presync: copyPod('presync', { phase: 'Running' }) }, progress }), { kind: 'wait', reason: 'Copying', message: 'presync copy running', progress }, 'running: wait, carrying its progress');
-  check(t, world({ ...base, migration: m(), stagingClaim: staging, copyPods: { presync: copyPod('presync', { phase: 'Pending' }) } }), { kind: 'wait', reason: 'Copying' }, 'not started yet: wait too');
-  const done = plan(world({ ...base, migration: m(), stagingClaim: staging, copyPods: { presync: copyPod('presync', { phase: 'Succeeded' }) }, summary: { ...SUMMARY, verified: 'none' } }));
-  t.match(done, { kind: 'patchStatus', status: { copies: [PRESYNC_COPY], progressText: '3.0 MiB / 3.0 MiB (100%)', progress: { bytesDone: SUMMARY.bytes, etaSeconds: 0, updatedAt: NOW.toISOString() } } }, 'succeeded: the result is recorded');
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      stagingClaim: staging,
+      copyPods: { presync: copyPod('presync', { phase: 'Running' }) },
+      progress,
+    }),
+    { kind: 'wait', reason: 'Copying', message: 'presync copy running', progress },
+    'running: wait, carrying its progress',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      stagingClaim: staging,
+      copyPods: { presync: copyPod('presync', { phase: 'Pending' }) },
+    }),
+    { kind: 'wait', reason: 'Copying' },
+    'not started yet: wait too',
+  );
+  const done = plan(
+    world({
+      ...base,
+      migration: m(),
+      stagingClaim: staging,
+      copyPods: { presync: copyPod('presync', { phase: 'Succeeded' }) },
+      summary: { ...SUMMARY, verified: 'none' },
+    }),
+  );
+  t.match(
+    done,
+    {
+      kind: 'patchStatus',
+      status: {
+        copies: [PRESYNC_COPY],
+        progressText: '3.0 MiB / 3.0 MiB (100%)',
+        progress: { bytesDone: SUMMARY.bytes, etaSeconds: 0, updatedAt: NOW.toISOString() },
+      },
+    },
+    'succeeded: the result is recorded',
+  );
   t.notOk('event' in done && done.event, 'no event when nothing was dropped');
-  check(t, world({ ...base, migration: m(), stagingClaim: staging, copyPods: { presync: copyPod('presync', { phase: 'Succeeded' }) }, summary: { ...SUMMARY, dropped: ['acls'] } }), { kind: 'patchStatus', event: { type: 'Warning', reason: 'FeaturesDropped', message: 'the target cannot hold acls: dropped' } }, 'what the target cannot hold is a warning');
-  check(t, world({ ...base, migration: m(), stagingClaim: staging, copyPods: { presync: copyPod('presync', { phase: 'Succeeded' }) } }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'CopyResultMissing' } }, 'succeeded without a summary: Failed (nothing of the user changed yet)');
-  check(t, world({ ...base, migration: m({ copies: [PRESYNC_COPY] }), stagingClaim: staging, copyPods: { presync: copyPod('presync', { phase: 'Succeeded' }) } }), { kind: 'deleteCopyPod', pass: 'presync', name: `pvshift-${UID}-presync` }, 'recorded: the pod is deleted');
-  check(t, world({ ...base, migration: m({ copies: [PRESYNC_COPY] }), stagingClaim: staging }), {
-    kind: 'setPhase',
-    phase: 'WaitingForCutover',
-    event: { reason: 'PreSynced', message: 'pre-sync copied 2.0 MiB of 3.0 MiB (12 files) in 2.0 s' },
-  }, 'and the migration waits for cutover');
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      stagingClaim: staging,
+      copyPods: { presync: copyPod('presync', { phase: 'Succeeded' }) },
+      summary: { ...SUMMARY, dropped: ['acls'] },
+    }),
+    {
+      kind: 'patchStatus',
+      event: { type: 'Warning', reason: 'FeaturesDropped', message: 'the target cannot hold acls: dropped' },
+    },
+    'what the target cannot hold is a warning',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      stagingClaim: staging,
+      copyPods: { presync: copyPod('presync', { phase: 'Succeeded' }) },
+    }),
+    { kind: 'setPhase', phase: 'Failed', event: { reason: 'CopyResultMissing' } },
+    'succeeded without a summary: Failed (nothing of the user changed yet)',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ copies: [PRESYNC_COPY] }),
+      stagingClaim: staging,
+      copyPods: { presync: copyPod('presync', { phase: 'Succeeded' }) },
+    }),
+    { kind: 'deleteCopyPod', pass: 'presync', name: `pvshift-${UID}-presync` },
+    'recorded: the pod is deleted',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ copies: [PRESYNC_COPY] }), stagingClaim: staging }),
+    {
+      kind: 'setPhase',
+      phase: 'WaitingForCutover',
+      event: { reason: 'PreSynced', message: 'pre-sync copied 2.0 MiB of 3.0 MiB (12 files) in 2.0 s' },
+    },
+    'and the migration waits for cutover',
+  );
   const shrink = { targetSize: '3Mi' };
   const tooBig = plan(world({ ...base, migration: m({ copies: [PRESYNC_COPY] }, shrink), stagingClaim: staging }));
-  t.match(tooBig, { kind: 'setPhase', phase: 'Failed', event: { reason: 'TargetTooSmall', message: 'the claim holds 3.0 MiB; with 10% headroom the target needs 3.3 MiB, but targetSize is 3.0 MiB' } }, 'a shrink checks the pre-synced bytes');
-  check(t, world({ ...base, migration: migration({ phase: 'PreSyncing', status: { sourceVolumeName: SOURCE_PV } }) }), { kind: 'setPhase', phase: 'Failed', event: { reason: 'SnapshotMissing' } }, 'a status without the snapshot fails');
+  t.match(
+    tooBig,
+    {
+      kind: 'setPhase',
+      phase: 'Failed',
+      event: {
+        reason: 'TargetTooSmall',
+        message: 'the claim holds 3.0 MiB; with 10% headroom the target needs 3.3 MiB, but targetSize is 3.0 MiB',
+      },
+    },
+    'a shrink checks the pre-synced bytes',
+  );
+  check(
+    t,
+    world({ ...base, migration: migration({ phase: 'PreSyncing', status: { sourceVolumeName: SOURCE_PV } }) }),
+    { kind: 'setPhase', phase: 'Failed', event: { reason: 'SnapshotMissing' } },
+    'a status without the snapshot fails',
+  );
   t.end();
 });
 
@@ -230,21 +620,76 @@ t.test('a failed copy pass: transient exits retry within the budget, terminal on
       claim: originalClaim(),
       sourceVolume: retainedSource(),
       stagingClaim: claimWithVolume(STAGING, TARGET_PV),
-      copyPods: { presync: copyPod('presync', { phase: 'Failed', exitCode, message: 'rsync: connection reset', ...(attempt !== undefined ? { attempt } : {}) }) },
+      copyPods: {
+        presync: copyPod('presync', {
+          phase: 'Failed',
+          exitCode,
+          message: 'rsync: connection reset',
+          ...(attempt !== undefined ? { attempt } : {}),
+        }),
+      },
     });
-  check(t, pre({}, 75, 0), {
-    kind: 'patchStatus',
-    status: { attempts: { presync: 1 } },
-    event: { type: 'Warning', reason: 'CopyRetrying', message: 'presync copy failed (exit 75): rsync: connection reset; retrying (attempt 2 of 3)' },
-  }, 'first pod fails transiently (75): the failure is recorded');
-  check(t, pre({ attempts: { presync: 1 } }, 75, 0), { kind: 'deleteCopyPod', pass: 'presync' }, 'the same failed pod seen again: deleted, so a new one starts (not counted twice)');
-  check(t, pre({ attempts: { presync: 1 } }, 137, 0), { kind: 'deleteCopyPod', pass: 'presync' }, 'killed by a signal (137) counts as transient');
-  check(t, pre({ attempts: { presync: 1 } }, 75, 1), { kind: 'patchStatus', status: { attempts: { presync: 2 } }, event: { message: /retrying \(attempt 3 of 3\)$/ } }, 'the second pod fails: failure 2 recorded');
+  check(
+    t,
+    pre({}, 75, 0),
+    {
+      kind: 'patchStatus',
+      status: { attempts: { presync: 1 } },
+      event: {
+        type: 'Warning',
+        reason: 'CopyRetrying',
+        message: 'presync copy failed (exit 75): rsync: connection reset; retrying (attempt 2 of 3)',
+      },
+    },
+    'first pod fails transiently (75): the failure is recorded',
+  );
+  check(
+    t,
+    pre({ attempts: { presync: 1 } }, 75, 0),
+    { kind: 'deleteCopyPod', pass: 'presync' },
+    'the same failed pod seen again: deleted, so a new one starts (not counted twice)',
+  );
+  check(
+    t,
+    pre({ attempts: { presync: 1 } }, 137, 0),
+    { kind: 'deleteCopyPod', pass: 'presync' },
+    'killed by a signal (137) counts as transient',
+  );
+  check(
+    t,
+    pre({ attempts: { presync: 1 } }, 75, 1),
+    { kind: 'patchStatus', status: { attempts: { presync: 2 } }, event: { message: /retrying \(attempt 3 of 3\)$/ } },
+    'the second pod fails: failure 2 recorded',
+  );
   check(t, pre({ attempts: { presync: 2 } }, 75, 1), { kind: 'deleteCopyPod', pass: 'presync' }, 'and it is deleted');
-  check(t, pre({ attempts: { presync: 2 } }, 75, 2), { kind: 'setPhase', phase: 'Failed', event: { reason: 'CopyFailed', message: 'presync copy failed (exit 75): rsync: connection reset' } }, 'the third pod fails: attempts exhausted before cutover, Failed');
-  check(t, pre({}, 75), { kind: 'patchStatus', status: { attempts: { presync: 1 } } }, 'a pod without the attempt annotation counts from the status');
-  check(t, pre({}, 76, 0), { kind: 'setPhase', phase: 'Failed', event: { reason: 'CopyFailed' } }, 'terminal (76) before cutover: Failed at once');
-  check(t, world({ ...pre({}, 75, 0), settings: { ...SETTINGS, copyAttempts: 1 } }), { kind: 'setPhase', phase: 'Failed' }, 'copyAttempts 1: no retry');
+  check(
+    t,
+    pre({ attempts: { presync: 2 } }, 75, 2),
+    {
+      kind: 'setPhase',
+      phase: 'Failed',
+      event: { reason: 'CopyFailed', message: 'presync copy failed (exit 75): rsync: connection reset' },
+    },
+    'the third pod fails: attempts exhausted before cutover, Failed',
+  );
+  check(
+    t,
+    pre({}, 75),
+    { kind: 'patchStatus', status: { attempts: { presync: 1 } } },
+    'a pod without the attempt annotation counts from the status',
+  );
+  check(
+    t,
+    pre({}, 76, 0),
+    { kind: 'setPhase', phase: 'Failed', event: { reason: 'CopyFailed' } },
+    'terminal (76) before cutover: Failed at once',
+  );
+  check(
+    t,
+    world({ ...pre({}, 75, 0), settings: { ...SETTINGS, copyAttempts: 1 } }),
+    { kind: 'setPhase', phase: 'Failed' },
+    'copyAttempts 1: no retry',
+  );
   // Replaying the reconciles on one failed pod never fails the migration: the budget is per pod.
   let status: VolumeMigrationStatus = {};
   const seen: string[] = [];
@@ -253,37 +698,126 @@ t.test('a failed copy pass: transient exits retry within the budget, terminal on
     seen.push(step.kind);
     if (step.kind === 'patchStatus') status = { ...status, ...step.status };
   }
-  t.same(seen, ['patchStatus', 'deleteCopyPod', 'deleteCopyPod', 'deleteCopyPod', 'deleteCopyPod'], 'one failed pod, reconciled five times: recorded once, then deleted');
+  t.same(
+    seen,
+    ['patchStatus', 'deleteCopyPod', 'deleteCopyPod', 'deleteCopyPod', 'deleteCopyPod'],
+    'one failed pod, reconciled five times: recorded once, then deleted',
+  );
   t.end();
 });
 
 t.test('WaitingForCutover: no cutover while a scheduled pod uses the claim', (t) => {
-  const m = (spec = {}) => migration({ phase: 'WaitingForCutover', spec, status: prepared({ copies: [PRESYNC_COPY] }) });
-  const base = { claim: originalClaim(), sourceVolume: retainedSource(), stagingClaim: claimWithVolume(STAGING, TARGET_PV) };
-  check(t, world({ ...base, migration: m(), consumers: [pod('app-0', { node: 'node-1' })] }), { kind: 'wait', reason: 'WaitingForCutover', message: 'waiting for app-0 to go (recreate or evict it to cut over)', afterMs: 5000 }, 'the app runs: wait');
-  check(t, world({ ...base, migration: m(), consumers: [] }), { kind: 'wait', message: 'waiting for a new pod of the claim' }, 'no pod at all: wait for one');
-  check(t, world({ ...base, migration: m(), consumers: [pod('app-0', { node: 'node-1', terminating: true }), pod('app-0-new', { gated: true })] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'a gated pod while the old one still terminates (scheduled): wait');
-  check(t, world({ ...base, migration: m(), consumers: [pod('job', { node: 'node-1', phase: 'Succeeded' }), pod('app-0', { gated: true })] }), { kind: 'wait' }, 'a finished but undeleted pod still counts for pvc-protection: wait');
-  const cut = plan(world({
-    ...base,
-    migration: m(),
-    consumers: [pod('a', { gated: true, gatedAt: '2024-05-01T11:59:30Z' }), pod('b', { gated: true, gatedAt: '2024-05-01T11:58:00Z' }), pod('c', { gated: true, gatedAt: 'not a time' })],
-  }));
-  t.same(cut, {
-    kind: 'setPhase',
-    phase: 'CuttingOver',
-    status: { cutoverStartTime: NOW.toISOString(), gatedAt: '2024-05-01T11:58:00Z', message: 'cutover: replacing the claim' },
-    event: { type: 'Normal', reason: 'CutoverStarted', message: 'pod a, b, c is held until the data is in place' },
-  }, 'gated pods and none scheduled: cut over, downtime from the earliest gated-at');
-  check(t, world({ ...base, migration: m(), consumers: [pod('a', { gated: true })] }), { kind: 'setPhase', phase: 'CuttingOver', status: { gatedAt: NOW.toISOString() } }, 'no gated-at stamp: now');
-  check(t, world({ ...base, migration: m({ cutover: 'Evict' }), consumers: [pod('app-0', { node: 'node-1' }), pod('app-1', { node: 'node-2' })] }), {
-    kind: 'evictPods',
-    pods: ['app-0', 'app-1'],
-    event: { reason: 'Evicting', message: 'evicting app-0, app-1 for cutover' },
-  }, 'Evict: the controller evicts the scheduled pods itself');
-  check(t, world({ ...base, migration: m({ cutover: 'Evict' }), consumers: [pod('app-0', { node: 'node-1', terminating: true }), pod('job', { node: 'node-1', phase: 'Failed' })] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'Evict: terminating and finished pods are not evicted again');
-  check(t, world({ ...base, migration: m({ cutover: 'Evict' }), consumers: [pod('app-0', { gated: true })] }), { kind: 'setPhase', phase: 'CuttingOver' }, 'Evict: once only a gated pod is left, cut over');
-  check(t, world({ ...base, migration: m({ cutover: 'OnPodRecreate' }), consumers: [pod('app-0', { node: 'node-1' })] }), { kind: 'wait' }, 'OnPodRecreate never evicts');
+  const m = (spec = {}) =>
+    migration({ phase: 'WaitingForCutover', spec, status: prepared({ copies: [PRESYNC_COPY] }) });
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+  };
+  check(
+    t,
+    world({ ...base, migration: m(), consumers: [pod('app-0', { node: 'node-1' })] }),
+    {
+      kind: 'wait',
+      reason: 'WaitingForCutover',
+      message: 'waiting for app-0 to go (recreate or evict it to cut over)',
+      afterMs: 5000,
+    },
+    'the app runs: wait',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), consumers: [] }),
+    { kind: 'wait', message: 'waiting for a new pod of the claim' },
+    'no pod at all: wait for one',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      consumers: [pod('app-0', { node: 'node-1', terminating: true }), pod('app-0-new', { gated: true })],
+    }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'a gated pod while the old one still terminates (scheduled): wait',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      consumers: [pod('job', { node: 'node-1', phase: 'Succeeded' }), pod('app-0', { gated: true })],
+    }),
+    { kind: 'wait' },
+    'a finished but undeleted pod still counts for pvc-protection: wait',
+  );
+  const cut = plan(
+    world({
+      ...base,
+      migration: m(),
+      consumers: [
+        pod('a', { gated: true, gatedAt: '2024-05-01T11:59:30Z' }),
+        pod('b', { gated: true, gatedAt: '2024-05-01T11:58:00Z' }),
+        pod('c', { gated: true, gatedAt: 'not a time' }),
+      ],
+    }),
+  );
+  t.same(
+    cut,
+    {
+      kind: 'setPhase',
+      phase: 'CuttingOver',
+      status: {
+        cutoverStartTime: NOW.toISOString(),
+        gatedAt: '2024-05-01T11:58:00Z',
+        message: 'cutover: replacing the claim',
+      },
+      event: { type: 'Normal', reason: 'CutoverStarted', message: 'pod a, b, c is held until the data is in place' },
+    },
+    'gated pods and none scheduled: cut over, downtime from the earliest gated-at',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), consumers: [pod('a', { gated: true })] }),
+    { kind: 'setPhase', phase: 'CuttingOver', status: { gatedAt: NOW.toISOString() } },
+    'no gated-at stamp: now',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ cutover: 'Evict' }),
+      consumers: [pod('app-0', { node: 'node-1' }), pod('app-1', { node: 'node-2' })],
+    }),
+    {
+      kind: 'evictPods',
+      pods: ['app-0', 'app-1'],
+      event: { reason: 'Evicting', message: 'evicting app-0, app-1 for cutover' },
+    },
+    'Evict: the controller evicts the scheduled pods itself',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ cutover: 'Evict' }),
+      consumers: [pod('app-0', { node: 'node-1', terminating: true }), pod('job', { node: 'node-1', phase: 'Failed' })],
+    }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'Evict: terminating and finished pods are not evicted again',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ cutover: 'Evict' }), consumers: [pod('app-0', { gated: true })] }),
+    { kind: 'setPhase', phase: 'CuttingOver' },
+    'Evict: once only a gated pod is left, cut over',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ cutover: 'OnPodRecreate' }), consumers: [pod('app-0', { node: 'node-1' })] }),
+    { kind: 'wait' },
+    'OnPodRecreate never evicts',
+  );
   t.end();
 });
 
@@ -293,81 +827,323 @@ t.test('WaitingForCutover: a pod created ungated after validation is a missed cu
     migration({
       phase: 'WaitingForCutover',
       spec,
-      status: prepared({ copies: [PRESYNC_COPY], conditions: [{ type: 'Validated', status: 'True', reason: 'Validated', message: '', lastTransitionTime: validatedAt }] }),
+      status: prepared({
+        copies: [PRESYNC_COPY],
+        conditions: [
+          { type: 'Validated', status: 'True', reason: 'Validated', message: '', lastTransitionTime: validatedAt },
+        ],
+      }),
     });
-  const base = { claim: originalClaim(), sourceVolume: retainedSource(), stagingClaim: claimWithVolume(STAGING, TARGET_PV) };
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+  };
   const created = (at: string, options: Parameters<typeof pod>[1] = { node: 'node-1' }) => {
     const p = pod('app-0', options);
     p.metadata.creationTimestamp = at as unknown as Date;
     return p;
   };
   const missed = plan(world({ ...base, migration: m(), consumers: [created('2024-05-01T11:30:00Z')] }));
-  t.match(missed, { kind: 'wait', reason: 'GateMissed', event: { type: 'Warning', reason: 'GateMissed' } }, 'created after validation, running ungated: missed');
-  t.match(missed.kind === 'wait' ? missed.message : '', /^pod app-0 started on the old volume: .*without pvshift's scheduling gate .*pvshift\.io\/migration-active.*recreate or evict it to cut over$/, 'the message names the pod, the causes and what to do');
-  t.equal(missed.kind === 'wait' && missed.event?.message, missed.kind === 'wait' && missed.message, 'the event says what the status says');
-  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T10:59:00Z')] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'created before validation: the app as it was');
-  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T11:00:05Z')] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'the same second as validation: not called a miss');
-  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T11:00:06Z')] }), { kind: 'wait', reason: 'GateMissed' }, 'a second later: missed');
-  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T11:30:00Z', { node: 'node-1', terminating: true })] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'a missed pod on its way out: wait for it');
-  check(t, world({ ...base, migration: m(), consumers: [created('2024-05-01T11:30:00Z', { node: 'node-1', phase: 'Succeeded' })] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'a finished pod is not running on anything');
-  check(t, world({ ...base, migration: migration({ phase: 'WaitingForCutover', status: prepared({ copies: [PRESYNC_COPY] }) }), consumers: [created('2024-05-01T11:30:00Z')] }), { kind: 'wait', reason: 'WaitingForCutover' }, 'no Validated condition: no claim of a miss');
-  check(t, world({ ...base, migration: m({ cutover: 'Evict' }), consumers: [created('2024-05-01T11:30:00Z')] }), { kind: 'evictPods', pods: ['app-0'] }, 'Evict: evicted again, which is the cutover');
+  t.match(
+    missed,
+    { kind: 'wait', reason: 'GateMissed', event: { type: 'Warning', reason: 'GateMissed' } },
+    'created after validation, running ungated: missed',
+  );
+  t.match(
+    missed.kind === 'wait' ? missed.message : '',
+    /^pod app-0 started on the old volume: .*without pvshift's scheduling gate .*pvshift\.io\/migration-active.*recreate or evict it to cut over$/,
+    'the message names the pod, the causes and what to do',
+  );
+  t.equal(
+    missed.kind === 'wait' && missed.event?.message,
+    missed.kind === 'wait' && missed.message,
+    'the event says what the status says',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), consumers: [created('2024-05-01T10:59:00Z')] }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'created before validation: the app as it was',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), consumers: [created('2024-05-01T11:00:05Z')] }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'the same second as validation: not called a miss',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), consumers: [created('2024-05-01T11:00:06Z')] }),
+    { kind: 'wait', reason: 'GateMissed' },
+    'a second later: missed',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      consumers: [created('2024-05-01T11:30:00Z', { node: 'node-1', terminating: true })],
+    }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'a missed pod on its way out: wait for it',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      consumers: [created('2024-05-01T11:30:00Z', { node: 'node-1', phase: 'Succeeded' })],
+    }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'a finished pod is not running on anything',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: migration({ phase: 'WaitingForCutover', status: prepared({ copies: [PRESYNC_COPY] }) }),
+      consumers: [created('2024-05-01T11:30:00Z')],
+    }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'no Validated condition: no claim of a miss',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ cutover: 'Evict' }), consumers: [created('2024-05-01T11:30:00Z')] }),
+    { kind: 'evictPods', pods: ['app-0'] },
+    'Evict: evicted again, which is the cutover',
+  );
   t.end();
 });
 
-t.test('CuttingOver: Retain, original deleted by uid, source rebound to the helper, helper, staging, replacement, Populating', (t) => {
-  const m = (spec = {}) => migration({ phase: 'CuttingOver', spec, status: prepared({ copies: [PRESYNC_COPY], cutoverStartTime: NOW.toISOString() }) });
-  const gated = [pod('app-0', { gated: true })];
-  const staging = claimWithVolume(STAGING, TARGET_PV);
-  const helper = claimWithVolume(HELPER, SOURCE_PV, 'Pending');
-  const toHelper = retainedSource({ claimRef: { name: HELPER } });
-  const steps: [string, World, Expect][] = [
-    ['the source lost Retain: Retain again, before the claim is touched', world({ migration: m(), claim: originalClaim(), sourceVolume: volume(SOURCE_PV, { policy: 'Delete', migrationUid: UID, claimRef: { name: CLAIM, uid: ORIGINAL_UID } }), consumers: gated }), { kind: 'retainVolume', volumeName: SOURCE_PV, originalPolicy: 'Delete', migrationKey: KEY }],
-    ['the source in status is not stamped with this migration: Held, nothing touched', world({ migration: m(), claim: originalClaim(), sourceVolume: volume(SOURCE_PV, { policy: 'Retain', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }), consumers: gated }), { kind: 'setPhase', phase: 'Held', event: { type: 'Warning', reason: 'VolumeNotOwned' } }],
-    ['the original: deleted, by uid', world({ migration: m(), claim: originalClaim(), sourceVolume: retainedSource(), consumers: gated }), { kind: 'deleteClaim', name: CLAIM, uid: ORIGINAL_UID, why: 'original', event: { reason: 'OriginalClaimDeleted', message: 'deleted claim data; its data stays on the retained volume pv-source' } }],
-    ['the original terminating: wait', world({ migration: m(), claim: originalClaim({ terminating: true }), sourceVolume: retainedSource(), consumers: gated }), { kind: 'wait', reason: 'ClaimTerminating' }],
-    ['a claim of the name without the rewrite: replaced', world({ migration: m(), claim: unrewrittenClaim(), sourceVolume: retainedSource(), consumers: gated }), { kind: 'deleteClaim', name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000003', why: 'unrewritten', event: { type: 'Warning', reason: 'UnrewrittenClaimReplaced' } }],
-    ['the unrewritten claim terminating: wait', world({ migration: m(), claim: unrewrittenClaim({ terminating: true }), sourceVolume: retainedSource(), consumers: gated }), { kind: 'wait', reason: 'ClaimTerminating' }],
-    ['no claim: the source PV is pointed at the helper claim', world({ migration: m(), sourceVolume: retainedSource(), consumers: gated }), { kind: 'rebindVolume', volumeName: SOURCE_PV, resourceVersion: `rv-${SOURCE_PV}` }],
-    ['rebound: the helper claim on the source PV', world({ migration: m(), sourceVolume: toHelper, consumers: gated }), { kind: 'createClaim', role: 'helper', claim: { metadata: { name: HELPER, namespace: NS }, spec: { volumeName: SOURCE_PV, storageClassName: 'standard', resources: { requests: { storage: '1Gi' } } } } }],
-    ['helper there: the staging claim (when pre-sync made none)', world({ migration: m(), sourceVolume: toHelper, helperClaim: helper, consumers: gated }), { kind: 'createClaim', role: 'staging', claim: { metadata: { name: STAGING } } }],
-    ['staging there: the replacement claim', world({ migration: m(), sourceVolume: toHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }), { kind: 'createClaim', role: 'replacement', event: { reason: 'ReplacementCreated' } }],
-    ['the replacement there: Populating', world({ migration: m(), claim: replacementClaim(), sourceVolume: toHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }), { kind: 'setPhase', phase: 'Populating', event: { reason: 'Populating' } }],
-  ];
-  for (const [name, w, expected] of steps) check(t, w, expected, name);
+t.test(
+  'CuttingOver: Retain, original deleted by uid, source rebound to the helper, helper, staging, replacement, Populating',
+  (t) => {
+    const m = (spec = {}) =>
+      migration({
+        phase: 'CuttingOver',
+        spec,
+        status: prepared({ copies: [PRESYNC_COPY], cutoverStartTime: NOW.toISOString() }),
+      });
+    const gated = [pod('app-0', { gated: true })];
+    const staging = claimWithVolume(STAGING, TARGET_PV);
+    const helper = claimWithVolume(HELPER, SOURCE_PV, 'Pending');
+    const toHelper = retainedSource({ claimRef: { name: HELPER } });
+    const steps: [string, World, Expect][] = [
+      [
+        'the source lost Retain: Retain again, before the claim is touched',
+        world({
+          migration: m(),
+          claim: originalClaim(),
+          sourceVolume: volume(SOURCE_PV, {
+            policy: 'Delete',
+            migrationUid: UID,
+            claimRef: { name: CLAIM, uid: ORIGINAL_UID },
+          }),
+          consumers: gated,
+        }),
+        { kind: 'retainVolume', volumeName: SOURCE_PV, originalPolicy: 'Delete', migrationKey: KEY },
+      ],
+      [
+        'the source in status is not stamped with this migration: Held, nothing touched',
+        world({
+          migration: m(),
+          claim: originalClaim(),
+          sourceVolume: volume(SOURCE_PV, { policy: 'Retain', claimRef: { name: CLAIM, uid: ORIGINAL_UID } }),
+          consumers: gated,
+        }),
+        { kind: 'setPhase', phase: 'Held', event: { type: 'Warning', reason: 'VolumeNotOwned' } },
+      ],
+      [
+        'the original: deleted, by uid',
+        world({ migration: m(), claim: originalClaim(), sourceVolume: retainedSource(), consumers: gated }),
+        {
+          kind: 'deleteClaim',
+          name: CLAIM,
+          uid: ORIGINAL_UID,
+          why: 'original',
+          event: {
+            reason: 'OriginalClaimDeleted',
+            message: 'deleted claim data; its data stays on the retained volume pv-source',
+          },
+        },
+      ],
+      [
+        'the original terminating: wait',
+        world({
+          migration: m(),
+          claim: originalClaim({ terminating: true }),
+          sourceVolume: retainedSource(),
+          consumers: gated,
+        }),
+        { kind: 'wait', reason: 'ClaimTerminating' },
+      ],
+      [
+        'a claim of the name without the rewrite: replaced',
+        world({ migration: m(), claim: unrewrittenClaim(), sourceVolume: retainedSource(), consumers: gated }),
+        {
+          kind: 'deleteClaim',
+          name: CLAIM,
+          uid: 'c1a1m000-0000-4000-8000-000000000003',
+          why: 'unrewritten',
+          event: { type: 'Warning', reason: 'UnrewrittenClaimReplaced' },
+        },
+      ],
+      [
+        'the unrewritten claim terminating: wait',
+        world({
+          migration: m(),
+          claim: unrewrittenClaim({ terminating: true }),
+          sourceVolume: retainedSource(),
+          consumers: gated,
+        }),
+        { kind: 'wait', reason: 'ClaimTerminating' },
+      ],
+      [
+        'no claim: the source PV is pointed at the helper claim',
+        world({ migration: m(), sourceVolume: retainedSource(), consumers: gated }),
+        { kind: 'rebindVolume', volumeName: SOURCE_PV, resourceVersion: `rv-${SOURCE_PV}` },
+      ],
+      [
+        'rebound: the helper claim on the source PV',
+        world({ migration: m(), sourceVolume: toHelper, consumers: gated }),
+        {
+          kind: 'createClaim',
+          role: 'helper',
+          claim: {
+            metadata: { name: HELPER, namespace: NS },
+            spec: { volumeName: SOURCE_PV, storageClassName: 'standard', resources: { requests: { storage: '1Gi' } } },
+          },
+        },
+      ],
+      [
+        'helper there: the staging claim (when pre-sync made none)',
+        world({ migration: m(), sourceVolume: toHelper, helperClaim: helper, consumers: gated }),
+        { kind: 'createClaim', role: 'staging', claim: { metadata: { name: STAGING } } },
+      ],
+      [
+        'staging there: the replacement claim',
+        world({ migration: m(), sourceVolume: toHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }),
+        { kind: 'createClaim', role: 'replacement', event: { reason: 'ReplacementCreated' } },
+      ],
+      [
+        'the replacement there: Populating',
+        world({
+          migration: m(),
+          claim: replacementClaim(),
+          sourceVolume: toHelper,
+          helperClaim: helper,
+          stagingClaim: staging,
+          consumers: gated,
+        }),
+        { kind: 'setPhase', phase: 'Populating', event: { reason: 'Populating' } },
+      ],
+    ];
+    for (const [name, w, expected] of steps) check(t, w, expected, name);
 
-  const rebind = plan(world({ migration: m(), sourceVolume: retainedSource(), consumers: gated }));
-  t.same(rebind.kind === 'rebindVolume' && rebind.claimRef, { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace: NS, name: HELPER }, 'the helper claimRef carries no uid, so the PV controller binds it by name');
-  const replacement = plan(world({ migration: m(), sourceVolume: toHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }));
-  if (replacement.kind === 'createClaim') {
-    t.same(replacement.claim.spec, { storageClassName: 'fast', accessModes: ['ReadWriteOnce'], volumeMode: 'Filesystem', resources: { requests: { storage: '1Gi' } }, dataSourceRef: { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: NAME } }, 'the replacement: target class, populated from the migration');
-    t.same(replacement.claim.metadata?.annotations, { 'team.example/owner': 'orders', [ANNOTATION_MIGRATION]: NAME }, "the user's annotations, without binding or shortcut annotations");
-    t.same(replacement.claim.metadata?.labels, { app: 'shop' }, "the user's labels");
-  }
-  check(t, world({ migration: m({ targetSize: '5Gi', targetAccessModes: ['ReadWriteMany'] }), sourceVolume: toHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }), { kind: 'createClaim', role: 'replacement', claim: { spec: { accessModes: ['ReadWriteMany'], resources: { requests: { storage: '5Gi' } } } } }, 'target size and access modes from the spec');
-  check(
-    t,
-    world({ migration: m({ targetSize: '0' }), claim: originalClaim(), sourceVolume: retainedSource(), consumers: gated }),
-    { kind: 'setPhase', phase: 'RollingBack', event: { type: 'Warning', reason: 'InvalidTarget' } },
-    'a replacement that cannot be made (targetSize edited to 0): roll back before the original claim is deleted',
-  );
-  const unmade = migration({ phase: 'CuttingOver', status: prepared({ cutoverStartTime: NOW.toISOString() }) });
-  delete unmade.status!.originalClaim!.spec.resources;
-  check(
-    t,
-    world({ migration: unmade, sourceVolume: toHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }),
-    {
-      kind: 'setPhase',
-      phase: 'RollingBack',
-      event: { reason: 'InvalidTarget', message: /no targetSize and the snapshot of the original claim .* has no storage request/ },
-    },
-    'a snapshot without a size and no targetSize: no 1Gi guess, roll back',
-  );
-  check(t, world({ migration: m(), claim: replacementClaim(), sourceVolume: retainedSource(), consumers: gated }), { kind: 'rebindVolume' }, 'a replacement the webhook made first does not skip the rebind');
-  check(t, world({ migration: m(), claim: originalClaim(), sourceVolume: retainedSource(), consumers: [pod('app-0', { node: 'node-1' })] }), { kind: 'setPhase', phase: 'WaitingForCutover', event: { reason: 'CutoverDeferred' } }, 'a scheduled pod uses the original again: back to waiting');
-  check(t, world({ migration: m(), claim: originalClaim(), consumers: gated }), { kind: 'setPhase', phase: 'RollingBack', event: { type: 'Warning', reason: 'SourceMissing' } }, 'the source volume gone: roll back');
-  t.end();
-});
+    const rebind = plan(world({ migration: m(), sourceVolume: retainedSource(), consumers: gated }));
+    t.same(
+      rebind.kind === 'rebindVolume' && rebind.claimRef,
+      { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace: NS, name: HELPER },
+      'the helper claimRef carries no uid, so the PV controller binds it by name',
+    );
+    const replacement = plan(
+      world({ migration: m(), sourceVolume: toHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }),
+    );
+    if (replacement.kind === 'createClaim') {
+      t.same(
+        replacement.claim.spec,
+        {
+          storageClassName: 'fast',
+          accessModes: ['ReadWriteOnce'],
+          volumeMode: 'Filesystem',
+          resources: { requests: { storage: '1Gi' } },
+          dataSourceRef: { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: NAME },
+        },
+        'the replacement: target class, populated from the migration',
+      );
+      t.same(
+        replacement.claim.metadata?.annotations,
+        { 'team.example/owner': 'orders', [ANNOTATION_MIGRATION]: NAME },
+        "the user's annotations, without binding or shortcut annotations",
+      );
+      t.same(replacement.claim.metadata?.labels, { app: 'shop' }, "the user's labels");
+    }
+    check(
+      t,
+      world({
+        migration: m({ targetSize: '5Gi', targetAccessModes: ['ReadWriteMany'] }),
+        sourceVolume: toHelper,
+        helperClaim: helper,
+        stagingClaim: staging,
+        consumers: gated,
+      }),
+      {
+        kind: 'createClaim',
+        role: 'replacement',
+        claim: { spec: { accessModes: ['ReadWriteMany'], resources: { requests: { storage: '5Gi' } } } },
+      },
+      'target size and access modes from the spec',
+    );
+    check(
+      t,
+      world({
+        migration: m({ targetSize: '0' }),
+        claim: originalClaim(),
+        sourceVolume: retainedSource(),
+        consumers: gated,
+      }),
+      { kind: 'setPhase', phase: 'RollingBack', event: { type: 'Warning', reason: 'InvalidTarget' } },
+      'a replacement that cannot be made (targetSize edited to 0): roll back before the original claim is deleted',
+    );
+    const unmade = migration({ phase: 'CuttingOver', status: prepared({ cutoverStartTime: NOW.toISOString() }) });
+    delete unmade.status!.originalClaim!.spec.resources;
+    check(
+      t,
+      world({
+        migration: unmade,
+        sourceVolume: toHelper,
+        helperClaim: helper,
+        stagingClaim: staging,
+        consumers: gated,
+      }),
+      {
+        kind: 'setPhase',
+        phase: 'RollingBack',
+        event: {
+          reason: 'InvalidTarget',
+          message: /no targetSize and the snapshot of the original claim .* has no storage request/,
+        },
+      },
+      'a snapshot without a size and no targetSize: no 1Gi guess, roll back',
+    );
+    check(
+      t,
+      world({ migration: m(), claim: replacementClaim(), sourceVolume: retainedSource(), consumers: gated }),
+      { kind: 'rebindVolume' },
+      'a replacement the webhook made first does not skip the rebind',
+    );
+    check(
+      t,
+      world({
+        migration: m(),
+        claim: originalClaim(),
+        sourceVolume: retainedSource(),
+        consumers: [pod('app-0', { node: 'node-1' })],
+      }),
+      { kind: 'setPhase', phase: 'WaitingForCutover', event: { reason: 'CutoverDeferred' } },
+      'a scheduled pod uses the original again: back to waiting',
+    );
+    check(
+      t,
+      world({ migration: m(), claim: originalClaim(), consumers: gated }),
+      { kind: 'setPhase', phase: 'RollingBack', event: { type: 'Warning', reason: 'SourceMissing' } },
+      'the source volume gone: roll back',
+    );
+    t.end();
+  },
+);
 
 /** A small seeded generator, so a failing world can be reproduced. */
 function random(seed: number): () => number {
@@ -396,14 +1172,59 @@ t.test('invariant 1: no plan deletes the original claim while its source PV is n
     const policy = pick(['Retain', 'Retain', 'Delete', 'Recycle', undefined]);
     const ref = pick([{ name: CLAIM, uid: ORIGINAL_UID }, { name: HELPER }, { name: CLAIM }, undefined]);
     const stamp = pick([UID, UID, UID, 'uid-other', undefined]);
-    const source = maybe(volume(SOURCE_PV, { ...(policy ? { policy } : {}), ...(ref ? { claimRef: ref } : {}), originalPolicy: pick(['Delete', undefined]) as string, ...(stamp ? { migrationUid: stamp } : {}), phase: pick(['Bound', 'Released']) }));
+    const source = maybe(
+      volume(SOURCE_PV, {
+        ...(policy ? { policy } : {}),
+        ...(ref ? { claimRef: ref } : {}),
+        originalPolicy: pick(['Delete', undefined]) as string,
+        ...(stamp ? { migrationUid: stamp } : {}),
+        phase: pick(['Bound', 'Released']),
+      }),
+    );
     if (source && policy === undefined) delete source.spec!.persistentVolumeReclaimPolicy;
-    const claim = pick([originalClaim(), originalClaim(), originalClaim({ terminating: true }), replacementClaim(), unrewrittenClaim(), restoredClaim(), undefined]);
-    const consumers = [maybe(pod('a', { gated: true })), next() < 0.25 ? pod('b', { node: 'node-1' }) : undefined, next() < 0.25 ? pod('c', { node: 'node-1', terminating: true }) : undefined].filter((p) => p !== undefined);
-    const status = { ...prepared(), ...(next() < 0.1 ? { originalClaim: undefined } : {}), cutoverStartTime: NOW.toISOString() };
+    const claim = pick([
+      originalClaim(),
+      originalClaim(),
+      originalClaim({ terminating: true }),
+      replacementClaim(),
+      unrewrittenClaim(),
+      restoredClaim(),
+      undefined,
+    ]);
+    const consumers = [
+      maybe(pod('a', { gated: true })),
+      next() < 0.25 ? pod('b', { node: 'node-1' }) : undefined,
+      next() < 0.25 ? pod('c', { node: 'node-1', terminating: true }) : undefined,
+    ].filter((p) => p !== undefined);
+    const status = {
+      ...prepared(),
+      ...(next() < 0.1 ? { originalClaim: undefined } : {}),
+      cutoverStartTime: NOW.toISOString(),
+    };
     // Another migration of the same claim (a duplicate left Failed, or the live one), which may have stamped the source.
-    const other = next() < 0.5 ? migration({ name: 'other', phase: pick(['Failed', 'Aborted', 'RolledBack', 'WaitingForCutover', 'CuttingOver', 'Populating', 'Binding']), status: prepared() }) : undefined;
-    const self = migration({ phase, spec: { abort: next() < 0.1, ...(next() < 0.2 ? { cutover: 'Evict' as const } : {}) }, status, deleting: next() < 0.05, finalizer: next() < 0.95 });
+    const other =
+      next() < 0.5
+        ? migration({
+            name: 'other',
+            phase: pick([
+              'Failed',
+              'Aborted',
+              'RolledBack',
+              'WaitingForCutover',
+              'CuttingOver',
+              'Populating',
+              'Binding',
+            ]),
+            status: prepared(),
+          })
+        : undefined;
+    const self = migration({
+      phase,
+      spec: { abort: next() < 0.1, ...(next() < 0.2 ? { cutover: 'Evict' as const } : {}) },
+      status,
+      deleting: next() < 0.05,
+      finalizer: next() < 0.95,
+    });
     const w = world({
       migration: self,
       siblings: other ? [self, other] : [self],
@@ -416,176 +1237,853 @@ t.test('invariant 1: no plan deletes the original claim while its source PV is n
     const step = plan(w);
     walked += 1;
     const sourceRetained = w.sourceVolume?.spec?.persistentVolumeReclaimPolicy === 'Retain';
-    if (phase === 'CuttingOver' && w.sourceVolume && !sourceRetained && w.claim?.metadata?.uid === ORIGINAL_UID && step.kind === 'retainVolume') guarded += 1;
+    if (
+      phase === 'CuttingOver' &&
+      w.sourceVolume &&
+      !sourceRetained &&
+      w.claim?.metadata?.uid === ORIGINAL_UID &&
+      step.kind === 'retainVolume'
+    )
+      guarded += 1;
     if (step.kind === 'deleteClaim' && step.uid === ORIGINAL_UID) {
       originalDeletes += 1;
-      if (w.sourceVolume?.spec?.persistentVolumeReclaimPolicy !== 'Retain') bad.push(`world ${i}: ${phase}, source ${policy}`);
+      if (w.sourceVolume?.spec?.persistentVolumeReclaimPolicy !== 'Retain')
+        bad.push(`world ${i}: ${phase}, source ${policy}`);
     }
     // Item 1 of the safety review: a leftover migration flipped the live source back to Delete.
-    const setsPolicy = (step.kind === 'restoreVolumePolicy' || step.kind === 'setVolumePolicy') && step.volumeName === SOURCE_PV && step.policy !== 'Retain';
+    const setsPolicy =
+      (step.kind === 'restoreVolumePolicy' || step.kind === 'setVolumePolicy') &&
+      step.volumeName === SOURCE_PV &&
+      step.policy !== 'Retain';
     if (setsPolicy) {
       policyWrites += 1;
       const otherUnfinished = other && !['Failed', 'Aborted', 'RolledBack'].includes(phaseOf(other));
-      if (stamp !== UID || otherUnfinished) bad.push(`world ${i}: ${phase} sets ${step.policy} on a source stamped ${stamp ?? 'by nobody'} while ${other ? `${phaseOf(other)} other` : 'no other'}`);
+      if (stamp !== UID || otherUnfinished)
+        bad.push(
+          `world ${i}: ${phase} sets ${step.policy} on a source stamped ${stamp ?? 'by nobody'} while ${other ? `${phaseOf(other)} other` : 'no other'}`,
+        );
     }
   }
-  t.same(bad, [], `${walked} worlds walked; the original was deleted in ${originalDeletes} of them, always from a Retain source; the source's policy set ${policyWrites} times, never on a volume another unfinished migration (or another UID) holds`);
+  t.same(
+    bad,
+    [],
+    `${walked} worlds walked; the original was deleted in ${originalDeletes} of them, always from a Retain source; the source's policy set ${policyWrites} times, never on a volume another unfinished migration (or another UID) holds`,
+  );
   t.ok(policyWrites > 20, 'the walk reached policy writes often enough to mean something');
-  t.ok(guarded > 100, `in ${guarded} CuttingOver worlds with the original and a source not Retain, the step was to make it Retain`);
+  t.ok(
+    guarded > 100,
+    `in ${guarded} CuttingOver worlds with the original and a source not Retain, the step was to make it Retain`,
+  );
   t.ok(originalDeletes > 50, 'the walk reached the delete often enough to mean something');
   t.end();
 });
 
 t.test('Populating: final copy from the helper claim, retries, rollback on failure, then Binding', (t) => {
-  const base = { claim: replacementClaim(), sourceVolume: retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } }), helperClaim: claimWithVolume(HELPER, SOURCE_PV), stagingClaim: claimWithVolume(STAGING, TARGET_PV), consumers: [pod('app-0', { gated: true })] };
-  const m = (status: VolumeMigrationStatus = {}, spec = {}) => migration({ phase: 'Populating', spec, status: prepared({ copies: [PRESYNC_COPY], ...status }) });
-  check(t, world({ ...base, migration: m(), helperClaim: claimWithVolume(HELPER, SOURCE_PV, 'Pending') }), { kind: 'wait', reason: 'SourceBinding' }, 'the helper claim not Bound: wait');
-  check(t, world({ ...base, migration: m(), helperClaim: undefined }), { kind: 'wait', reason: 'SourceBinding' }, 'no helper claim: wait');
-  check(t, world({ ...base, migration: m() }), { kind: 'createCopyPod', pass: 'final', event: { reason: 'FinalSyncStarted' } }, 'helper Bound: the final copy pod');
-  check(t, world({ ...base, migration: m(), copyPods: { final: copyPod('final', { phase: 'Running' }) } }), { kind: 'wait', reason: 'Copying', message: 'final copy running' }, 'copying: wait');
-  const failed = (recorded: number, exitCode: number, attempt = recorded) => world({ ...base, migration: m({ attempts: { final: recorded } }), copyPods: { final: copyPod('final', { phase: 'Failed', exitCode, message: 'vanished', attempt }) } });
-  check(t, failed(0, 75), { kind: 'patchStatus', status: { attempts: { final: 1 } }, event: { reason: 'CopyRetrying' } }, 'transient failure: the attempt is recorded');
-  check(t, failed(1, 75, 0), { kind: 'deleteCopyPod', pass: 'final', name: `pvshift-${UID}-final` }, 'then the pod is deleted for a retry');
-  check(t, failed(2, 75), { kind: 'setPhase', phase: 'RollingBack', status: { message: 'final copy failed (exit 75): vanished' }, event: { type: 'Warning', reason: 'CopyFailed', message: 'final copy failed (exit 75): vanished; rolling back to the original volume' } }, 'attempts exhausted: RollingBack');
-  check(t, failed(0, 77), { kind: 'setPhase', phase: 'RollingBack', event: { reason: 'CopyFailed' } }, 'verify failed (77), terminal: RollingBack at once');
-  check(t, failed(0, 2), { kind: 'setPhase', phase: 'RollingBack' }, 'usage error (2), terminal: RollingBack');
-  check(t, world({ ...base, migration: m(), copyPods: { final: copyPod('final', { phase: 'Succeeded' }) } }), { kind: 'setPhase', phase: 'RollingBack', event: { reason: 'CopyResultMissing' } }, 'succeeded without a summary after cutover: roll back, never a terminal Failed');
-  check(t, world({ ...base, migration: m(), copyPods: { final: copyPod('final', { phase: 'Succeeded' }) }, summary: SUMMARY }), { kind: 'patchStatus', status: { copies: [PRESYNC_COPY, FINAL_COPY] } }, 'succeeded: the result is recorded beside the pre-sync');
-  check(t, world({ ...base, migration: m({ copies: [PRESYNC_COPY, FINAL_COPY] }), copyPods: { final: copyPod('final', { phase: 'Succeeded' }) } }), { kind: 'deleteCopyPod', pass: 'final' }, 'recorded: the pod goes');
-  check(t, world({ ...base, migration: m({ copies: [PRESYNC_COPY, FINAL_COPY] }) }), {
-    kind: 'setPhase',
-    phase: 'Binding',
-    event: { reason: 'Copied', message: 'final copy moved 2.0 MiB (12 files, 3.0 MiB in all) in 2.0 s; verified: metadata' },
-  }, 'then Binding');
-  t.end();
-});
-
-t.test('Binding: target recorded, staging PV Retain, claimRef to the replacement, bound, cleanup, policy, gates, Succeeded', (t) => {
+  const base = {
+    claim: replacementClaim(),
+    sourceVolume: retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } }),
+    helperClaim: claimWithVolume(HELPER, SOURCE_PV),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+    consumers: [pod('app-0', { gated: true })],
+  };
   const m = (status: VolumeMigrationStatus = {}, spec = {}) =>
-    migration({ phase: 'Binding', spec, status: prepared({ copies: [PRESYNC_COPY, FINAL_COPY], gatedAt: '2024-05-01T11:59:00Z', cutoverStartTime: '2024-05-01T11:59:10Z', ...status }) });
-  const withTarget = { targetVolumeName: TARGET_PV };
-  const source = retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } });
-  const staging = claimWithVolume(STAGING, TARGET_PV);
-  const helper = claimWithVolume(HELPER, SOURCE_PV);
-  const gated = [pod('app-0', { gated: true }), pod('other', { node: 'node-1' })];
-  const targetVolume = (options: Parameters<typeof volume>[1]) => volume(TARGET_PV, options);
-  const bound = replacementClaim({ phase: 'Bound', volumeName: TARGET_PV });
-  const base = { sourceVolume: source, helperClaim: helper, stagingClaim: staging, consumers: gated, targetClass: targetClass('Retain') };
-  const steps: [string, World, Expect][] = [
-    ['no replacement claim yet: wait', world({ ...base, migration: m() }), { kind: 'wait', reason: 'ReplacementMissing' }],
-    ['a claim of the name that is not the replacement: wait', world({ ...base, migration: m(), claim: unrewrittenClaim() }), { kind: 'wait', reason: 'ReplacementMissing' }],
-    ['the staging claim has no volume yet: wait', world({ ...base, migration: m(), claim: replacementClaim(), stagingClaim: claimWithVolume(STAGING, undefined, 'Pending') }), { kind: 'wait', reason: 'TargetBinding' }],
-    ['the target volume is recorded first', world({ ...base, migration: m(), claim: replacementClaim(), stagingVolume: targetVolume({ claimRef: { name: STAGING, uid: `uid-${STAGING}` } }) }), { kind: 'patchStatus', status: { targetVolumeName: TARGET_PV } }],
-    ['the staging PV is made Retain before its claim is let go', world({ ...base, migration: m(withTarget), claim: replacementClaim(), stagingVolume: targetVolume({ claimRef: { name: STAGING, uid: `uid-${STAGING}` } }) }), { kind: 'retainVolume', volumeName: TARGET_PV, originalPolicy: 'Delete', migrationKey: KEY }],
-    ['then its claimRef goes to the replacement, with uid', world({ ...base, migration: m(withTarget), claim: replacementClaim(), stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: STAGING, uid: `uid-${STAGING}` } }) }), { kind: 'rebindVolume', volumeName: TARGET_PV, resourceVersion: `rv-${TARGET_PV}`, claimRef: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace: NS, name: CLAIM, uid: REPLACEMENT_UID }, event: { reason: 'Binding' } }],
-    ['claimRef set: wait for the replacement to bind', world({ ...base, migration: m(withTarget), claim: replacementClaim(), stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'wait', reason: 'Binding' }],
-    ['the target volume not in the cache while its claim is bound to it: wait (caches lag)', world({ ...base, migration: m(withTarget), claim: replacementClaim() }), { kind: 'wait', reason: 'TargetMissing' }],
-    ['the target volume missing and its claim Lost: roll back (there is nothing to bind)', world({ ...base, migration: m(withTarget), claim: replacementClaim(), stagingClaim: claimWithVolume(STAGING, TARGET_PV, 'Lost') }), { kind: 'setPhase', phase: 'RollingBack', event: { reason: 'TargetMissing' } }],
-    ['bound: the staging claim is deleted', world({ ...base, migration: m(withTarget), claim: bound, stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'deleteClaim', name: STAGING, uid: `uid-${STAGING}`, why: 'staging' }],
-    ['then the helper claim', world({ ...base, migration: m(withTarget), claim: bound, stagingClaim: undefined, stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'deleteClaim', name: HELPER, uid: `uid-${HELPER}`, why: 'helper' }],
-    ["then the new volume's policy goes back to its class's", world({ ...base, migration: m(withTarget), claim: bound, stagingClaim: undefined, helperClaim: undefined, stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'restoreVolumePolicy', volumeName: TARGET_PV, policy: 'Retain' }],
-    ['then the source is annotated with its migration', world({ ...base, migration: m(withTarget), claim: bound, stagingClaim: undefined, helperClaim: undefined, sourceVolume: retainedSource({ migrationKey: 'shop/older', claimRef: { name: HELPER } }), stagingVolume: targetVolume({ claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'annotateVolume', volumeName: SOURCE_PV, annotations: { [ANNOTATION_MIGRATION]: KEY } }],
-    ['then the gates are lifted', world({ ...base, migration: m(withTarget), claim: bound, stagingClaim: undefined, helperClaim: undefined, stagingVolume: targetVolume({ claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'liftGates', pods: ['app-0'], event: { reason: 'GateLifted', message: 'released app-0' } }],
-  ];
-  for (const [name, w, expected] of steps) check(t, w, expected, name);
-  const last = plan(world({ ...base, migration: m(withTarget), claim: bound, stagingClaim: undefined, helperClaim: undefined, consumers: [pod('app-0', { node: 'node-1' })], stagingVolume: targetVolume({ claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }));
-  t.same(last, {
-    kind: 'setPhase',
-    phase: 'Succeeded',
-    status: { completionTime: NOW.toISOString(), message: 'migrated to fast; old volume pv-source kept (Released, Retain)', downtimeSeconds: 60 },
-    event: { type: 'Normal', reason: 'Succeeded', message: 'claim data is on fast (volume pv-target); downtime 60.0 s; old volume pv-source kept' },
-  }, 'released: Succeeded, downtime from the first gated pod');
-  check(t, world({ ...base, migration: m({ ...withTarget, gatedAt: undefined }), claim: bound, stagingClaim: undefined, helperClaim: undefined, consumers: [], stagingVolume: targetVolume({ claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'setPhase', phase: 'Succeeded', status: { downtimeSeconds: 50 } }, 'no gated-at: downtime from the cutover start');
-  check(t, world({ ...base, targetClass: undefined, migration: m(withTarget), claim: bound, stagingClaim: undefined, helperClaim: undefined, stagingVolume: targetVolume({ policy: 'Retain', originalPolicy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }) }), { kind: 'restoreVolumePolicy', policy: 'Delete' }, 'the class gone: the recorded policy');
+    migration({ phase: 'Populating', spec, status: prepared({ copies: [PRESYNC_COPY], ...status }) });
+  check(
+    t,
+    world({ ...base, migration: m(), helperClaim: claimWithVolume(HELPER, SOURCE_PV, 'Pending') }),
+    { kind: 'wait', reason: 'SourceBinding' },
+    'the helper claim not Bound: wait',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), helperClaim: undefined }),
+    { kind: 'wait', reason: 'SourceBinding' },
+    'no helper claim: wait',
+  );
+  check(
+    t,
+    world({ ...base, migration: m() }),
+    { kind: 'createCopyPod', pass: 'final', event: { reason: 'FinalSyncStarted' } },
+    'helper Bound: the final copy pod',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), copyPods: { final: copyPod('final', { phase: 'Running' }) } }),
+    { kind: 'wait', reason: 'Copying', message: 'final copy running' },
+    'copying: wait',
+  );
+  const failed = (recorded: number, exitCode: number, attempt = recorded) =>
+    world({
+      ...base,
+      migration: m({ attempts: { final: recorded } }),
+      copyPods: { final: copyPod('final', { phase: 'Failed', exitCode, message: 'vanished', attempt }) },
+    });
+  check(
+    t,
+    failed(0, 75),
+    { kind: 'patchStatus', status: { attempts: { final: 1 } }, event: { reason: 'CopyRetrying' } },
+    'transient failure: the attempt is recorded',
+  );
+  check(
+    t,
+    failed(1, 75, 0),
+    { kind: 'deleteCopyPod', pass: 'final', name: `pvshift-${UID}-final` },
+    'then the pod is deleted for a retry',
+  );
+  check(
+    t,
+    failed(2, 75),
+    {
+      kind: 'setPhase',
+      phase: 'RollingBack',
+      status: { message: 'final copy failed (exit 75): vanished' },
+      event: {
+        type: 'Warning',
+        reason: 'CopyFailed',
+        message: 'final copy failed (exit 75): vanished; rolling back to the original volume',
+      },
+    },
+    'attempts exhausted: RollingBack',
+  );
+  check(
+    t,
+    failed(0, 77),
+    { kind: 'setPhase', phase: 'RollingBack', event: { reason: 'CopyFailed' } },
+    'verify failed (77), terminal: RollingBack at once',
+  );
+  check(t, failed(0, 2), { kind: 'setPhase', phase: 'RollingBack' }, 'usage error (2), terminal: RollingBack');
+  check(
+    t,
+    world({ ...base, migration: m(), copyPods: { final: copyPod('final', { phase: 'Succeeded' }) } }),
+    { kind: 'setPhase', phase: 'RollingBack', event: { reason: 'CopyResultMissing' } },
+    'succeeded without a summary after cutover: roll back, never a terminal Failed',
+  );
+  check(
+    t,
+    world({ ...base, migration: m(), copyPods: { final: copyPod('final', { phase: 'Succeeded' }) }, summary: SUMMARY }),
+    { kind: 'patchStatus', status: { copies: [PRESYNC_COPY, FINAL_COPY] } },
+    'succeeded: the result is recorded beside the pre-sync',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ copies: [PRESYNC_COPY, FINAL_COPY] }),
+      copyPods: { final: copyPod('final', { phase: 'Succeeded' }) },
+    }),
+    { kind: 'deleteCopyPod', pass: 'final' },
+    'recorded: the pod goes',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ copies: [PRESYNC_COPY, FINAL_COPY] }) }),
+    {
+      kind: 'setPhase',
+      phase: 'Binding',
+      event: {
+        reason: 'Copied',
+        message: 'final copy moved 2.0 MiB (12 files, 3.0 MiB in all) in 2.0 s; verified: metadata',
+      },
+    },
+    'then Binding',
+  );
   t.end();
 });
 
-t.test('RollingBack: copy pods, replacement, helper, source rebound, original restored, staging, gates, RolledBack', (t) => {
-  const m = (status: VolumeMigrationStatus = {}) => migration({ phase: 'RollingBack', spec: { abort: true }, status: prepared({ cutoverStartTime: NOW.toISOString(), ...status }) });
-  const gated = [pod('app-0', { gated: true })];
-  const onHelper = retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } });
-  const staging = claimWithVolume(STAGING, TARGET_PV);
-  const helper = claimWithVolume(HELPER, SOURCE_PV);
-  const steps: [string, World, Expect][] = [
-    ['the final copy pod is deleted first', world({ migration: m(), claim: replacementClaim(), sourceVolume: onHelper, helperClaim: helper, stagingClaim: staging, consumers: gated, copyPods: { final: copyPod('final', { phase: 'Running' }) } }), { kind: 'deleteCopyPod', pass: 'final' }],
-    ['the replacement claim is deleted, by uid', world({ migration: m(), claim: replacementClaim(), sourceVolume: onHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }), { kind: 'deleteClaim', name: CLAIM, uid: REPLACEMENT_UID, why: 'replacement' }],
-    ['the replacement terminating: wait', world({ migration: m(), claim: replacementClaim({ terminating: true }), sourceVolume: onHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }), { kind: 'wait', reason: 'ClaimTerminating' }],
-    ['an unrewritten claim of the name goes too', world({ migration: m(), claim: unrewrittenClaim(), sourceVolume: onHelper, helperClaim: helper, consumers: gated }), { kind: 'deleteClaim', why: 'replacement' }],
-    ['then the helper claim', world({ migration: m(), sourceVolume: onHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }), { kind: 'deleteClaim', name: HELPER, why: 'helper' }],
-    ['then the source PV points at the claim name again, no uid', world({ migration: m(), sourceVolume: onHelper, stagingClaim: staging, consumers: gated }), { kind: 'rebindVolume', volumeName: SOURCE_PV, claimRef: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace: NS, name: CLAIM } }],
-    ["a claimRef with the deleted original's uid is cleared too", world({ migration: m(), sourceVolume: retainedSource(), stagingClaim: staging, consumers: gated }), { kind: 'rebindVolume', volumeName: SOURCE_PV }],
-    ['then the original claim is recreated on its volume', world({ migration: m(), sourceVolume: retainedSource({ claimRef: { name: CLAIM } }), stagingClaim: staging, consumers: gated }), { kind: 'createClaim', role: 'restored', claim: { metadata: { name: CLAIM, labels: { app: 'shop' } }, spec: { volumeName: SOURCE_PV, storageClassName: 'standard' } }, event: { reason: 'OriginalRestored' } }],
-    ['restored, not yet Bound: wait', world({ migration: m(), claim: restoredClaim('Pending'), sourceVolume: retainedSource({ claimRef: { name: CLAIM } }), stagingClaim: staging, consumers: gated }), { kind: 'wait', reason: 'RestoreBinding' }],
-    ['a claimRef to an old uid while the restored claim exists: its uid', world({ migration: m(), claim: restoredClaim('Pending'), sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: ORIGINAL_UID } }), consumers: gated }), { kind: 'rebindVolume', claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } }],
-    ['restored and Bound: the staging claim goes', world({ migration: m(), claim: restoredClaim(), sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } }), stagingClaim: staging, consumers: gated }), { kind: 'deleteClaim', name: STAGING, why: 'staging' }],
-    ['then the gates are lifted', world({ migration: m(), claim: restoredClaim(), sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } }), consumers: gated }), { kind: 'liftGates', pods: ['app-0'] }],
-    ['then RolledBack', world({ migration: m(), claim: restoredClaim(), sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } }) }), { kind: 'setPhase', phase: 'RolledBack', status: { completionTime: NOW.toISOString() }, event: { reason: 'RolledBack', message: 'claim data is back on its original volume pv-source' } }],
-    ['aborted before the original was deleted: nothing to rebind, just clean up', world({ migration: m(), claim: originalClaim(), sourceVolume: retainedSource(), stagingClaim: staging, consumers: gated }), { kind: 'deleteClaim', name: STAGING, why: 'staging' }],
-    ['the source volume gone: Held (pods stay gated), RollbackImpossible', world({ migration: m(), consumers: gated }), { kind: 'setPhase', phase: 'Held', event: { type: 'Warning', reason: 'RollbackImpossible' } }],
-  ];
-  for (const [name, w, expected] of steps) check(t, w, expected, name);
-  const restored = plan(world({ migration: m(), sourceVolume: retainedSource({ claimRef: { name: CLAIM } }) }));
-  if (restored.kind === 'createClaim') {
-    t.notOk(restored.claim.spec?.dataSourceRef, 'the restored claim has no data source');
-    t.same(restored.claim.metadata?.annotations, { 'team.example/owner': 'orders', 'pvshift.io/target-storage-class': 'fast', [ANNOTATION_MIGRATION]: NAME }, "the original's annotations, without the binding ones");
-  }
-  t.end();
-});
+t.test(
+  'Binding: target recorded, staging PV Retain, claimRef to the replacement, bound, cleanup, policy, gates, Succeeded',
+  (t) => {
+    const m = (status: VolumeMigrationStatus = {}, spec = {}) =>
+      migration({
+        phase: 'Binding',
+        spec,
+        status: prepared({
+          copies: [PRESYNC_COPY, FINAL_COPY],
+          gatedAt: '2024-05-01T11:59:00Z',
+          cutoverStartTime: '2024-05-01T11:59:10Z',
+          ...status,
+        }),
+      });
+    const withTarget = { targetVolumeName: TARGET_PV };
+    const source = retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } });
+    const staging = claimWithVolume(STAGING, TARGET_PV);
+    const helper = claimWithVolume(HELPER, SOURCE_PV);
+    const gated = [pod('app-0', { gated: true }), pod('other', { node: 'node-1' })];
+    const targetVolume = (options: Parameters<typeof volume>[1]) => volume(TARGET_PV, options);
+    const bound = replacementClaim({ phase: 'Bound', volumeName: TARGET_PV });
+    const base = {
+      sourceVolume: source,
+      helperClaim: helper,
+      stagingClaim: staging,
+      consumers: gated,
+      targetClass: targetClass('Retain'),
+    };
+    const steps: [string, World, Expect][] = [
+      [
+        'no replacement claim yet: wait',
+        world({ ...base, migration: m() }),
+        { kind: 'wait', reason: 'ReplacementMissing' },
+      ],
+      [
+        'a claim of the name that is not the replacement: wait',
+        world({ ...base, migration: m(), claim: unrewrittenClaim() }),
+        { kind: 'wait', reason: 'ReplacementMissing' },
+      ],
+      [
+        'the staging claim has no volume yet: wait',
+        world({
+          ...base,
+          migration: m(),
+          claim: replacementClaim(),
+          stagingClaim: claimWithVolume(STAGING, undefined, 'Pending'),
+        }),
+        { kind: 'wait', reason: 'TargetBinding' },
+      ],
+      [
+        'the target volume is recorded first',
+        world({
+          ...base,
+          migration: m(),
+          claim: replacementClaim(),
+          stagingVolume: targetVolume({ claimRef: { name: STAGING, uid: `uid-${STAGING}` } }),
+        }),
+        { kind: 'patchStatus', status: { targetVolumeName: TARGET_PV } },
+      ],
+      [
+        'the staging PV is made Retain before its claim is let go',
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: replacementClaim(),
+          stagingVolume: targetVolume({ claimRef: { name: STAGING, uid: `uid-${STAGING}` } }),
+        }),
+        { kind: 'retainVolume', volumeName: TARGET_PV, originalPolicy: 'Delete', migrationKey: KEY },
+      ],
+      [
+        'then its claimRef goes to the replacement, with uid',
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: replacementClaim(),
+          stagingVolume: targetVolume({
+            policy: 'Retain',
+            originalPolicy: 'Delete',
+            claimRef: { name: STAGING, uid: `uid-${STAGING}` },
+          }),
+        }),
+        {
+          kind: 'rebindVolume',
+          volumeName: TARGET_PV,
+          resourceVersion: `rv-${TARGET_PV}`,
+          claimRef: {
+            apiVersion: 'v1',
+            kind: 'PersistentVolumeClaim',
+            namespace: NS,
+            name: CLAIM,
+            uid: REPLACEMENT_UID,
+          },
+          event: { reason: 'Binding' },
+        },
+      ],
+      [
+        'claimRef set: wait for the replacement to bind',
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: replacementClaim(),
+          stagingVolume: targetVolume({
+            policy: 'Retain',
+            originalPolicy: 'Delete',
+            claimRef: { name: CLAIM, uid: REPLACEMENT_UID },
+          }),
+        }),
+        { kind: 'wait', reason: 'Binding' },
+      ],
+      [
+        'the target volume not in the cache while its claim is bound to it: wait (caches lag)',
+        world({ ...base, migration: m(withTarget), claim: replacementClaim() }),
+        { kind: 'wait', reason: 'TargetMissing' },
+      ],
+      [
+        'the target volume missing and its claim Lost: roll back (there is nothing to bind)',
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: replacementClaim(),
+          stagingClaim: claimWithVolume(STAGING, TARGET_PV, 'Lost'),
+        }),
+        { kind: 'setPhase', phase: 'RollingBack', event: { reason: 'TargetMissing' } },
+      ],
+      [
+        'bound: the staging claim is deleted',
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: bound,
+          stagingVolume: targetVolume({
+            policy: 'Retain',
+            originalPolicy: 'Delete',
+            claimRef: { name: CLAIM, uid: REPLACEMENT_UID },
+          }),
+        }),
+        { kind: 'deleteClaim', name: STAGING, uid: `uid-${STAGING}`, why: 'staging' },
+      ],
+      [
+        'then the helper claim',
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: bound,
+          stagingClaim: undefined,
+          stagingVolume: targetVolume({
+            policy: 'Retain',
+            originalPolicy: 'Delete',
+            claimRef: { name: CLAIM, uid: REPLACEMENT_UID },
+          }),
+        }),
+        { kind: 'deleteClaim', name: HELPER, uid: `uid-${HELPER}`, why: 'helper' },
+      ],
+      [
+        "then the new volume's policy goes back to its class's",
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: bound,
+          stagingClaim: undefined,
+          helperClaim: undefined,
+          stagingVolume: targetVolume({
+            policy: 'Retain',
+            originalPolicy: 'Delete',
+            claimRef: { name: CLAIM, uid: REPLACEMENT_UID },
+          }),
+        }),
+        { kind: 'restoreVolumePolicy', volumeName: TARGET_PV, policy: 'Retain' },
+      ],
+      [
+        'then the source is annotated with its migration',
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: bound,
+          stagingClaim: undefined,
+          helperClaim: undefined,
+          sourceVolume: retainedSource({ migrationKey: 'shop/older', claimRef: { name: HELPER } }),
+          stagingVolume: targetVolume({ claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }),
+        }),
+        { kind: 'annotateVolume', volumeName: SOURCE_PV, annotations: { [ANNOTATION_MIGRATION]: KEY } },
+      ],
+      [
+        'then the gates are lifted',
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: bound,
+          stagingClaim: undefined,
+          helperClaim: undefined,
+          stagingVolume: targetVolume({ claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }),
+        }),
+        { kind: 'liftGates', pods: ['app-0'], event: { reason: 'GateLifted', message: 'released app-0' } },
+      ],
+    ];
+    for (const [name, w, expected] of steps) check(t, w, expected, name);
+    const last = plan(
+      world({
+        ...base,
+        migration: m(withTarget),
+        claim: bound,
+        stagingClaim: undefined,
+        helperClaim: undefined,
+        consumers: [pod('app-0', { node: 'node-1' })],
+        stagingVolume: targetVolume({ claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }),
+      }),
+    );
+    t.same(
+      last,
+      {
+        kind: 'setPhase',
+        phase: 'Succeeded',
+        status: {
+          completionTime: NOW.toISOString(),
+          message: 'migrated to fast; old volume pv-source kept (Released, Retain)',
+          downtimeSeconds: 60,
+        },
+        event: {
+          type: 'Normal',
+          reason: 'Succeeded',
+          message: 'claim data is on fast (volume pv-target); downtime 60.0 s; old volume pv-source kept',
+        },
+      },
+      'released: Succeeded, downtime from the first gated pod',
+    );
+    check(
+      t,
+      world({
+        ...base,
+        migration: m({ ...withTarget, gatedAt: undefined }),
+        claim: bound,
+        stagingClaim: undefined,
+        helperClaim: undefined,
+        consumers: [],
+        stagingVolume: targetVolume({ claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }),
+      }),
+      { kind: 'setPhase', phase: 'Succeeded', status: { downtimeSeconds: 50 } },
+      'no gated-at: downtime from the cutover start',
+    );
+    check(
+      t,
+      world({
+        ...base,
+        targetClass: undefined,
+        migration: m(withTarget),
+        claim: bound,
+        stagingClaim: undefined,
+        helperClaim: undefined,
+        stagingVolume: targetVolume({
+          policy: 'Retain',
+          originalPolicy: 'Delete',
+          claimRef: { name: CLAIM, uid: REPLACEMENT_UID },
+        }),
+      }),
+      { kind: 'restoreVolumePolicy', policy: 'Delete' },
+      'the class gone: the recorded policy',
+    );
+    t.end();
+  },
+);
+
+t.test(
+  'RollingBack: copy pods, replacement, helper, source rebound, original restored, staging, gates, RolledBack',
+  (t) => {
+    const m = (status: VolumeMigrationStatus = {}) =>
+      migration({
+        phase: 'RollingBack',
+        spec: { abort: true },
+        status: prepared({ cutoverStartTime: NOW.toISOString(), ...status }),
+      });
+    const gated = [pod('app-0', { gated: true })];
+    const onHelper = retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } });
+    const staging = claimWithVolume(STAGING, TARGET_PV);
+    const helper = claimWithVolume(HELPER, SOURCE_PV);
+    const steps: [string, World, Expect][] = [
+      [
+        'the final copy pod is deleted first',
+        world({
+          migration: m(),
+          claim: replacementClaim(),
+          sourceVolume: onHelper,
+          helperClaim: helper,
+          stagingClaim: staging,
+          consumers: gated,
+          copyPods: { final: copyPod('final', { phase: 'Running' }) },
+        }),
+        { kind: 'deleteCopyPod', pass: 'final' },
+      ],
+      [
+        'the replacement claim is deleted, by uid',
+        world({
+          migration: m(),
+          claim: replacementClaim(),
+          sourceVolume: onHelper,
+          helperClaim: helper,
+          stagingClaim: staging,
+          consumers: gated,
+        }),
+        { kind: 'deleteClaim', name: CLAIM, uid: REPLACEMENT_UID, why: 'replacement' },
+      ],
+      [
+        'the replacement terminating: wait',
+        world({
+          migration: m(),
+          claim: replacementClaim({ terminating: true }),
+          sourceVolume: onHelper,
+          helperClaim: helper,
+          stagingClaim: staging,
+          consumers: gated,
+        }),
+        { kind: 'wait', reason: 'ClaimTerminating' },
+      ],
+      [
+        'an unrewritten claim of the name goes too',
+        world({
+          migration: m(),
+          claim: unrewrittenClaim(),
+          sourceVolume: onHelper,
+          helperClaim: helper,
+          consumers: gated,
+        }),
+        { kind: 'deleteClaim', why: 'replacement' },
+      ],
+      [
+        'then the helper claim',
+        world({ migration: m(), sourceVolume: onHelper, helperClaim: helper, stagingClaim: staging, consumers: gated }),
+        { kind: 'deleteClaim', name: HELPER, why: 'helper' },
+      ],
+      [
+        'then the source PV points at the claim name again, no uid',
+        world({ migration: m(), sourceVolume: onHelper, stagingClaim: staging, consumers: gated }),
+        {
+          kind: 'rebindVolume',
+          volumeName: SOURCE_PV,
+          claimRef: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace: NS, name: CLAIM },
+        },
+      ],
+      [
+        "a claimRef with the deleted original's uid is cleared too",
+        world({ migration: m(), sourceVolume: retainedSource(), stagingClaim: staging, consumers: gated }),
+        { kind: 'rebindVolume', volumeName: SOURCE_PV },
+      ],
+      [
+        'then the original claim is recreated on its volume',
+        world({
+          migration: m(),
+          sourceVolume: retainedSource({ claimRef: { name: CLAIM } }),
+          stagingClaim: staging,
+          consumers: gated,
+        }),
+        {
+          kind: 'createClaim',
+          role: 'restored',
+          claim: {
+            metadata: { name: CLAIM, labels: { app: 'shop' } },
+            spec: { volumeName: SOURCE_PV, storageClassName: 'standard' },
+          },
+          event: { reason: 'OriginalRestored' },
+        },
+      ],
+      [
+        'restored, not yet Bound: wait',
+        world({
+          migration: m(),
+          claim: restoredClaim('Pending'),
+          sourceVolume: retainedSource({ claimRef: { name: CLAIM } }),
+          stagingClaim: staging,
+          consumers: gated,
+        }),
+        { kind: 'wait', reason: 'RestoreBinding' },
+      ],
+      [
+        'a claimRef to an old uid while the restored claim exists: its uid',
+        world({
+          migration: m(),
+          claim: restoredClaim('Pending'),
+          sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: ORIGINAL_UID } }),
+          consumers: gated,
+        }),
+        { kind: 'rebindVolume', claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } },
+      ],
+      [
+        'restored and Bound: the staging claim goes',
+        world({
+          migration: m(),
+          claim: restoredClaim(),
+          sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } }),
+          stagingClaim: staging,
+          consumers: gated,
+        }),
+        { kind: 'deleteClaim', name: STAGING, why: 'staging' },
+      ],
+      [
+        'then the gates are lifted',
+        world({
+          migration: m(),
+          claim: restoredClaim(),
+          sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } }),
+          consumers: gated,
+        }),
+        { kind: 'liftGates', pods: ['app-0'] },
+      ],
+      [
+        'then RolledBack',
+        world({
+          migration: m(),
+          claim: restoredClaim(),
+          sourceVolume: retainedSource({ claimRef: { name: CLAIM, uid: 'c1a1m000-0000-4000-8000-000000000004' } }),
+        }),
+        {
+          kind: 'setPhase',
+          phase: 'RolledBack',
+          status: { completionTime: NOW.toISOString() },
+          event: { reason: 'RolledBack', message: 'claim data is back on its original volume pv-source' },
+        },
+      ],
+      [
+        'aborted before the original was deleted: nothing to rebind, just clean up',
+        world({
+          migration: m(),
+          claim: originalClaim(),
+          sourceVolume: retainedSource(),
+          stagingClaim: staging,
+          consumers: gated,
+        }),
+        { kind: 'deleteClaim', name: STAGING, why: 'staging' },
+      ],
+      [
+        'the source volume gone: Held (pods stay gated), RollbackImpossible',
+        world({ migration: m(), consumers: gated }),
+        { kind: 'setPhase', phase: 'Held', event: { type: 'Warning', reason: 'RollbackImpossible' } },
+      ],
+    ];
+    for (const [name, w, expected] of steps) check(t, w, expected, name);
+    const restored = plan(world({ migration: m(), sourceVolume: retainedSource({ claimRef: { name: CLAIM } }) }));
+    if (restored.kind === 'createClaim') {
+      t.notOk(restored.claim.spec?.dataSourceRef, 'the restored claim has no data source');
+      t.same(
+        restored.claim.metadata?.annotations,
+        { 'team.example/owner': 'orders', 'pvshift.io/target-storage-class': 'fast', [ANNOTATION_MIGRATION]: NAME },
+        "the original's annotations, without the binding ones",
+      );
+    }
+    t.end();
+  },
+);
 
 t.test('finished migrations tidy up', (t) => {
   const finished = (phase: Phase, extra: { spec?: object; status?: VolumeMigrationStatus; deleting?: boolean } = {}) =>
-    migration({ phase, spec: extra.spec ?? {}, status: prepared(extra.status ?? {}), ...(extra.deleting ? { deleting: true } : {}) });
+    migration({
+      phase,
+      spec: extra.spec ?? {},
+      status: prepared(extra.status ?? {}),
+      ...(extra.deleting ? { deleting: true } : {}),
+    });
   const staging = claimWithVolume(STAGING, TARGET_PV);
   for (const phase of ['Succeeded', 'RolledBack', 'Aborted', 'Failed'] as const) {
-    check(t, world({ migration: finished(phase), copyPods: { presync: copyPod('presync', { phase: 'Running' }) } }), { kind: 'deleteCopyPod', pass: 'presync' }, `${phase}: a copy pod left is deleted`);
+    check(
+      t,
+      world({ migration: finished(phase), copyPods: { presync: copyPod('presync', { phase: 'Running' }) } }),
+      { kind: 'deleteCopyPod', pass: 'presync' },
+      `${phase}: a copy pod left is deleted`,
+    );
   }
-  check(t, world({ migration: finished('Aborted'), stagingClaim: staging }), { kind: 'deleteClaim', name: STAGING, why: 'staging' }, 'Aborted: the staging claim is deleted');
-  check(t, world({ migration: finished('Failed'), stagingClaim: staging }), { kind: 'deleteClaim', name: STAGING, why: 'staging' }, 'Failed before cutover: the staging claim is deleted');
-  check(t, world({ migration: finished('Failed', { status: { cutoverStartTime: NOW.toISOString() } }), stagingClaim: staging, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'Failed after cutover (rollback impossible): the staging volume may be the only full copy, kept');
-  check(t, world({ migration: finished('Succeeded'), stagingClaim: staging, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'Succeeded: no staging claim is touched');
+  check(
+    t,
+    world({ migration: finished('Aborted'), stagingClaim: staging }),
+    { kind: 'deleteClaim', name: STAGING, why: 'staging' },
+    'Aborted: the staging claim is deleted',
+  );
+  check(
+    t,
+    world({ migration: finished('Failed'), stagingClaim: staging }),
+    { kind: 'deleteClaim', name: STAGING, why: 'staging' },
+    'Failed before cutover: the staging claim is deleted',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Failed', { status: { cutoverStartTime: NOW.toISOString() } }),
+      stagingClaim: staging,
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'Failed after cutover (rollback impossible): the staging volume may be the only full copy, kept',
+  );
+  check(
+    t,
+    world({ migration: finished('Succeeded'), stagingClaim: staging, namespaceLabelled: false }),
+    { kind: 'removeFinalizer' },
+    'Succeeded: no staging claim is touched',
+  );
 
   const onClaim = retainedSource();
   const claim = originalClaim();
-  check(t, world({ migration: finished('Aborted'), claim, sourceVolume: onClaim }), { kind: 'restoreVolumePolicy', volumeName: SOURCE_PV, policy: 'Delete', resourceVersion: `rv-${SOURCE_PV}` }, 'Aborted: the source policy is the user\'s again (guarded by resourceVersion)');
-  check(t, world({ migration: finished('RolledBack'), claim, sourceVolume: onClaim }), { kind: 'restoreVolumePolicy', policy: 'Delete' }, 'RolledBack: so is it');
-  check(t, world({ migration: finished('Failed'), claim, sourceVolume: onClaim }), { kind: 'restoreVolumePolicy', policy: 'Delete' }, 'Failed: so is it');
-  check(t, world({ migration: finished('Failed'), sourceVolume: onClaim, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'the claim deleted by its user: the old volume stays Retain (nothing restored onto a Released volume)');
-  check(t, world({ migration: finished('Failed'), claim, sourceVolume: retainedSource({ migrationUid: 'uid-other' }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'a policy recorded by another migration is not restored by this one');
   check(
     t,
-    world({ migration: finished('Failed'), claim, sourceVolume: onClaim, siblings: [finished('Failed'), migration({ name: 'live', phase: 'CuttingOver', status: prepared() })], namespaceLabelled: true }),
+    world({ migration: finished('Aborted'), claim, sourceVolume: onClaim }),
+    { kind: 'restoreVolumePolicy', volumeName: SOURCE_PV, policy: 'Delete', resourceVersion: `rv-${SOURCE_PV}` },
+    "Aborted: the source policy is the user's again (guarded by resourceVersion)",
+  );
+  check(
+    t,
+    world({ migration: finished('RolledBack'), claim, sourceVolume: onClaim }),
+    { kind: 'restoreVolumePolicy', policy: 'Delete' },
+    'RolledBack: so is it',
+  );
+  check(
+    t,
+    world({ migration: finished('Failed'), claim, sourceVolume: onClaim }),
+    { kind: 'restoreVolumePolicy', policy: 'Delete' },
+    'Failed: so is it',
+  );
+  check(
+    t,
+    world({ migration: finished('Failed'), sourceVolume: onClaim, namespaceLabelled: false }),
+    { kind: 'removeFinalizer' },
+    'the claim deleted by its user: the old volume stays Retain (nothing restored onto a Released volume)',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Failed'),
+      claim,
+      sourceVolume: retainedSource({ migrationUid: 'uid-other' }),
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'a policy recorded by another migration is not restored by this one',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Failed'),
+      claim,
+      sourceVolume: onClaim,
+      siblings: [finished('Failed'), migration({ name: 'live', phase: 'CuttingOver', status: prepared() })],
+      namespaceLabelled: true,
+    }),
     { kind: 'removeFinalizer' },
     'never while another migration of the claim is unfinished (it may be between deleting the claim and rebinding)',
   );
-  check(t, world({ migration: finished('Succeeded'), sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Released' }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'Succeeded: the old volume stays Retain');
-  check(t, world({ migration: finished('Failed'), sourceVolume: retainedSource({ claimRef: { name: HELPER } }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'a source still on the helper claim keeps Retain');
+  check(
+    t,
+    world({
+      migration: finished('Succeeded'),
+      sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Released' }),
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'Succeeded: the old volume stays Retain',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Failed'),
+      sourceVolume: retainedSource({ claimRef: { name: HELPER } }),
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'a source still on the helper claim keeps Retain',
+  );
 
-  const pods = [pod('mine', { gated: true }), pod('both', { gated: true, migrations: `logs,${NAME}` }), pod('theirs', { gated: true, migrations: 'logs' }), pod('running', { node: 'node-1' })];
-  check(t, world({ migration: finished('Aborted'), consumers: pods }), { kind: 'liftGates', pods: ['mine', 'both'] }, 'gates lifted only for pods that name this migration');
+  const pods = [
+    pod('mine', { gated: true }),
+    pod('both', { gated: true, migrations: `logs,${NAME}` }),
+    pod('theirs', { gated: true, migrations: 'logs' }),
+    pod('running', { node: 'node-1' }),
+  ];
+  check(
+    t,
+    world({ migration: finished('Aborted'), consumers: pods }),
+    { kind: 'liftGates', pods: ['mine', 'both'] },
+    'gates lifted only for pods that name this migration',
+  );
 
   const verified = { copies: [{ ...FINAL_COPY, verified: 'checksum' as const }] };
   const released = retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' }, phase: 'Released' });
   const dav = { sourceRetention: 'DeleteAfterVerify', verify: 'checksum' };
-  check(t, world({ migration: finished('Succeeded', { spec: dav, status: verified }), sourceVolume: released }), {
-    kind: 'setVolumePolicy',
-    volumeName: SOURCE_PV,
-    policy: 'Delete',
-    event: { reason: 'SourceReleased', message: 'copy verified; old volume pv-source handed back to its provisioner for deletion (sourceRetention: DeleteAfterVerify)' },
-  }, 'DeleteAfterVerify, verified final copy, Released: the source goes back to Delete');
-  check(t, world({ migration: finished('Succeeded', { spec: dav, status: { copies: [{ ...FINAL_COPY, verified: 'none' }] } }), sourceVolume: released, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify with verify none: kept');
-  check(t, world({ migration: finished('Succeeded', { spec: dav, status: { copies: [{ ...PRESYNC_COPY, verified: 'metadata' }] } }), sourceVolume: released, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify with only a pre-sync recorded: kept');
-  check(t, world({ migration: finished('Succeeded', { spec: dav, status: verified }), sourceVolume: retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify while the source is still Bound: not yet');
-  check(t, world({ migration: finished('Succeeded', { spec: dav, status: verified }), sourceVolume: volume(SOURCE_PV, { policy: 'Delete', phase: 'Released' }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify already Delete: done');
-  check(t, world({ migration: finished('RolledBack', { spec: dav, status: verified }), sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Released' }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'DeleteAfterVerify on a rollback: never');
-  check(t, world({ migration: finished('Succeeded', { status: verified }), sourceVolume: released, namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'Keep: kept');
+  check(
+    t,
+    world({ migration: finished('Succeeded', { spec: dav, status: verified }), sourceVolume: released }),
+    {
+      kind: 'setVolumePolicy',
+      volumeName: SOURCE_PV,
+      policy: 'Delete',
+      event: {
+        reason: 'SourceReleased',
+        message:
+          'copy verified; old volume pv-source handed back to its provisioner for deletion (sourceRetention: DeleteAfterVerify)',
+      },
+    },
+    'DeleteAfterVerify, verified final copy, Released: the source goes back to Delete',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Succeeded', { spec: dav, status: { copies: [{ ...FINAL_COPY, verified: 'none' }] } }),
+      sourceVolume: released,
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'DeleteAfterVerify with verify none: kept',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Succeeded', { spec: dav, status: { copies: [{ ...PRESYNC_COPY, verified: 'metadata' }] } }),
+      sourceVolume: released,
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'DeleteAfterVerify with only a pre-sync recorded: kept',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Succeeded', { spec: dav, status: verified }),
+      sourceVolume: retainedSource({ claimRef: { name: HELPER, uid: 'uid-helper' } }),
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'DeleteAfterVerify while the source is still Bound: not yet',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Succeeded', { spec: dav, status: verified }),
+      sourceVolume: volume(SOURCE_PV, { policy: 'Delete', phase: 'Released' }),
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'DeleteAfterVerify already Delete: done',
+  );
+  check(
+    t,
+    world({
+      migration: finished('RolledBack', { spec: dav, status: verified }),
+      sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Released' }),
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'DeleteAfterVerify on a rollback: never',
+  );
+  check(
+    t,
+    world({ migration: finished('Succeeded', { status: verified }), sourceVolume: released, namespaceLabelled: false }),
+    { kind: 'removeFinalizer' },
+    'Keep: kept',
+  );
 
-  check(t, world({ migration: finished('Succeeded') }), { kind: 'labelNamespace', active: false }, 'no sibling active: the namespace label goes');
-  check(t, world({ migration: finished('Succeeded'), siblings: [finished('Succeeded'), migration({ name: 'logs', phase: 'PreSyncing' })] }), { kind: 'removeFinalizer' }, 'a sibling still active: the label stays');
-  check(t, world({ migration: finished('Succeeded'), siblings: [finished('Succeeded'), migration({ name: 'logs', phase: 'Failed' })] }), { kind: 'labelNamespace', active: false }, 'finished siblings do not hold it');
-  check(t, world({ migration: finished('Succeeded', { deleting: true }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'deleting: the finalizer goes last');
-  check(t, world({ migration: finished('Succeeded'), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'not deleting: a finished migration needs no finalizer (an uninstalled pvshift leaves nothing undeletable)');
+  check(
+    t,
+    world({ migration: finished('Succeeded') }),
+    { kind: 'labelNamespace', active: false },
+    'no sibling active: the namespace label goes',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Succeeded'),
+      siblings: [finished('Succeeded'), migration({ name: 'logs', phase: 'PreSyncing' })],
+    }),
+    { kind: 'removeFinalizer' },
+    'a sibling still active: the label stays',
+  );
+  check(
+    t,
+    world({
+      migration: finished('Succeeded'),
+      siblings: [finished('Succeeded'), migration({ name: 'logs', phase: 'Failed' })],
+    }),
+    { kind: 'labelNamespace', active: false },
+    'finished siblings do not hold it',
+  );
+  check(
+    t,
+    world({ migration: finished('Succeeded', { deleting: true }), namespaceLabelled: false }),
+    { kind: 'removeFinalizer' },
+    'deleting: the finalizer goes last',
+  );
+  check(
+    t,
+    world({ migration: finished('Succeeded'), namespaceLabelled: false }),
+    { kind: 'removeFinalizer' },
+    'not deleting: a finished migration needs no finalizer (an uninstalled pvshift leaves nothing undeletable)',
+  );
   const deletingNoFinalizer = migration({ phase: 'Succeeded', status: prepared(), deleting: true, finalizer: false });
-  check(t, world({ migration: deletingNoFinalizer, namespaceLabelled: false }), { kind: 'done' }, 'deleting without the finalizer: done');
+  check(
+    t,
+    world({ migration: deletingNoFinalizer, namespaceLabelled: false }),
+    { kind: 'done' },
+    'deleting without the finalizer: done',
+  );
   t.ok(FINALIZER.startsWith('pvshift.io/'));
   t.end();
 });
@@ -600,33 +2098,73 @@ t.test('abort (spec.abort or deletion) in each phase goes where it should', (t) 
     ['Populating', { kind: 'setPhase', phase: 'RollingBack', event: { reason: 'RollingBack' } }],
   ];
   for (const [phase, step] of expected) {
-    check(t, world({ ...ready, migration: migration({ phase, spec: { abort: true }, status: prepared() }) }), step, `abort in ${phase} → ${String(step.phase)}`);
-    check(t, world({ ...ready, migration: migration({ phase, status: prepared(), deleting: true }) }), step, `deleted in ${phase} → ${String(step.phase)}`);
+    check(
+      t,
+      world({ ...ready, migration: migration({ phase, spec: { abort: true }, status: prepared() }) }),
+      step,
+      `abort in ${phase} → ${String(step.phase)}`,
+    );
+    check(
+      t,
+      world({ ...ready, migration: migration({ phase, status: prepared(), deleting: true }) }),
+      step,
+      `deleted in ${phase} → ${String(step.phase)}`,
+    );
   }
   const binding = world({
-    migration: migration({ phase: 'Binding', spec: { abort: true }, status: prepared({ targetVolumeName: TARGET_PV }) }),
+    migration: migration({
+      phase: 'Binding',
+      spec: { abort: true },
+      status: prepared({ targetVolumeName: TARGET_PV }),
+    }),
     claim: replacementClaim(),
     stagingClaim: claimWithVolume(STAGING, TARGET_PV),
     stagingVolume: volume(TARGET_PV, { policy: 'Retain', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }),
     sourceVolume: retainedSource({ claimRef: { name: HELPER } }),
   });
-  check(t, binding, { kind: 'setPhase', phase: 'RollingBack' }, 'abort in Binding before the replacement is bound: roll back (the original is one step away)');
+  check(
+    t,
+    binding,
+    { kind: 'setPhase', phase: 'RollingBack' },
+    'abort in Binding before the replacement is bound: roll back (the original is one step away)',
+  );
   const bound = world({
-    migration: migration({ phase: 'Binding', spec: { abort: true }, status: prepared({ targetVolumeName: TARGET_PV }) }),
+    migration: migration({
+      phase: 'Binding',
+      spec: { abort: true },
+      status: prepared({ targetVolumeName: TARGET_PV }),
+    }),
     claim: replacementClaim({ phase: 'Bound', volumeName: TARGET_PV }),
     stagingVolume: volume(TARGET_PV, { policy: 'Delete', claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }),
     sourceVolume: retainedSource({ claimRef: { name: HELPER } }),
     consumers: [pod('app-0', { gated: true })],
   });
   check(t, bound, { kind: 'liftGates' }, 'abort in Binding once the replacement is bound to the copy: it finishes');
-  check(t, world({ ...ready, migration: migration({ phase: 'RollingBack', spec: { abort: true }, status: prepared() }) }), { kind: 'liftGates' }, 'RollingBack carries on');
-  check(t, world({ migration: migration({ phase: 'Aborted', spec: { abort: true }, status: prepared() }), namespaceLabelled: false }), { kind: 'removeFinalizer' }, 'a finished migration stays finished');
+  check(
+    t,
+    world({ ...ready, migration: migration({ phase: 'RollingBack', spec: { abort: true }, status: prepared() }) }),
+    { kind: 'liftGates' },
+    'RollingBack carries on',
+  );
+  check(
+    t,
+    world({
+      migration: migration({ phase: 'Aborted', spec: { abort: true }, status: prepared() }),
+      namespaceLabelled: false,
+    }),
+    { kind: 'removeFinalizer' },
+    'a finished migration stays finished',
+  );
   t.equal(UID.length, 36, 'fixture uid has the length of a real one');
   t.end();
 });
 
 t.test('plan does not modify the world it is given', (t) => {
-  const w = world({ migration: migration({ phase: 'CuttingOver', status: prepared() }), sourceVolume: retainedSource(), consumers: [pod('app-0', { gated: true })] });
+  const w = world({
+    migration: migration({ phase: 'CuttingOver', status: prepared() }),
+    sourceVolume: retainedSource(),
+    consumers: [pod('app-0', { gated: true })],
+  });
   const copy = structuredClone(w);
   plan(w);
   t.same(w, copy);

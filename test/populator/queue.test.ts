@@ -53,7 +53,11 @@ t.test('keys come out in order, other keys are not held by one in process', asyn
 
 t.test('backoff grows per key, is capped, and resets on forget', (t) => {
   const q = new WorkQueue();
-  t.same([1, 2, 3, 4].map(() => q.addRateLimited('a')), [500, 1000, 2000, 4000], 'doubling from 500 ms');
+  t.same(
+    [1, 2, 3, 4].map(() => q.addRateLimited('a')),
+    [500, 1000, 2000, 4000],
+    'doubling from 500 ms',
+  );
   t.equal(q.addRateLimited('b'), 500, 'each key has its own count');
   for (let i = 0; i < 20; i++) q.addRateLimited('a');
   t.equal(q.addRateLimited('a'), 60_000, 'capped at 60 s');

@@ -17,11 +17,15 @@ t.test('kinds of the same object are different keys', (t) => {
   const object = { metadata: { namespace: 'shop', name: 'data-web-0' } };
   t.equal(workKeyOf('migration', object), 'migration/shop/data-web-0');
   t.equal(workKeyOf('claim', object), 'claim/shop/data-web-0');
-  t.not(workKeyOf('migration', object), workKeyOf('claim', object), 'a migration and its claim of one name are queued apart');
+  t.not(
+    workKeyOf('migration', object),
+    workKeyOf('claim', object),
+    'a migration and its claim of one name are queued apart',
+  );
   t.end();
 });
 
-t.test('the cache key is the informer\'s namespace/name', (t) => {
+t.test("the cache key is the informer's namespace/name", (t) => {
   t.equal(cacheKeyOf({ kind: 'pod', namespace: 'shop', name: 'web-0' }), 'shop/web-0');
   t.end();
 });

@@ -52,7 +52,11 @@ void t.test('valid command lines', (t) => {
     t.equal(all.options.allowVanished, true);
   }
   const since = parseRunnerArgs([...base, '--changed-since=2026-12-02T15:37:33.000Z']);
-  t.equal(since.kind === 'run' && since.options.changedSinceNs, 1_796_225_853_000_000_000n, "the controller's form (toISOString)");
+  t.equal(
+    since.kind === 'run' && since.options.changedSinceNs,
+    1_796_225_853_000_000_000n,
+    "the controller's form (toISOString)",
+  );
   t.same(parseRunnerArgs(['--help']), { kind: 'help' });
   t.same(parseRunnerArgs([...base, '-h']), { kind: 'help' }, 'help wins over the rest');
   t.end();
@@ -70,10 +74,26 @@ const bad: [string, string[], string][] = [
   ['a flag twice', [...base, '--source', '/x'], '--source given more than once'],
   ['a value on a switch', [...base, '--delete=yes'], '--delete takes no value'],
   ['a bad verify mode', [...base, '--verify', 'full'], '--verify must be one of none, metadata, checksum (got "full")'],
-  ['a zero interval', [...base, '--progress-interval', '0'], '--progress-interval must be a number of seconds in (0, 3600] (got "0")'],
-  ['a negative interval', [...base, '--progress-interval=-1'], '--progress-interval must be a number of seconds in (0, 3600] (got "-1")'],
-  ['a word for an interval', [...base, '--progress-interval', 'soon'], '--progress-interval must be a number of seconds in (0, 3600] (got "soon")'],
-  ['a huge interval', [...base, '--progress-interval', '4000'], '--progress-interval must be a number of seconds in (0, 3600] (got "4000")'],
+  [
+    'a zero interval',
+    [...base, '--progress-interval', '0'],
+    '--progress-interval must be a number of seconds in (0, 3600] (got "0")',
+  ],
+  [
+    'a negative interval',
+    [...base, '--progress-interval=-1'],
+    '--progress-interval must be a number of seconds in (0, 3600] (got "-1")',
+  ],
+  [
+    'a word for an interval',
+    [...base, '--progress-interval', 'soon'],
+    '--progress-interval must be a number of seconds in (0, 3600] (got "soon")',
+  ],
+  [
+    'a huge interval',
+    [...base, '--progress-interval', '4000'],
+    '--progress-interval must be a number of seconds in (0, 3600] (got "4000")',
+  ],
   ['a fractional bwlimit', [...base, '--bwlimit', '1.5'], '--bwlimit must be a whole number of KiB/s (got "1.5")'],
   [
     'a date without a time',
@@ -86,7 +106,11 @@ const bad: [string, string[], string][] = [
     '--changed-since must be an RFC 3339 timestamp such as 2026-12-02T15:38:33.5Z (got "2026-12-02T15:38:33")',
   ],
   ['a value on --allow-vanished', [...base, '--allow-vanished=true'], '--allow-vanished takes no value'],
-  ['same source and target', ['--source', '/a/', '--target', '/a'], '--source and --target are the same directory (/a)'],
+  [
+    'same source and target',
+    ['--source', '/a/', '--target', '/a'],
+    '--source and --target are the same directory (/a)',
+  ],
   ['target inside source', ['--source', '/a', '--target', '/a/b'], '--target /a/b is inside --source /a'],
   ['source inside target', ['--source', '/a/b', '--target', '/a'], '--source /a/b is inside --target /a'],
 ];
@@ -99,7 +123,18 @@ void t.test('bad command lines: one clear message each', (t) => {
 });
 
 void t.test('--help documents every flag and exit code', (t) => {
-  for (const flag of ['--source', '--target', '--delete', '--verify', '--progress-interval', '--termination-log', '--bwlimit', '--changed-since', '--allow-vanished', '--help']) {
+  for (const flag of [
+    '--source',
+    '--target',
+    '--delete',
+    '--verify',
+    '--progress-interval',
+    '--termination-log',
+    '--bwlimit',
+    '--changed-since',
+    '--allow-vanished',
+    '--help',
+  ]) {
     t.match(HELP, flag, flag);
   }
   for (const code of Object.values(RUNNER_EXIT)) t.match(HELP, new RegExp(`^\\s+${code}\\s`, 'm'), `exit ${code}`);
@@ -128,7 +163,8 @@ void t.test('RFC 3339 timestamps, to the nanosecond', (t) => {
     ['', undefined],
   ];
   for (const [text, ns] of cases) t.equal(parseRfc3339Ns(text), ns, JSON.stringify(text));
-  for (const ns of [0n, 1_796_225_913_123_456_789n, -500_000_000n, -1n]) t.equal(parseRfc3339Ns(formatRfc3339Ns(ns)), ns, `round trip ${ns}`);
+  for (const ns of [0n, 1_796_225_913_123_456_789n, -500_000_000n, -1n])
+    t.equal(parseRfc3339Ns(formatRfc3339Ns(ns)), ns, `round trip ${ns}`);
   t.equal(formatRfc3339Ns(1_796_225_913_000_000_001n), '2026-12-02T15:38:33.000000001Z');
   t.end();
 });

@@ -55,7 +55,11 @@ async function copy(t: Test, dst: string): Promise<{ log: string; summary: Summa
 /** Everything but xattrs and ACLs for the whole tree (20,000 files), all of it for meta/. */
 function same(t: Test, dst: string, skip: string[] = []): void {
   const light = { xattrs: false, acls: false, skip };
-  t.same(snapshotTree(dst, light), snapshotTree(src, light), 'identical trees: type, mode, owner, ns mtime, size, content, hard links');
+  t.same(
+    snapshotTree(dst, light),
+    snapshotTree(src, light),
+    'identical trees: type, mode, owner, ns mtime, size, content, hard links',
+  );
   t.same(snapshotTree(path.join(dst, 'meta')), snapshotTree(path.join(src, 'meta')), 'xattrs and ACLs too');
 }
 
@@ -68,9 +72,18 @@ void t.test('two cp processes at once, each in two runs', async (t) => {
   t.ok(summary.files >= PARALLEL_MIN_FILES, `${summary.files} entries: the plan splits the tree`);
   t.match(summary, { ok: true, verified: 'metadata' });
   same(t, dst);
-  t.equal(fs.statSync(path.join(dst, 'top-00000')).ino, fs.statSync(path.join(dst, 'top-99999')).ino, 'linked across cp runs: one inode');
-  t.equal(fs.statSync(path.join(dst, 'd0', 'f1')).ino, fs.statSync(path.join(dst, 'd0', 'link')).ino, 'linked inside a directory: one inode');
-  for (const name of oddNames) t.equal(fs.readFileSync(path.join(dst, name), 'utf8'), name, `${JSON.stringify(name)} copied as it is`);
+  t.equal(
+    fs.statSync(path.join(dst, 'top-00000')).ino,
+    fs.statSync(path.join(dst, 'top-99999')).ino,
+    'linked across cp runs: one inode',
+  );
+  t.equal(
+    fs.statSync(path.join(dst, 'd0', 'f1')).ino,
+    fs.statSync(path.join(dst, 'd0', 'link')).ino,
+    'linked inside a directory: one inode',
+  );
+  for (const name of oddNames)
+    t.equal(fs.readFileSync(path.join(dst, name), 'utf8'), name, `${JSON.stringify(name)} copied as it is`);
 });
 
 void t.test('a top-level name that is not valid UTF-8: one cp', async (t) => {
@@ -80,13 +93,20 @@ void t.test('a top-level name that is not valid UTF-8: one cp', async (t) => {
   fs.utimesSync(odd, 1_000_000_000, 1_000_000_000);
   const dst = path.join(work, 'dst-odd');
   const { log, summary } = await copy(t, dst);
-  t.match(log, /bulk copy: one cp process \(the top-level name .+ is not valid UTF-8: it cannot be passed to cp\): cp -a -T/);
+  t.match(
+    log,
+    /bulk copy: one cp process \(the top-level name .+ is not valid UTF-8: it cannot be passed to cp\): cp -a -T/,
+  );
   t.notMatch(log, /cp processes at once/);
   t.match(summary, { ok: true, verified: 'metadata' });
   // The test's snapshot reads names as UTF-8: the odd one is compared on its own.
   same(t, dst, ['\ufffd\ufffd']);
   const copied = Buffer.concat([Buffer.from(`${dst}/`), Buffer.from([0xff, 0xfe])]);
   const [a, b] = [fs.lstatSync(odd, { bigint: true }), fs.lstatSync(copied, { bigint: true })];
-  t.same([b.mode, b.uid, b.gid, b.mtimeNs, b.size], [a.mode, a.uid, a.gid, a.mtimeNs, a.size], 'the odd name: mode, owner, mtime, size');
+  t.same(
+    [b.mode, b.uid, b.gid, b.mtimeNs, b.size],
+    [a.mode, a.uid, a.gid, a.mtimeNs, a.size],
+    'the odd name: mode, owner, mtime, size',
+  );
   t.equal(fs.readFileSync(copied, 'utf8'), 'not utf-8');
 });

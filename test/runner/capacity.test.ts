@@ -32,17 +32,32 @@ void t.test('a target too small: terminal, says how much is needed and free', as
   t.equal(run.code, 76);
   const s = summaryOf(run.stdout);
   t.match(s, { ok: false, exitCode: 76 });
-  t.match(s.message, /target too small: the target has \d+ bytes \(8\.0\d? MiB\) free, the source needs \d+ bytes \(2\d\.\d MiB/);
+  t.match(
+    s.message,
+    /target too small: the target has \d+ bytes \(8\.0\d? MiB\) free, the source needs \d+ bytes \(2\d\.\d MiB/,
+  );
   t.same(fs.readdirSync(dst), [], 'nothing copied, no temp dir left');
 });
 
 void t.test('a source that does not exist: terminal, clear', async (t) => {
   const work = workDir(t);
   fs.mkdirSync(path.join(work, 'dst'));
-  const run = await runInProcess(['--source', path.join(work, 'nope'), '--target', path.join(work, 'dst'), '--termination-log', path.join(work, 'log')]);
+  const run = await runInProcess([
+    '--source',
+    path.join(work, 'nope'),
+    '--target',
+    path.join(work, 'dst'),
+    '--termination-log',
+    path.join(work, 'log'),
+  ]);
   t.equal(run.code, 76);
   t.equal(summaryOf(run.stdout).message, `source directory ${path.join(work, 'nope')} does not exist`);
-  const missingTarget = await runInProcess(['--source', work, '--target', path.join(os.tmpdir(), 'pvshift-no-such-target')]);
+  const missingTarget = await runInProcess([
+    '--source',
+    work,
+    '--target',
+    path.join(os.tmpdir(), 'pvshift-no-such-target'),
+  ]);
   t.equal(missingTarget.code, 76);
   t.match(summaryOf(missingTarget.stdout).message, /target directory .* does not exist/);
 });
@@ -59,10 +74,21 @@ void t.test('a target without xattrs and ACLs (ramfs): dropped with warnings nam
   const run = await runInProcess(['--source', src, '--target', dst, '--termination-log', log]);
   t.equal(run.code, 0, run.stderr.join('\n'));
   t.match(summaryOf(run.stdout), { ok: true, dropped: ['xattrs', 'acls'], verified: 'metadata' });
-  const warnings = run.stderr.map((l) => JSON.parse(l) as { type: string; message: string }).filter((l) => l.type === 'warning');
-  t.ok(warnings.some((w) => /cannot hold extended attributes.*-X dropped/.test(w.message)), 'xattrs named');
-  t.ok(warnings.some((w) => /cannot hold POSIX ACLs.*-A dropped/.test(w.message)), 'ACLs named');
-  t.ok(warnings.some((w) => w.message.includes(`cannot write the termination log ${log}`)), 'termination log warning');
+  const warnings = run.stderr
+    .map((l) => JSON.parse(l) as { type: string; message: string })
+    .filter((l) => l.type === 'warning');
+  t.ok(
+    warnings.some((w) => /cannot hold extended attributes.*-X dropped/.test(w.message)),
+    'xattrs named',
+  );
+  t.ok(
+    warnings.some((w) => /cannot hold POSIX ACLs.*-A dropped/.test(w.message)),
+    'ACLs named',
+  );
+  t.ok(
+    warnings.some((w) => w.message.includes(`cannot write the termination log ${log}`)),
+    'termination log warning',
+  );
   const a = snapshotTree(src, { xattrs: false, acls: false });
   const b = snapshotTree(dst, { xattrs: false, acls: false });
   t.same(b.get('f')?.sha256, a.get('f')?.sha256);
@@ -77,7 +103,8 @@ void t.test('usage errors exit 2 with one line', async (t) => {
 });
 
 void t.test('CAP_SYS_ADMIN from CapEff: whether trusted.* xattrs can be seen', async (t) => {
-  const status = (capEff: string): string => `Name:\tnode\nCapInh:\t0000000000000000\nCapPrm:\t${capEff}\nCapEff:\t${capEff}\nCapBnd:\t000001ffffffffff\n`;
+  const status = (capEff: string): string =>
+    `Name:\tnode\nCapInh:\t0000000000000000\nCapPrm:\t${capEff}\nCapEff:\t${capEff}\nCapBnd:\t000001ffffffffff\n`;
   const cases: [string, string, boolean | undefined][] = [
     ['a full set', status('000001ffffffffff'), true],
     ['the Pod Security baseline set pvshift adds', status('000000008800001b'), false],
@@ -91,5 +118,9 @@ void t.test('CAP_SYS_ADMIN from CapEff: whether trusted.* xattrs can be seen', a
   const file = path.join(work, 'status');
   fs.writeFileSync(file, status('000000008800001b'));
   t.equal(await canSeeTrustedXattrs(file), false, 'read from the status file');
-  t.equal(await canSeeTrustedXattrs(path.join(work, 'no-proc')), process.getuid?.() === 0, 'no /proc: root is taken to have it');
+  t.equal(
+    await canSeeTrustedXattrs(path.join(work, 'no-proc')),
+    process.getuid?.() === 0,
+    'no /proc: root is taken to have it',
+  );
 });

@@ -55,17 +55,22 @@ for (const [from, to] of [
     fs.writeFileSync(path.join(src, 'a', 'later'), 'after the pre-sync');
     await copy(t, src, dst, log, 'final pass');
     for (const rel of ['a/acl', 'c']) {
-      const acl = (root: string) => execFileSync('getfacl', ['-p', '-n', '--omit-header', path.join(root, rel)], { encoding: 'utf8' });
+      const acl = (root: string) =>
+        execFileSync('getfacl', ['-p', '-n', '--omit-header', path.join(root, rel)], { encoding: 'utf8' });
       t.equal(acl(dst), acl(src), `${rel}: the ACL survived both passes`);
       t.match(acl(dst), /user:1234:/, `${rel}: the named-user entry is there`);
     }
     // Every xattr namespace root reads, the ACL storage of XFS aside (compared through getfacl).
-    t.same(snapshotTree(dst, { xattrMatch: '-' }), snapshotTree(src, { xattrMatch: '-' }), 'the whole tree as on the source');
+    t.same(
+      snapshotTree(dst, { xattrMatch: '-' }),
+      snapshotTree(src, { xattrMatch: '-' }),
+      'the whole tree as on the source',
+    );
     if (to === 'ext4') {
       t.same(
         xattrNames(path.join(dst, 'a', 'acl')).filter((n) => n.startsWith('trusted.SGI_')),
         [],
-        "no XFS ACL storage lands on ext4 as a stray trusted xattr",
+        'no XFS ACL storage lands on ext4 as a stray trusted xattr',
       );
     }
   });

@@ -36,7 +36,8 @@ void t.test('rsync exit codes', (t) => {
     ['success', 0, null, OK],
     ['killed', null, 'SIGTERM', TRANSIENT],
   ];
-  for (const [name, code, signal, expected] of allowing) t.equal(classifyRsyncExit(code, signal, '', true).exitCode, expected, name);
+  for (const [name, code, signal, expected] of allowing)
+    t.equal(classifyRsyncExit(code, signal, '', true).exitCode, expected, name);
   t.match(classifyRsyncExit(24, null, '', true).reason, /vanished .*exit 24, allowed/);
   for (const code of [1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 19, 20, 21, 22, 23, 24, 25, 30, 35]) {
     t.ok(RSYNC_EXIT_CODES.has(code), `rsync ${code} is in the table`);

@@ -23,7 +23,21 @@ function makeSource(src: string): void {
 function startThrottled(src: string, dst: string, log: string) {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', runnerCli, '--source', src, '--target', dst, '--bwlimit', '8000', '--progress-interval', '0.1', '--termination-log', log],
+    [
+      '--import',
+      'tsx',
+      runnerCli,
+      '--source',
+      src,
+      '--target',
+      dst,
+      '--bwlimit',
+      '8000',
+      '--progress-interval',
+      '0.1',
+      '--termination-log',
+      log,
+    ],
     { cwd: repoRoot, detached: true, stdio: ['ignore', 'pipe', 'ignore'] },
   );
   const lines: string[] = [];
@@ -61,16 +75,31 @@ void t.test('SIGKILL mid-copy, rerun, rerun again', async (t) => {
   t.notOk(fs.existsSync(path.join(dst, 'big')), 'a half-copied file never appears under its own name');
 
   const t0 = Date.now();
-  const again = await runInProcess(['--source', src, '--target', dst, '--termination-log', log, '--progress-interval', '0.2']);
+  const again = await runInProcess([
+    '--source',
+    src,
+    '--target',
+    dst,
+    '--termination-log',
+    log,
+    '--progress-interval',
+    '0.2',
+  ]);
   const firstSeconds = (Date.now() - t0) / 1000;
   t.equal(again.code, 0, again.stderr.join('\n'));
   t.same(snapshotTree(dst), snapshotTree(src), 'identical after the rerun');
   t.same(runnerEntries(dst), [], 'the temp dir is gone');
 
-  const progress = again.stdout.filter((l) => l.includes('"progress"')).map((l) => JSON.parse(l) as Record<string, number>);
+  const progress = again.stdout
+    .filter((l) => l.includes('"progress"'))
+    .map((l) => JSON.parse(l) as Record<string, number>);
   for (const key of ['bytesDone', 'filesDone', 'elapsedSeconds']) {
     const values = progress.map((p) => p[key] ?? 0);
-    t.same(values, [...values].sort((a, b) => a - b), `${key} never decreases`);
+    t.same(
+      values,
+      [...values].sort((a, b) => a - b),
+      `${key} never decreases`,
+    );
   }
 
   const t1 = Date.now();
@@ -78,7 +107,14 @@ void t.test('SIGKILL mid-copy, rerun, rerun again', async (t) => {
   const thirdSeconds = (Date.now() - t1) / 1000;
   const summary = JSON.parse(third.stdout.at(-1) ?? '{}') as Summary;
   const counted = countTree(src);
-  t.match(summary, { ok: true, bytesTransferred: 0, filesTransferred: 0, bytes: counted.bytes, files: counted.files, verified: 'metadata' });
+  t.match(summary, {
+    ok: true,
+    bytesTransferred: 0,
+    filesTransferred: 0,
+    bytes: counted.bytes,
+    files: counted.files,
+    verified: 'metadata',
+  });
   t.ok(thirdSeconds < firstSeconds, `up-to-date rerun ${thirdSeconds}s < copying run ${firstSeconds}s`);
   t.same(snapshotTree(dst), snapshotTree(src), 'still identical');
 });
@@ -102,12 +138,18 @@ void t.test('SIGKILL during the bulk copy (cp -a into the temp dir), rerun', asy
     fs.mkdirSync(path.join(src, `many${d}`));
     for (let f = 0; f < 500; f++) fs.writeFileSync(path.join(src, `many${d}`, `f${f}`), randomBytes(2048));
   }
-  const child = spawn(process.execPath, ['--import', 'tsx', runnerCli, '--source', src, '--target', dst, '--verify', 'none', '--termination-log', log], {
-    cwd: repoRoot,
-    detached: true,
-    stdio: 'ignore',
-  });
-  const exited = new Promise<{ signal: string | null }>((resolve) => child.on('exit', (_code, signal) => resolve({ signal })));
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', runnerCli, '--source', src, '--target', dst, '--verify', 'none', '--termination-log', log],
+    {
+      cwd: repoRoot,
+      detached: true,
+      stdio: 'ignore',
+    },
+  );
+  const exited = new Promise<{ signal: string | null }>((resolve) =>
+    child.on('exit', (_code, signal) => resolve({ signal })),
+  );
   // The temp dir's name is new on every run: whichever runner entry has the bulk copy in it.
   const copying = (): boolean => runnerEntries(dst).some((n) => fs.existsSync(path.join(dst, n, 'bulk', 'many0')));
   while (!copying()) await new Promise((r) => setTimeout(r, 2));
@@ -117,16 +159,28 @@ void t.test('SIGKILL during the bulk copy (cp -a into the temp dir), rerun', asy
   // under a real name is a complete copy; a partial file is only ever in the temp dir.
   t.equal(runnerEntries(dst).length, 1, 'the killed run left its temp dir');
   for (const name of fs.readdirSync(dst).filter((n) => !n.startsWith('.pvshift-runner-'))) {
-    t.same(snapshotTree(path.join(dst, name), { xattrs: false, acls: false }), snapshotTree(path.join(src, name), { xattrs: false, acls: false }), `${name} is complete`);
+    t.same(
+      snapshotTree(path.join(dst, name), { xattrs: false, acls: false }),
+      snapshotTree(path.join(src, name), { xattrs: false, acls: false }),
+      `${name} is complete`,
+    );
   }
 
   const again = await runInProcess(['--source', src, '--target', dst, '--termination-log', log]);
   t.equal(again.code, 0, again.stderr.join('\n'));
   t.match(again.stderr.join('\n'), /engine: empty target: cp -a/, 'the rerun finds only the temp dir: bulk copy again');
-  t.same(snapshotTree(dst, { xattrs: false, acls: false }), snapshotTree(src, { xattrs: false, acls: false }), 'identical after the rerun');
+  t.same(
+    snapshotTree(dst, { xattrs: false, acls: false }),
+    snapshotTree(src, { xattrs: false, acls: false }),
+    'identical after the rerun',
+  );
   t.same(snapshotTree(path.join(dst, 'd')), snapshotTree(path.join(src, 'd')), 'xattrs and ACLs too');
   t.same(runnerEntries(dst), [], "the killed run's temp dir and the rerun's are gone");
 
   const third = await runInProcess(['--source', src, '--target', dst, '--termination-log', log]);
-  t.match(JSON.parse(third.stdout.at(-1) ?? '{}'), { ok: true, bytesTransferred: 0, filesTransferred: 0 }, 'rerun on an up-to-date target moves nothing');
+  t.match(
+    JSON.parse(third.stdout.at(-1) ?? '{}'),
+    { ok: true, bytesTransferred: 0, filesTransferred: 0 },
+    'rerun on an up-to-date target moves nothing',
+  );
 });

@@ -30,7 +30,15 @@ void t.test('a split copy into a target that holds data', async (t) => {
   fs.mkdirSync(path.join(dst, 'stale-dir'));
   fs.writeFileSync(path.join(dst, 'stale-dir', 'x'), 'x');
 
-  const run = await runInProcess(['--source', src, '--target', dst, '--delete', '--termination-log', path.join(work, 'log')]);
+  const run = await runInProcess([
+    '--source',
+    src,
+    '--target',
+    dst,
+    '--delete',
+    '--termination-log',
+    path.join(work, 'log'),
+  ]);
   t.equal(run.code, 0, run.stderr.join('\n'));
   t.match(run.stderr.join('\n'), /rsync only \(the target already holds data\); 2 rsync processes/);
   const summary = JSON.parse(run.stdout.at(-1) ?? '{}') as Summary;
@@ -43,12 +51,34 @@ void t.test('a split copy into a target that holds data', async (t) => {
   t.equal(a.ino, b.ino, 'the hard link across top-level names is one inode');
   t.equal(a.nlink, 2);
   // Snapshot without per-file getfattr/getfacl processes (20,000 files); xattrs of the root checked apart.
-  t.same(snapshotTree(dst, { xattrs: false, acls: false }), snapshotTree(src, { xattrs: false, acls: false }), 'identical trees, root included');
-  t.same(snapshotTree(dst, { skip: tops }).get('.'), snapshotTree(src, { skip: tops }).get('.'), "the root's xattrs, ACL, mode and ns mtime");
+  t.same(
+    snapshotTree(dst, { xattrs: false, acls: false }),
+    snapshotTree(src, { xattrs: false, acls: false }),
+    'identical trees, root included',
+  );
+  t.same(
+    snapshotTree(dst, { skip: tops }).get('.'),
+    snapshotTree(src, { skip: tops }).get('.'),
+    "the root's xattrs, ACL, mode and ns mtime",
+  );
 
-  const progress = run.stdout.filter((l) => l.includes('"progress"')).map((l) => JSON.parse(l) as Record<string, number>);
+  const progress = run.stdout
+    .filter((l) => l.includes('"progress"'))
+    .map((l) => JSON.parse(l) as Record<string, number>);
   t.match(progress.at(-1), { filesDone: summary.files, filesTotal: summary.files });
 
-  const again = await runInProcess(['--source', src, '--target', dst, '--delete', '--termination-log', path.join(work, 'log')]);
-  t.match(JSON.parse(again.stdout.at(-1) ?? '{}'), { ok: true, filesTransferred: 0, bytesTransferred: 0 }, 'rerun moves nothing');
+  const again = await runInProcess([
+    '--source',
+    src,
+    '--target',
+    dst,
+    '--delete',
+    '--termination-log',
+    path.join(work, 'log'),
+  ]);
+  t.match(
+    JSON.parse(again.stdout.at(-1) ?? '{}'),
+    { ok: true, filesTransferred: 0, bytesTransferred: 0 },
+    'rerun moves nothing',
+  );
 });

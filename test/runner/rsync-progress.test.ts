@@ -45,7 +45,14 @@ Total transferred file size: 30,000,009 bytes
 void t.test('tracker: monotonic, clamped, complete at the end', (t) => {
   const p = new ProgressTracker(1000, 10, 0);
   t.same(p.snapshot(0), {
-    type: 'progress', bytesDone: 0, bytesTotal: 1000, filesDone: 0, filesTotal: 10, bytesPerSecond: 0, etaSeconds: null, elapsedSeconds: 0,
+    type: 'progress',
+    bytesDone: 0,
+    bytesTotal: 1000,
+    filesDone: 0,
+    filesTotal: 10,
+    bytesPerSecond: 0,
+    etaSeconds: null,
+    elapsedSeconds: 0,
   });
   p.update({ bytes: 400, percent: 40, toCheck: 6, totalItems: 11 });
   let s = p.snapshot(2000);

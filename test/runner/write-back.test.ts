@@ -51,11 +51,12 @@ function onDisk(image: string, data: Buffer): boolean {
   const disk = fs.readFileSync(image);
   const blocks = new Set<string>();
   for (let off = 0; off < disk.length; off += BLOCK) blocks.add(digest(disk.subarray(off, off + BLOCK)));
-  for (let off = 0; off < data.length; off += BLOCK) if (!blocks.has(digest(data.subarray(off, off + BLOCK)))) return false;
+  for (let off = 0; off < data.length; off += BLOCK)
+    if (!blocks.has(digest(data.subarray(off, off + BLOCK)))) return false;
   return true;
 }
 
-void t.test('done means on disk: the data is in the device\'s backing file when the runner exits', async (t) => {
+void t.test("done means on disk: the data is in the device's backing file when the runner exits", async (t) => {
   const work = workDir(t);
   const src = path.join(work, 'src');
   fs.mkdirSync(path.join(src, 'd'), { recursive: true });

@@ -44,7 +44,8 @@ t.test('parseQuantity', (t) => {
     [Number.NaN, undefined],
     [Number.POSITIVE_INFINITY, undefined],
   ];
-  for (const [input, bytes] of cases) t.equal(parseQuantity(input), bytes, `${JSON.stringify(input) ?? 'undefined'} → ${bytes}`);
+  for (const [input, bytes] of cases)
+    t.equal(parseQuantity(input), bytes, `${JSON.stringify(input) ?? 'undefined'} → ${bytes}`);
   t.end();
 });
 

@@ -47,13 +47,20 @@ const SNAPSHOT: ClaimSnapshot = {
 };
 
 /** A migration in cutover of claim `db`; `snapshot` null: one whose status holds no snapshot. */
-function migration(spec: Partial<VolumeMigrationSpec> = {}, snapshot: ClaimSnapshot | null = SNAPSHOT): VolumeMigration {
+function migration(
+  spec: Partial<VolumeMigrationSpec> = {},
+  snapshot: ClaimSnapshot | null = SNAPSHOT,
+): VolumeMigration {
   return {
     apiVersion: 'pvshift.io/v1alpha1',
     kind: 'VolumeMigration',
     metadata: { name: 'move-db', namespace: 'shop', uid: 'uid-move-db' },
     spec: { claimName: 'db', targetStorageClassName: 'fast', ...spec },
-    status: { phase: 'CuttingOver', ...(snapshot ? { originalClaim: structuredClone(snapshot) } : {}), sourceVolumeName: 'pv-old' },
+    status: {
+      phase: 'CuttingOver',
+      ...(snapshot ? { originalClaim: structuredClone(snapshot) } : {}),
+      sourceVolumeName: 'pv-old',
+    },
   };
 }
 
@@ -63,8 +70,18 @@ t.test('targetSizeOf: targetSize, else the original request, always as a string'
   const cases: [string, VolumeMigration, { spec?: ClaimSnapshot['spec'] } | undefined, string | undefined][] = [
     ['targetSize wins', migration({ targetSize: '5Gi' }), SNAPSHOT, '5Gi'],
     ['no targetSize: the request', migration(), SNAPSHOT, '2Gi'],
-    ['an integer targetSize (int-or-string)', migration({ targetSize: 1073741824 as unknown as string }), SNAPSHOT, '1073741824'],
-    ['an integer request', migration(), { spec: { resources: { requests: { storage: 2048 as unknown as string } } } }, '2048'],
+    [
+      'an integer targetSize (int-or-string)',
+      migration({ targetSize: 1073741824 as unknown as string }),
+      SNAPSHOT,
+      '1073741824',
+    ],
+    [
+      'an integer request',
+      migration(),
+      { spec: { resources: { requests: { storage: 2048 as unknown as string } } } },
+      '2048',
+    ],
     ['neither', migration(), undefined, undefined],
     ['a request of no value', migration(), { spec: { resources: { requests: {} } } }, undefined],
   ];
@@ -74,7 +91,9 @@ t.test('targetSizeOf: targetSize, else the original request, always as a string'
 
 /** What targetSpecOf makes of a target of `storage` and `accessModes` on class fast. */
 function onTarget(storage: string, accessModes: string[]): ReturnType<typeof targetSpecOf> {
-  return { spec: { storageClassName: 'fast', accessModes, volumeMode: 'Filesystem', resources: { requests: { storage } } } };
+  return {
+    spec: { storageClassName: 'fast', accessModes, volumeMode: 'Filesystem', resources: { requests: { storage } } },
+  };
 }
 
 t.test('targetSpecOf: everything from the migration, nothing guessed', (t) => {
@@ -108,14 +127,24 @@ t.test('targetSpecOf: everything from the migration, nothing guessed', (t) => {
     [
       'a snapshot without a request and no targetSize',
       migration({}, { spec: { accessModes: ['ReadWriteOnce'] } }),
-      { problem: 'the migration has no targetSize and the snapshot of the original claim in its status has no storage request' },
+      {
+        problem:
+          'the migration has no targetSize and the snapshot of the original claim in its status has no storage request',
+      },
     ],
     [
       'a snapshot without access modes and no targetAccessModes',
       migration({}, { spec: { resources: { requests: { storage: '1Gi' } } } }),
-      { problem: 'the migration has no targetAccessModes and the snapshot of the original claim in its status has no access modes' },
+      {
+        problem:
+          'the migration has no targetAccessModes and the snapshot of the original claim in its status has no access modes',
+      },
     ],
-    ['a size of zero', migration({ targetSize: '0' }), { problem: 'the target size "0" is not a quantity greater than zero' }],
+    [
+      'a size of zero',
+      migration({ targetSize: '0' }),
+      { problem: 'the target size "0" is not a quantity greater than zero' },
+    ],
     [
       'a size that is no quantity',
       migration({ targetSize: 'ten' }),
@@ -208,17 +237,21 @@ t.test('restoredClaim', (t) => {
   const exactly = "the original's spec exactly (selector included), on its volume, no data source";
   t.same(made.spec, { ...originalSpec, volumeName: 'pv-old' }, exactly);
   t.notOk('dataSource' in made.spec!, 'no dataSource key at all');
-  t.same(made.metadata, {
-    name: 'db',
-    namespace: 'shop',
-    labels: { app: 'db' },
-    annotations: {
-      'team.example/owner': 'orders',
-      [ANNOTATION_TARGET_CLASS]: 'fast',
-      [ANNOTATION_TARGET_SIZE]: '4Gi',
-      [ANNOTATION_MIGRATION]: 'move-db',
+  t.same(
+    made.metadata,
+    {
+      name: 'db',
+      namespace: 'shop',
+      labels: { app: 'db' },
+      annotations: {
+        'team.example/owner': 'orders',
+        [ANNOTATION_TARGET_CLASS]: 'fast',
+        [ANNOTATION_TARGET_SIZE]: '4Gi',
+        [ANNOTATION_MIGRATION]: 'move-db',
+      },
     },
-  }, 'the binding annotations dropped (bind-completed on an unbound claim makes it Lost), the shortcut kept: it comes back as it was');
+    'the binding annotations dropped (bind-completed on an unbound claim makes it Lost), the shortcut kept: it comes back as it was',
+  );
   t.same(snapshot, before, 'the snapshot is not modified');
   made.spec!.resources!.requests!.storage = '9Gi';
   t.same(snapshot, before, 'nor shared with the claim');
@@ -255,7 +288,12 @@ t.test('the planner and the webhook make the same replacement, whoever is first'
   const sent: V1PersistentVolumeClaim = {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
-    metadata: { name: m.spec.claimName, namespace: m.metadata.namespace, labels: snapshot.labels, annotations: snapshot.annotations },
+    metadata: {
+      name: m.spec.claimName,
+      namespace: m.metadata.namespace,
+      labels: snapshot.labels,
+      annotations: snapshot.annotations,
+    },
     spec: structuredClone(snapshot.spec),
   };
   const admitted = mutateClaim(sent, [m]).object;

@@ -25,7 +25,8 @@ void t.test('runner exit codes as the controller reads them', (t) => {
     [1, null, 'transient'],
     [null, 'SIGKILL', 'transient'],
   ];
-  for (const [code, signal, expected] of cases) t.equal(classifyRunnerExit(code, signal), expected, `${code ?? signal}`);
+  for (const [code, signal, expected] of cases)
+    t.equal(classifyRunnerExit(code, signal), expected, `${code ?? signal}`);
   t.equal(new Set(Object.values(RUNNER_EXIT)).size, Object.values(RUNNER_EXIT).length, 'codes are distinct');
   t.end();
 });
@@ -44,8 +45,17 @@ void t.test('verify modes', (t) => {
 });
 
 const FAILED: Summary = {
-  type: 'summary', ok: false, bytes: 1, bytesTransferred: 1, files: 1, filesTransferred: 1, seconds: 1, verified: 'none',
-  dropped: [], exitCode: 77, message: 'm'.repeat(5000),
+  type: 'summary',
+  ok: false,
+  bytes: 1,
+  bytesTransferred: 1,
+  files: 1,
+  filesTransferred: 1,
+  seconds: 1,
+  verified: 'none',
+  dropped: [],
+  exitCode: 77,
+  message: 'm'.repeat(5000),
   differences: Array.from({ length: 20 }, (_, i) => ({ path: `${'p'.repeat(250)}${i}`, what: 'mode 0644 != 0600' })),
   differencesTotal: 20,
 };
@@ -63,7 +73,16 @@ void t.test('summary fits the termination log', (t) => {
 
 void t.test('a fitted summary still carries what the controller reads', (t) => {
   const read = JSON.parse(fitSummary(FAILED)) as SummaryAsRead;
-  t.match(read, { ok: false, bytes: 1, bytesTransferred: 1, files: 1, seconds: 1, verified: 'none', exitCode: 77, dropped: [] });
+  t.match(read, {
+    ok: false,
+    bytes: 1,
+    bytesTransferred: 1,
+    files: 1,
+    seconds: 1,
+    verified: 'none',
+    exitCode: 77,
+    dropped: [],
+  });
   t.match(read.message, /^m+…$/, 'the message cut, not dropped');
   t.end();
 });
@@ -78,8 +97,16 @@ void t.test('the controller reads the last record of a kind from a log, whatever
     '{"type":"progress","bytesDone":',
     '',
   ].join('\n');
-  t.match(lastRunnerLine<SummaryAsRead>(log, 'summary'), { ok: true, bytesTransferred: 9, message: 'ok' }, 'the last summary, padded or not');
-  t.match(lastRunnerLine<ProgressAsRead>(log, 'progress'), { bytesDone: 10 }, 'a line cut short (the kubelet keeps a tail) is skipped');
+  t.match(
+    lastRunnerLine<SummaryAsRead>(log, 'summary'),
+    { ok: true, bytesTransferred: 9, message: 'ok' },
+    'the last summary, padded or not',
+  );
+  t.match(
+    lastRunnerLine<ProgressAsRead>(log, 'progress'),
+    { bytesDone: 10 },
+    'a line cut short (the kubelet keeps a tail) is skipped',
+  );
   t.equal(lastRunnerLine(log.replace(/"type":"summary"/g, '"type":"other"'), 'summary'), undefined, 'none: undefined');
   t.equal(lastRunnerLine('', 'progress'), undefined);
   t.end();

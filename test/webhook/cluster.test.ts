@@ -4,7 +4,13 @@
 // refused while pods still get created.
 import { X509Certificate } from 'node:crypto';
 import t from 'tap';
-import type { V1Namespace, V1PersistentVolumeClaim, V1Pod, V1Secret, V1MutatingWebhookConfiguration } from '@kubernetes/client-node';
+import type {
+  V1Namespace,
+  V1PersistentVolumeClaim,
+  V1Pod,
+  V1Secret,
+  V1MutatingWebhookConfiguration,
+} from '@kubernetes/client-node';
 import { freePort, installVolumeMigrationCrd } from '../../cluster/index.js';
 import { serviceDnsNames } from '../../certs/authority.js';
 import { startManagedCertificates } from '../../certs/managed.js';
@@ -23,7 +29,9 @@ await installVolumeMigrationCrd(kubeConfig);
 let counter = 0;
 async function namespace(prefix: string, active: boolean): Promise<string> {
   const name = `${prefix}-${process.pid}-${++counter}`;
-  await kube.create<V1Namespace>(paths.namespaces(), { metadata: { name, labels: active ? { [LABEL_NAMESPACE_ACTIVE]: 'true' } : {} } });
+  await kube.create<V1Namespace>(paths.namespaces(), {
+    metadata: { name, labels: active ? { [LABEL_NAMESPACE_ACTIVE]: 'true' } : {} },
+  });
   await waitFor(`ServiceAccount ${name}/default`, () => kube.get(paths.serviceAccounts(name, 'default')), 60_000);
   return name;
 }
@@ -35,7 +43,12 @@ const ORIGINAL = {
   resources: { requests: { storage: '1Gi' } },
 };
 
-async function migrationIn(ns: string, claimName: string, phase: Phase, name = `move-${claimName}`): Promise<VolumeMigration> {
+async function migrationIn(
+  ns: string,
+  claimName: string,
+  phase: Phase,
+  name = `move-${claimName}`,
+): Promise<VolumeMigration> {
   await kube.create(paths.migrations(ns), {
     apiVersion: 'pvshift.io/v1alpha1',
     kind: 'VolumeMigration',
@@ -45,7 +58,13 @@ async function migrationIn(ns: string, claimName: string, phase: Phase, name = `
   // status is a subresource: the main resource ignores it on create.
   return kube.patch<VolumeMigration>(
     `${paths.migrations(ns, name)}/status`,
-    { status: { phase, originalClaim: { labels: {}, annotations: {}, spec: ORIGINAL }, sourceVolumeName: `pv-of-${claimName}` } },
+    {
+      status: {
+        phase,
+        originalClaim: { labels: {}, annotations: {}, spec: ORIGINAL },
+        sourceVolumeName: `pv-of-${claimName}`,
+      },
+    },
     'merge',
   );
 }
@@ -61,7 +80,13 @@ function pod(name: string, claimName?: string): V1Pod {
   return {
     metadata: { name, labels: { app: 'web' } },
     spec: {
-      containers: [{ name: 'app', image: 'registry.example/app:1', ...(claimName ? { volumeMounts: [{ name: 'data', mountPath: '/data' }] } : {}) }],
+      containers: [
+        {
+          name: 'app',
+          image: 'registry.example/app:1',
+          ...(claimName ? { volumeMounts: [{ name: 'data', mountPath: '/data' }] } : {}),
+        },
+      ],
       ...(claimName ? { volumes: [{ name: 'data', persistentVolumeClaim: { claimName } }] } : {}),
     },
   };
@@ -77,7 +102,12 @@ const CONFIG_NAME = `pvshift-test-${process.pid}`;
 // webhook patches its own CA in (what it does in the cluster after install).
 await kube.create<V1MutatingWebhookConfiguration>(
   paths.mutatingWebhooks(),
-  buildWebhookConfiguration({ name: CONFIG_NAME, pvshiftNamespace: pvshiftNs, caBundle: 'placeholder', url: `https://127.0.0.1:${port}` }),
+  buildWebhookConfiguration({
+    name: CONFIG_NAME,
+    pvshiftNamespace: pvshiftNs,
+    caBundle: 'placeholder',
+    url: `https://127.0.0.1:${port}`,
+  }),
 );
 t.teardown(() => kube.delete(paths.mutatingWebhooks(CONFIG_NAME)));
 
@@ -105,15 +135,21 @@ await migrationIn(active, 'data-web-0', 'CuttingOver');
 // The API server learns of webhook configuration changes through an informer;
 // a dry run shows when our CA and URL are in use.
 let lastProbeError = '';
-await waitFor('the API server calls the webhook', async () => {
-  try {
-    const probe = await kube.create<V1PersistentVolumeClaim>(paths.claims(active), claim('data-web-0'), { dryRun: 'All' });
-    return probe.spec?.storageClassName === 'fast' ? true : undefined;
-  } catch (e: unknown) {
-    lastProbeError = e instanceof Error ? e.message : String(e);
-    return undefined;
-  }
-}, 60_000).catch((e: unknown) => {
+await waitFor(
+  'the API server calls the webhook',
+  async () => {
+    try {
+      const probe = await kube.create<V1PersistentVolumeClaim>(paths.claims(active), claim('data-web-0'), {
+        dryRun: 'All',
+      });
+      return probe.spec?.storageClassName === 'fast' ? true : undefined;
+    } catch (e: unknown) {
+      lastProbeError = e instanceof Error ? e.message : String(e);
+      return undefined;
+    }
+  },
+  60_000,
+).catch((e: unknown) => {
   throw new Error(`${e instanceof Error ? e.message : String(e)}; last answer: ${lastProbeError}`);
 });
 
@@ -123,7 +159,8 @@ void t.test('the CA is in the Secret and in every webhook entry', async (t) => {
   t.equal(bundle, handle.caBundle);
   const config = await kube.get<V1MutatingWebhookConfiguration>(paths.mutatingWebhooks(CONFIG_NAME));
   t.equal(config?.webhooks?.length, 2);
-  for (const webhook of config?.webhooks ?? []) t.equal(Buffer.from(webhook.clientConfig.caBundle ?? '', 'base64').toString('utf8'), bundle);
+  for (const webhook of config?.webhooks ?? [])
+    t.equal(Buffer.from(webhook.clientConfig.caBundle ?? '', 'base64').toString('utf8'), bundle);
   const cert = new X509Certificate(Buffer.from(secret?.data?.['tls.crt'] ?? '', 'base64'));
   t.ok(cert.checkIP('127.0.0.1'));
   t.ok(cert.checkHost(`pvshift-webhook.${pvshiftNs}.svc`));
@@ -133,7 +170,11 @@ void t.test('a claim created for a migration in cutover comes back rewritten', a
   const created = await kube.create<V1PersistentVolumeClaim>(paths.claims(active), claim('data-web-0'));
   t.equal(created.spec?.storageClassName, 'fast');
   t.same(created.spec?.resources?.requests, { storage: '2Gi' });
-  t.same(created.spec?.dataSourceRef, { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: 'move-data-web-0' }, 'the API server accepted the dataSourceRef');
+  t.same(
+    created.spec?.dataSourceRef,
+    { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: 'move-data-web-0' },
+    'the API server accepted the dataSourceRef',
+  );
   // NormalizeDataSources copies a namespace-less dataSourceRef into dataSource when the object is stored.
   t.comment(`dataSource as stored: ${JSON.stringify(created.spec?.dataSource)}`);
   t.equal(created.metadata?.annotations?.[ANNOTATION_MIGRATION], 'move-data-web-0');
@@ -159,13 +200,20 @@ void t.test('a pod with no claim is untouched', async (t) => {
 
 void t.test('rollback: the claim comes back as the original on the source volume', async (t) => {
   await migrationIn(active, 'data-web-1', 'RollingBack');
-  const created = await waitFor('the restored claim', async () => {
-    try {
-      return await kube.create<V1PersistentVolumeClaim>(paths.claims(active), { ...claim('data-web-1'), spec: { ...ORIGINAL, storageClassName: 'fast' } });
-    } catch {
-      return undefined;
-    }
-  }, 30_000);
+  const created = await waitFor(
+    'the restored claim',
+    async () => {
+      try {
+        return await kube.create<V1PersistentVolumeClaim>(paths.claims(active), {
+          ...claim('data-web-1'),
+          spec: { ...ORIGINAL, storageClassName: 'fast' },
+        });
+      } catch {
+        return undefined;
+      }
+    },
+    30_000,
+  );
   t.equal(created.spec?.storageClassName, 'standard');
   t.equal(created.spec?.volumeName, 'pv-of-data-web-1');
   t.notOk(created.spec?.dataSourceRef);
@@ -185,7 +233,15 @@ void t.test('replicas share one Secret: the loser of the creation race uses the 
   // One clock for both replicas, moved forward to the renewal point below.
   let clock = Date.now();
   const start = () =>
-    startManagedCertificates({ kubeConfig, secretName: 'race', secretNamespace: pvshiftNs, names, logger: silentLogger(), checkIntervalMs: 3_600_000, now: () => new Date(clock) });
+    startManagedCertificates({
+      kubeConfig,
+      secretName: 'race',
+      secretNamespace: pvshiftNs,
+      names,
+      logger: silentLogger(),
+      checkIntervalMs: 3_600_000,
+      now: () => new Date(clock),
+    });
   const [a, b] = await Promise.all([start(), start()]);
   t.teardown(async () => {
     await a.stop();
@@ -220,8 +276,15 @@ void t.test('with the webhook stopped', async (t) => {
   });
   void t.test('a claim in cutover is refused with a clear message (failurePolicy Fail)', async (t) => {
     await kube.delete(paths.claims(active, 'data-web-0'));
-    await waitFor('claim gone', async () => ((await kube.get(paths.claims(active, 'data-web-0'))) ? undefined : true), 60_000).catch(() => undefined);
-    const error = await kube.create(paths.claims(active), claim('data-web-0')).then(() => undefined, (e: unknown) => e);
+    await waitFor(
+      'claim gone',
+      async () => ((await kube.get(paths.claims(active, 'data-web-0'))) ? undefined : true),
+      60_000,
+    ).catch(() => undefined);
+    const error = await kube.create(paths.claims(active), claim('data-web-0')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     t.ok(error instanceof ApiError, 'refused');
     const message = error instanceof ApiError ? error.message : '';
     t.comment(message);
@@ -234,4 +297,3 @@ void t.test('with the webhook stopped', async (t) => {
     t.equal(created.spec?.storageClassName, 'standard');
   });
 });
-

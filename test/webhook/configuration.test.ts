@@ -22,13 +22,20 @@ void t.test('webhooks.yaml says what was decided', (t) => {
     t.equal(webhook?.sideEffects, 'None');
     t.same(webhook?.admissionReviewVersions, ['v1']);
     t.same(webhook?.rules?.[0]?.operations, ['CREATE']);
-    t.same(webhook?.namespaceSelector?.matchExpressions, [{ key: LABEL_NAMESPACE_ACTIVE, operator: 'In', values: ['true'] }]);
-    t.same(webhook?.objectSelector?.matchExpressions, [{ key: LABEL_MANAGED_BY, operator: 'NotIn', values: [MANAGED_BY_VALUE] }]);
+    t.same(webhook?.namespaceSelector?.matchExpressions, [
+      { key: LABEL_NAMESPACE_ACTIVE, operator: 'In', values: ['true'] },
+    ]);
+    t.same(webhook?.objectSelector?.matchExpressions, [
+      { key: LABEL_MANAGED_BY, operator: 'NotIn', values: [MANAGED_BY_VALUE] },
+    ]);
   }
   t.same(claims?.rules?.[0]?.resources, ['persistentvolumeclaims']);
   t.same(pods?.rules?.[0]?.resources, ['pods']);
   t.same(pods?.matchConditions, [
-    { name: 'mounts-a-claim', expression: 'has(object.spec.volumes) && object.spec.volumes.exists(v, has(v.persistentVolumeClaim))' },
+    {
+      name: 'mounts-a-claim',
+      expression: 'has(object.spec.volumes) && object.spec.volumes.exists(v, has(v.persistentVolumeClaim))',
+    },
   ]);
   t.end();
 });
@@ -52,13 +59,23 @@ void t.test('built for a Service', (t) => {
       values: ['kube-system', 'pvshift-system'],
     });
   }
-  t.same(config.webhooks?.[0]?.clientConfig.service, { name: 'pvshift-webhook', namespace: 'pvshift-system', port: 443, path: CLAIMS_PATH });
+  t.same(config.webhooks?.[0]?.clientConfig.service, {
+    name: 'pvshift-webhook',
+    namespace: 'pvshift-system',
+    port: 443,
+    path: CLAIMS_PATH,
+  });
   t.same(config.webhooks?.[1]?.clientConfig.service?.path, PODS_PATH);
   t.end();
 });
 
 void t.test('built for a URL', (t) => {
-  const config = buildWebhookConfiguration({ name: 'x', pvshiftNamespace: 'kube-system', caBundle: CA, url: 'https://127.0.0.1:9443/' });
+  const config = buildWebhookConfiguration({
+    name: 'x',
+    pvshiftNamespace: 'kube-system',
+    caBundle: CA,
+    url: 'https://127.0.0.1:9443/',
+  });
   t.equal(config.webhooks?.[0]?.clientConfig.url, `https://127.0.0.1:9443${CLAIMS_PATH}`);
   t.equal(config.webhooks?.[1]?.clientConfig.url, `https://127.0.0.1:9443${PODS_PATH}`);
   t.same(config.webhooks?.[0]?.namespaceSelector?.matchExpressions?.[1]?.values, ['kube-system'], 'no duplicate');
@@ -66,9 +83,18 @@ void t.test('built for a URL', (t) => {
 });
 
 void t.test('exactly one of service and url', (t) => {
-  t.throws(() => buildWebhookConfiguration({ name: 'x', pvshiftNamespace: 'p', caBundle: CA }), { name: 'ConfigurationError' });
+  t.throws(() => buildWebhookConfiguration({ name: 'x', pvshiftNamespace: 'p', caBundle: CA }), {
+    name: 'ConfigurationError',
+  });
   t.throws(
-    () => buildWebhookConfiguration({ name: 'x', pvshiftNamespace: 'p', caBundle: CA, url: 'https://a', service: { name: 's', namespace: 'p', port: 1 } }),
+    () =>
+      buildWebhookConfiguration({
+        name: 'x',
+        pvshiftNamespace: 'p',
+        caBundle: CA,
+        url: 'https://a',
+        service: { name: 's', namespace: 'p', port: 1 },
+      }),
     { name: 'ConfigurationError' },
   );
   t.end();
@@ -83,13 +109,29 @@ void t.test('the migration index', (t) => {
   index.upsert(a);
   index.upsert(b);
   index.upsert(c);
-  t.same(index.migrationsForClaim('shop', 'data-0').map((m) => m.metadata.name).sort(), ['a', 'b']);
-  t.same(index.migrationsForClaim('other', 'data-0').map((m) => m.metadata.name), ['c']);
+  t.same(
+    index
+      .migrationsForClaim('shop', 'data-0')
+      .map((m) => m.metadata.name)
+      .sort(),
+    ['a', 'b'],
+  );
+  t.same(
+    index.migrationsForClaim('other', 'data-0').map((m) => m.metadata.name),
+    ['c'],
+  );
   t.same(index.migrationsForClaim('shop', 'data-1'), []);
   const moved = migration('a', 'CuttingOver', { claimName: 'data-1' });
   index.upsert(moved);
-  t.same(index.migrationsForClaim('shop', 'data-0').map((m) => m.metadata.name), ['b'], 'an update that moves a migration leaves nothing behind');
-  t.same(index.migrationsForClaim('shop', 'data-1').map((m) => m.metadata.name), ['a']);
+  t.same(
+    index.migrationsForClaim('shop', 'data-0').map((m) => m.metadata.name),
+    ['b'],
+    'an update that moves a migration leaves nothing behind',
+  );
+  t.same(
+    index.migrationsForClaim('shop', 'data-1').map((m) => m.metadata.name),
+    ['a'],
+  );
   index.remove(b);
   index.remove(b);
   t.same(index.migrationsForClaim('shop', 'data-0'), []);

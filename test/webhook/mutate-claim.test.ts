@@ -77,7 +77,9 @@ void t.test('rewrite in cutover', (t) => {
     t.end();
   });
   void t.test('targetSize and targetAccessModes win over the original', (t) => {
-    const m = migration('data-web-0', 'Populating', { spec: { targetSize: '20Gi', targetAccessModes: ['ReadWriteOncePod'] } });
+    const m = migration('data-web-0', 'Populating', {
+      spec: { targetSize: '20Gi', targetAccessModes: ['ReadWriteOncePod'] },
+    });
     const { object } = mutateClaim(statefulSetClaim(), [m]);
     t.same(object.spec?.resources?.requests, { storage: '20Gi' });
     t.same(object.spec?.accessModes, ['ReadWriteOncePod']);
@@ -202,7 +204,10 @@ void t.test('rewrite in cutover', (t) => {
 void t.test('restore in rollback', (t) => {
   void t.test('the claim comes back exactly as the original, on the source volume', (t) => {
     const claim = statefulSetClaim('data-web-0', {
-      spec: { storageClassName: 'fast-ssd', dataSourceRef: { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: 'data-web-0' } },
+      spec: {
+        storageClassName: 'fast-ssd',
+        dataSourceRef: { apiGroup: 'pvshift.io', kind: 'VolumeMigration', name: 'data-web-0' },
+      },
     });
     const { object, warnings } = mutateClaim(claim, [migration('data-web-0', 'RollingBack')]);
     t.same(object.spec, {
@@ -215,20 +220,26 @@ void t.test('restore in rollback', (t) => {
     t.match(warnings, [/rolling back; this claim returns to volume pvc-0a1b/]);
     t.end();
   });
-  void t.test("the original's spec exactly, not the created claim's; binding annotations dropped, the shortcut's kept", (t) => {
-    const m = migration('data-web-0', 'RollingBack');
-    m.status!.originalClaim!.spec.selector = { matchLabels: { tier: 'slow' } };
-    const claim = statefulSetClaim('data-web-0', {
-      metadata: {
-        annotations: { 'pv.kubernetes.io/bind-completed': 'yes', [ANNOTATION_TARGET_CLASS]: 'fast-ssd' },
-      },
-      spec: { volumeAttributesClassName: 'fast-iops', resources: { requests: { storage: '20Gi' } } },
-    });
-    const { object } = mutateClaim(claim, [m]);
-    t.same(object.spec, { ...ORIGINAL_CLAIM_SPEC, selector: { matchLabels: { tier: 'slow' } } });
-    t.same(object.metadata?.annotations, { [ANNOTATION_TARGET_CLASS]: 'fast-ssd', [ANNOTATION_MIGRATION]: 'data-web-0' });
-    t.end();
-  });
+  void t.test(
+    "the original's spec exactly, not the created claim's; binding annotations dropped, the shortcut's kept",
+    (t) => {
+      const m = migration('data-web-0', 'RollingBack');
+      m.status!.originalClaim!.spec.selector = { matchLabels: { tier: 'slow' } };
+      const claim = statefulSetClaim('data-web-0', {
+        metadata: {
+          annotations: { 'pv.kubernetes.io/bind-completed': 'yes', [ANNOTATION_TARGET_CLASS]: 'fast-ssd' },
+        },
+        spec: { volumeAttributesClassName: 'fast-iops', resources: { requests: { storage: '20Gi' } } },
+      });
+      const { object } = mutateClaim(claim, [m]);
+      t.same(object.spec, { ...ORIGINAL_CLAIM_SPEC, selector: { matchLabels: { tier: 'slow' } } });
+      t.same(object.metadata?.annotations, {
+        [ANNOTATION_TARGET_CLASS]: 'fast-ssd',
+        [ANNOTATION_MIGRATION]: 'data-web-0',
+      });
+      t.end();
+    },
+  );
   void t.test('an original without storageClassName restores without one', (t) => {
     const m = migration('data-web-0', 'RollingBack');
     delete m.status!.originalClaim!.spec.storageClassName;
@@ -263,10 +274,18 @@ void t.test('restore in rollback', (t) => {
 });
 
 void t.test('which migrations count', (t) => {
-  const cases: { name: string; migrations: ReturnType<typeof migration>[]; expect: 'unchanged' | 'rewritten' | 'denied' }[] = [
+  const cases: {
+    name: string;
+    migrations: ReturnType<typeof migration>[];
+    expect: 'unchanged' | 'rewritten' | 'denied';
+  }[] = [
     { name: 'none', migrations: [], expect: 'unchanged' },
     { name: 'one for another claim', migrations: [migration('data-web-1', 'CuttingOver')], expect: 'unchanged' },
-    { name: 'one in another namespace', migrations: [migration('data-web-0', 'CuttingOver', { namespace: 'other' })], expect: 'unchanged' },
+    {
+      name: 'one in another namespace',
+      migrations: [migration('data-web-0', 'CuttingOver', { namespace: 'other' })],
+      expect: 'unchanged',
+    },
     {
       name: 'a finished one and one in cutover',
       migrations: [
@@ -277,7 +296,10 @@ void t.test('which migrations count', (t) => {
     },
     {
       name: 'two in cutover',
-      migrations: [migration('a', 'CuttingOver', { claimName: 'data-web-0' }), migration('b', 'RollingBack', { claimName: 'data-web-0' })],
+      migrations: [
+        migration('a', 'CuttingOver', { claimName: 'data-web-0' }),
+        migration('b', 'RollingBack', { claimName: 'data-web-0' }),
+      ],
       expect: 'denied',
     },
   ];
@@ -286,10 +308,13 @@ void t.test('which migrations count', (t) => {
       const claim = statefulSetClaim();
       const before = structuredClone(claim);
       if (c.expect === 'denied') {
-        t.throws(() => mutateClaim(claim, c.migrations), new AdmissionDenial(
-          'claim "data-web-0" is claimed by several VolumeMigrations in cutover (a, b); ' +
-            'pvshift cannot tell which one this claim belongs to: abort all but one',
-        ));
+        t.throws(
+          () => mutateClaim(claim, c.migrations),
+          new AdmissionDenial(
+            'claim "data-web-0" is claimed by several VolumeMigrations in cutover (a, b); ' +
+              'pvshift cannot tell which one this claim belongs to: abort all but one',
+          ),
+        );
         t.end();
         return;
       }

@@ -29,7 +29,11 @@ void t.test('every phase: gated while the migration is unfinished', (t) => {
       t.same(object.spec?.schedulingGates, [{ name: SCHEDULING_GATE }]);
       t.equal(object.metadata?.annotations?.[ANNOTATION_MIGRATION], 'data-web-0');
       t.equal(object.metadata?.annotations?.[ANNOTATION_GATED_AT], '2025-03-01T10:00:00.000Z');
-      t.equal(object.metadata?.annotations?.['kubectl.kubernetes.io/default-container'], 'app', 'existing annotations stay');
+      t.equal(
+        object.metadata?.annotations?.['kubectl.kubernetes.io/default-container'],
+        'app',
+        'existing annotations stay',
+      );
       t.match(warnings, [/held by scheduling gate pvshift.io\/migration until data-web-0/]);
       t.end();
     });
@@ -48,12 +52,19 @@ const cases: {
   expectMigrations?: string;
 }[] = [
   { name: 'no claim under migration', claims: ['data-web-0'], migrations: [migration('data-web-1', 'CuttingOver')] },
-  { name: 'the migration is in another namespace', claims: ['data-web-0'], migrations: [migration('data-web-0', 'CuttingOver', { namespace: 'other' })] },
+  {
+    name: 'the migration is in another namespace',
+    claims: ['data-web-0'],
+    migrations: [migration('data-web-0', 'CuttingOver', { namespace: 'other' })],
+  },
   { name: 'the pod mounts no claim', claims: [], migrations: [migration('data-web-0', 'CuttingOver')] },
   {
     name: 'two claims, two migrations: one gate, names sorted',
     claims: ['logs-web-0', 'data-web-0'],
-    migrations: [migration('zeta', 'PreSyncing', { claimName: 'logs-web-0' }), migration('alpha', 'CuttingOver', { claimName: 'data-web-0' })],
+    migrations: [
+      migration('zeta', 'PreSyncing', { claimName: 'logs-web-0' }),
+      migration('alpha', 'CuttingOver', { claimName: 'data-web-0' }),
+    ],
     expectGates: [SCHEDULING_GATE],
     expectMigrations: 'alpha,zeta',
   },
@@ -94,7 +105,10 @@ void t.test('which pods are gated', (t) => {
         t.end();
         return;
       }
-      t.same(object.spec?.schedulingGates?.map((g) => g.name), c.expectGates);
+      t.same(
+        object.spec?.schedulingGates?.map((g) => g.name),
+        c.expectGates,
+      );
       t.equal(object.metadata?.annotations?.[ANNOTATION_MIGRATION], c.expectMigrations);
       t.end();
     });
@@ -112,7 +126,9 @@ void t.test('which pods are gated', (t) => {
     const { object, warnings } = mutatePod(pod, [migration('data-web-0', 'CuttingOver')], NOW);
     t.same(object, before);
     t.same(pod, before, 'the input is not modified');
-    t.same(warnings, ['pvshift: this pod sets spec.nodeName, so it cannot be held while data-web-0 is migrated (data-web-0)']);
+    t.same(warnings, [
+      'pvshift: this pod sets spec.nodeName, so it cannot be held while data-web-0 is migrated (data-web-0)',
+    ]);
     t.end();
   });
   void t.test('claimNamesOf lists each claim once', (t) => {
@@ -137,7 +153,10 @@ void t.test('reinvocation and the patch', (t) => {
   });
   void t.test('a gated-at set by someone before is kept', (t) => {
     const pod = statefulSetPod(['data-web-0'], { annotations: { [ANNOTATION_GATED_AT]: '2025-01-01T00:00:00Z' } });
-    t.equal(mutatePod(pod, [migration('data-web-0', 'CuttingOver')], NOW).object.metadata?.annotations?.[ANNOTATION_GATED_AT], '2025-01-01T00:00:00Z');
+    t.equal(
+      mutatePod(pod, [migration('data-web-0', 'CuttingOver')], NOW).object.metadata?.annotations?.[ANNOTATION_GATED_AT],
+      '2025-01-01T00:00:00Z',
+    );
     t.end();
   });
   void t.test('a volume added by another webhook before reinvocation updates the list', (t) => {
@@ -161,7 +180,10 @@ void t.test('reinvocation and the patch', (t) => {
     t.end();
   });
   void t.test('a pod without annotations or gates patches cleanly', (t) => {
-    const pod = { metadata: { name: 'p', namespace: 'shop' }, spec: { containers: [], volumes: [{ name: 'd', persistentVolumeClaim: { claimName: 'data-web-0' } }] } };
+    const pod = {
+      metadata: { name: 'p', namespace: 'shop' },
+      spec: { containers: [], volumes: [{ name: 'd', persistentVolumeClaim: { claimName: 'data-web-0' } }] },
+    };
     const { object } = mutatePod(pod, [migration('data-web-0', 'CuttingOver')], NOW);
     t.same(jsonpatch.applyPatch(structuredClone(pod), diff(pod, object)).newDocument, object);
     t.end();
