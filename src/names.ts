@@ -61,6 +61,9 @@ export const LABEL_POD_SECURITY_ENFORCE = 'pod-security.kubernetes.io/enforce';
  */
 export const LABEL_PRIVILEGED_COPY = `${PREFIX}/privileged-copy`;
 
+/** The deployment controller's label on a ReplicaSet's pods: the revision (the ReplicaSet is `<deployment>-<hash>`). */
+export const LABEL_POD_TEMPLATE_HASH = 'pod-template-hash';
+
 export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'pvshift';
 export const LABEL_COMPONENT = 'app.kubernetes.io/component';

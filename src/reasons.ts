@@ -50,6 +50,8 @@ export const Reason = {
   WaitingForCutover: 'WaitingForCutover',
   Evicting: 'Evicting',
   GateMissed: 'GateMissed',
+  /** A Deployment's new pod waits behind the gate while its old pod holds the claim: the old one is evicted. */
+  RolloutHandover: 'RolloutHandover',
   /** The user deleted their claim before cutover: the migration ends. */
   ClaimDeleted: 'ClaimDeleted',
 

@@ -113,10 +113,16 @@ export interface VolumeMigrationStatus {
   attempts?: Partial<Record<'presync' | 'final' | 'measure', number>>;
   startTime?: string;
   cutoverStartTime?: string;
-  /** When the first consumer pod was gated (from the webhook's annotation): downtime starts here. */
+  /**
+   * When downtime started: the first consumer pod's gate (the webhook's
+   * annotation), or, where old pods of a rollout still served then (handoverFrom),
+   * the moment the last of them had stopped.
+   */
   gatedAt?: string;
+  /** Old pods of a Deployment rollout that pvshift evicted so that the new, gated pod could cut over. */
+  handoverFrom?: string[];
   completionTime?: string;
-  /** Gate added (first gated pod) to gate lifted. */
+  /** No pod of the workload could use the claim: from gatedAt to the gate lifted. */
   downtimeSeconds?: number;
   /** Volumes kept on purpose after a failure or rollback, with what the user can do with each. */
   keptVolumes?: KeptVolume[];

@@ -10,7 +10,7 @@ import { Reason } from '../../src/reasons.js';
 import type { Stored, World } from '../world.js';
 import { keptVolumesOf } from './held.js';
 import { belongsToMigration } from './ownership.js';
-import { consumersOf, isFinished, namesOf, rvOf, snapshotUid, uidOf } from './readers.js';
+import { consumersOf, isFinished, namesOf, rolloutOf, rvOf, snapshotUid, uidOf } from './readers.js';
 import { deleteClaim, normal, retain, rollBack, toPhase, wait, WAIT_SHORT, WAIT_USER, warning } from './steps.js';
 import type { Step } from './types.js';
 
@@ -26,6 +26,8 @@ export function planWaiting(w: World, abort: boolean): Step {
   const gone = claimDeletedBeforeCutover(w);
   if (gone) return gone;
   const { gated, scheduled } = consumersOf(w);
+  const handover = planHandover(w, gated, scheduled);
+  if (handover) return handover;
   if (m.spec.cutover === 'Evict') {
     const toEvict = scheduled.filter((p) => !p.metadata.deletionTimestamp && !isFinished(p));
     if (toEvict.length) {
@@ -45,9 +47,12 @@ export function planWaiting(w: World, abort: boolean): Step {
       `or the namespace lost the label ${LABEL_NAMESPACE_ACTIVE}); recreate or evict it to cut over`;
     return { ...wait(Reason.GateMissed, message, WAIT_USER), event: warning(Reason.GateMissed, message) };
   }
-  const why = scheduled.length
-    ? `waiting for ${namesOf(scheduled)} to go (recreate or evict it to cut over)`
-    : 'waiting for a new pod of the claim';
+  const why = !scheduled.length
+    ? 'waiting for a new pod of the claim'
+    : gated.length
+      ? `pod ${namesOf(gated)} waits behind pvshift's gate while ${namesOf(scheduled)} still uses the claim; ` +
+        'the cutover starts when it goes (delete or evict it)'
+      : `waiting for ${namesOf(scheduled)} to go (recreate or evict it to cut over)`;
   return wait(Reason.WaitingForCutover, why, WAIT_USER);
 }
 
@@ -70,11 +75,54 @@ function missedGate(w: World, scheduled: Stored<V1Pod>[]): Stored<V1Pod>[] {
   });
 }
 
+/**
+ * A Deployment with the RollingUpdate strategy creates the new pod first and
+ * removes the old one only once the new one is Ready. Held by pvshift's gate, the
+ * new pod never gets Ready, and the old pod holds the claim for ever: a deadlock.
+ * When every pod still using the claim is an older revision of the Deployment of
+ * a gated pod, pvshift records the handover (downtime starts when the old pods
+ * have stopped, not at the gate: until then they served) and evicts them through
+ * the Eviction API, so a PodDisruptionBudget still has its say.
+ */
+function planHandover(w: World, gated: Stored<V1Pod>[], scheduled: Stored<V1Pod>[]): Step | undefined {
+  const live = scheduled.filter((p) => !isFinished(p));
+  const newer = gated.map(rolloutOf).filter((r) => r !== undefined);
+  if (!live.length || !newer.length) return undefined;
+  const isOlderRevision = (p: Stored<V1Pod>): boolean => {
+    const r = rolloutOf(p);
+    return !!r && newer.some((n) => n.deployment === r.deployment && n.revision !== r.revision);
+  };
+  if (!live.every(isOlderRevision)) return undefined;
+  const deployment = newer[0]!.deployment;
+  const old = live.map((p) => p.metadata.name);
+  const recorded = w.migration.status?.handoverFrom ?? [];
+  if (!old.every((name) => recorded.includes(name))) {
+    const message =
+      `Deployment ${deployment}: new pod ${namesOf(gated)} waits behind pvshift's gate while old pod ` +
+      `${old.join(', ')} holds the claim, and the rollout waits for the new pod: evicting the old one to cut over`;
+    return {
+      kind: 'patchStatus',
+      status: { handoverFrom: [...new Set([...recorded, ...old])], message },
+      event: normal(Reason.RolloutHandover, message),
+    };
+  }
+  const toEvict = live.filter((p) => !p.metadata.deletionTimestamp);
+  if (!toEvict.length) return wait(Reason.RolloutHandover, `waiting for old pod ${old.join(', ')} to stop`, WAIT_SHORT);
+  return {
+    kind: 'evictPods',
+    pods: toEvict.map((p) => p.metadata.name),
+    event: normal(Reason.Evicting, `evicting ${namesOf(toEvict)}: the rollout of Deployment ${deployment} hands over`),
+  };
+}
+
 export function startCutover(w: World, gated: Stored<V1Pod>[], note?: string): Step {
   const stamps = gated
     .map((p) => p.metadata.annotations?.[ANNOTATION_GATED_AT])
     .filter((s): s is string => !!s && !Number.isNaN(Date.parse(s)));
-  const gatedAt = stamps.sort()[0] ?? w.now.toISOString();
+  // After a handover the old pods served until a moment ago: the pass that finds
+  // them gone (one informer event later) is when downtime began.
+  const handedOver = (w.migration.status?.handoverFrom ?? []).length > 0;
+  const gatedAt = (handedOver ? undefined : stamps.sort()[0]) ?? w.now.toISOString();
   const held = `pod ${namesOf(gated)} is held until the data is in place`;
   return toPhase(
     'CuttingOver',

@@ -2,7 +2,7 @@
 // that hold or use the claim, what a copy pass recorded. They decide nothing; the
 // rooms do.
 import type { V1Pod } from '@kubernetes/client-node';
-import { ANNOTATION_MIGRATION, FINALIZER, SCHEDULING_GATE } from '../../src/names.js';
+import { ANNOTATION_MIGRATION, FINALIZER, LABEL_POD_TEMPLATE_HASH, SCHEDULING_GATE } from '../../src/names.js';
 import type { ClaimSnapshot, CopyResult, VolumeMigration, VolumeMigrationStatus } from '../../src/volume-migration.js';
 import type { Pass, Stored, World } from '../world.js';
 
@@ -56,6 +56,18 @@ export function snapshotUid(status: VolumeMigrationStatus | undefined): string |
 
 export function consumersOf(w: World): { gated: Stored<V1Pod>[]; scheduled: Stored<V1Pod>[] } {
   return { gated: w.consumers.filter(isGated), scheduled: w.consumers.filter(isScheduled) };
+}
+
+/**
+ * The Deployment and revision of a pod that a Deployment's ReplicaSet made: the
+ * deployment controller names each ReplicaSet `<deployment>-<pod-template-hash>`
+ * and puts the hash on its pods as a label. Undefined for any other pod.
+ */
+export function rolloutOf(pod: V1Pod): { deployment: string; revision: string } | undefined {
+  const owner = (pod.metadata?.ownerReferences ?? []).find((r) => r.controller === true);
+  const hash = pod.metadata?.labels?.[LABEL_POD_TEMPLATE_HASH];
+  if (owner?.kind !== 'ReplicaSet' || !hash || !owner.name.endsWith(`-${hash}`)) return undefined;
+  return { deployment: owner.name.slice(0, -(hash.length + 1)), revision: hash };
 }
 
 /** `pod a, b`: the names of `pods`, for messages. */

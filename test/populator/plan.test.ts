@@ -2170,3 +2170,93 @@ t.test('plan does not modify the world it is given', (t) => {
   t.same(w, copy);
   t.end();
 });
+
+t.test('WaitingForCutover: a Deployment rollout whose new pod waits behind the gate hands over', (t) => {
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+  };
+  const status = (extra = {}) => prepared({ copies: [PRESYNC_COPY], ...extra });
+  /** A pod of ReplicaSet `<deployment>-<hash>`, as the deployment controller makes them. */
+  const revision = (name: string, deployment: string, hash: string, options: Parameters<typeof pod>[1]) => {
+    const p = pod(name, options);
+    p.metadata.labels = { app: deployment, 'pod-template-hash': hash };
+    p.metadata.ownerReferences = [
+      { apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `${deployment}-${hash}`, uid: `rs-${hash}`, controller: true },
+    ];
+    return p;
+  };
+  const oldPod = revision('web-7d4-a', 'web', '7d4', { node: 'node-1' });
+  const newPod = revision('web-9f1-b', 'web', '9f1', { gated: true, gatedAt: '2024-05-01T11:59:00Z' });
+  const waiting = (extra = {}) => migration({ phase: 'WaitingForCutover', status: status(extra) });
+
+  const first = plan(world({ ...base, migration: waiting(), consumers: [oldPod, newPod] }));
+  t.match(
+    first,
+    { kind: 'patchStatus', status: { handoverFrom: ['web-7d4-a'] }, event: { reason: 'RolloutHandover' } },
+    'first the handover is recorded',
+  );
+  t.match(
+    first.kind === 'patchStatus' ? first.status.message : '',
+    /^Deployment web: new pod web-9f1-b waits behind pvshift's gate while old pod web-7d4-a holds the claim/,
+    'and says why',
+  );
+  check(
+    t,
+    world({ ...base, migration: waiting({ handoverFrom: ['web-7d4-a'] }), consumers: [oldPod, newPod] }),
+    { kind: 'evictPods', pods: ['web-7d4-a'] },
+    'then the old pod is evicted (a PodDisruptionBudget still has its say)',
+  );
+  const leaving = revision('web-7d4-a', 'web', '7d4', { node: 'node-1', terminating: true });
+  check(
+    t,
+    world({ ...base, migration: waiting({ handoverFrom: ['web-7d4-a'] }), consumers: [leaving, newPod] }),
+    { kind: 'wait', reason: 'RolloutHandover' },
+    'an old pod on its way out is waited for, not evicted again',
+  );
+  const cutover = plan(world({ ...base, migration: waiting({ handoverFrom: ['web-7d4-a'] }), consumers: [newPod] }));
+  t.match(cutover, { kind: 'setPhase', phase: 'CuttingOver', status: { gatedAt: NOW.toISOString() } }, 'gone: cutover');
+  t.equal(
+    cutover.kind === 'setPhase' && cutover.status.gatedAt,
+    NOW.toISOString(),
+    'downtime starts when the old pod stopped, not at the gate (it served until then)',
+  );
+  const plain = plan(world({ ...base, migration: waiting(), consumers: [newPod] }));
+  t.equal(plain.kind === 'setPhase' && plain.status.gatedAt, '2024-05-01T11:59:00Z', 'without a handover: at the gate');
+
+  const otherApp = revision('api-5c2-c', 'api', '5c2', { node: 'node-1' });
+  const otherWait = plan(world({ ...base, migration: waiting(), consumers: [otherApp, newPod] }));
+  t.match(otherWait, { kind: 'wait', reason: 'WaitingForCutover' }, "another Deployment's pod is not evicted");
+  t.match(
+    otherWait.kind === 'wait' ? otherWait.message : '',
+    /^pod web-9f1-b waits behind pvshift's gate while api-5c2-c still uses the claim; the cutover starts when it goes/,
+    'the wait says exactly what holds it',
+  );
+  const sameRevision = revision('web-9f1-c', 'web', '9f1', { node: 'node-1' });
+  check(
+    t,
+    world({ ...base, migration: waiting(), consumers: [sameRevision, newPod] }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'a running pod of the same revision is no predecessor',
+  );
+  const bare = pod('standalone', { node: 'node-1' });
+  check(
+    t,
+    world({ ...base, migration: waiting(), consumers: [oldPod, bare, newPod] }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'a pod of no Deployment beside the old one: not all are predecessors, nothing evicted',
+  );
+  const forged = revision('web-7d4-x', 'web', '7d4', { node: 'node-1' });
+  forged.metadata.ownerReferences = [
+    { apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'other-7d4', uid: 'x', controller: true },
+  ];
+  forged.metadata.labels = { 'pod-template-hash': 'zzz' };
+  check(
+    t,
+    world({ ...base, migration: waiting(), consumers: [forged, newPod] }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'a hash that does not name its ReplicaSet is no revision',
+  );
+  t.end();
+});
