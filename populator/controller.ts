@@ -17,6 +17,7 @@ import {
   ANNOTATION_TARGET_CLASS,
   API_GROUP_VERSION,
   LABEL_MIGRATION_UID,
+  LABEL_NAMESPACE_ACTIVE,
   MIGRATION_KIND,
   MIGRATION_PLURAL,
 } from '../src/names.js';
@@ -30,6 +31,7 @@ import { LeaderElector } from './leader-election.js';
 import { createControllerMetrics } from './metrics.js';
 import { createCaches, Reconciler } from './reconcile.js';
 import { isOrphanGated } from './orphans.js';
+import { workloadPolicyOf } from '../src/workload-policy.js';
 import { ABORT_PATCH, annotationSignature, INVALID_ANNOTATION_REASON, shortcutAction } from './shortcut.js';
 import { WorkQueue } from './queue.js';
 import {
@@ -155,13 +157,29 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     );
   };
 
-  /** A claim's key: what its annotation asks for. Failures other than the user's to fix are thrown, for the queue's backoff. */
+  /**
+   * A namespace with an annotated StatefulSet keeps the label that scopes the
+   * webhooks: the claim of its next replica must reach the webhook to be created
+   * on the target (finish.ts leaves the label while the policy stands).
+   */
+  const labelForPolicy = async (namespace: string): Promise<void> => {
+    if (caches.namespaces.get(namespace)?.metadata?.labels?.[LABEL_NAMESPACE_ACTIVE] === 'true') return;
+    await kube.patch(paths.namespaces(namespace), { metadata: { labels: { [LABEL_NAMESPACE_ACTIVE]: 'true' } } });
+    logger.info({ namespace }, 'a StatefulSet policy stands here: the webhooks now see the namespace');
+  };
+
+  /**
+   * A claim's key: what its annotation, or the policy of the StatefulSet that made
+   * it, asks for. Failures other than the user's to fix are thrown, for the queue's backoff.
+   */
   const applyShortcut = async (claim: V1PersistentVolumeClaim): Promise<void> => {
     const uid = claim.metadata?.uid ?? '';
-    const action = shortcutAction(claim, caches.migrations.list());
+    const policy = workloadPolicyOf(claim, caches.statefulSets.list());
+    const action = shortcutAction(claim, caches.migrations.list(), policy);
     const ns = claim.metadata?.namespace;
-    const signature = annotationSignature(claim);
-    if (!claim.metadata?.annotations?.[ANNOTATION_TARGET_CLASS]) refusedAnnotations.delete(uid);
+    const signature = annotationSignature(claim, policy);
+    if (policy && ns) await labelForPolicy(ns);
+    if (!claim.metadata?.annotations?.[ANNOTATION_TARGET_CLASS] && !policy) refusedAnnotations.delete(uid);
     // Refused before with these very values: the API server would refuse again.
     if (action.kind === 'create' && refusedAnnotations.get(uid) === signature) return;
     try {
@@ -210,6 +228,12 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     if (type !== 'delete') enqueueMigration(m);
     // A record replaced for the annotation is gone: create its successor now, not at the next resync.
     else queue.add(formatWorkKey({ kind: 'claim', namespace: m.metadata.namespace, name: m.spec.claimName }));
+  });
+  // A policy set, changed or removed: every claim of the namespace is looked at again.
+  caches.statefulSets.on((_type, set) => {
+    const ns = set.metadata?.namespace;
+    for (const claim of caches.claims.list())
+      if (claim.metadata?.namespace === ns) queue.add(workKeyOf('claim', claim));
   });
   caches.claims.on((type, claim) => {
     enqueueNamespace(claim.metadata?.namespace);

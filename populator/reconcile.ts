@@ -7,6 +7,7 @@ import type {
   V1PersistentVolume,
   V1PersistentVolumeClaim,
   V1Pod,
+  V1StatefulSet,
   V1StorageClass,
 } from '@kubernetes/client-node';
 import { ApiError, Informer, paths, type Kube } from '../src/kube.js';
@@ -15,6 +16,7 @@ import {
   ANNOTATION_MIGRATION,
   ANNOTATION_MIGRATION_UID,
   ANNOTATION_ORIGINAL_RECLAIM_POLICY,
+  ANNOTATION_TARGET_CLASS,
   API_GROUP_VERSION,
   COMPONENT_COPY,
   FINALIZER,
@@ -49,6 +51,8 @@ import {
 } from './world.js';
 
 export interface Caches {
+  /** Annotated StatefulSets carry a standing policy for their claims (src/workload-policy.ts). */
+  statefulSets: Informer<V1StatefulSet>;
   migrations: Informer<VolumeMigration>;
   claims: Informer<V1PersistentVolumeClaim>;
   volumes: Informer<V1PersistentVolume>;
@@ -66,6 +70,7 @@ export function createCaches(kube: Kube): Caches {
     pods: new Informer<V1Pod>(kube, paths.pods()),
     classes: new Informer<V1StorageClass>(kube, paths.storageClasses()),
     namespaces: new Informer<V1Namespace>(kube, paths.namespaces()),
+    statefulSets: new Informer<V1StatefulSet>(kube, paths.statefulSets()),
   };
 }
 
@@ -192,6 +197,9 @@ export class Reconciler {
       copyPods,
       siblings: this.caches.migrations.list().filter((m) => m.metadata.namespace === ns),
       namespaceLabelled: namespace?.metadata?.labels?.[LABEL_NAMESPACE_ACTIVE] === 'true',
+      workloadPolicyActive: this.caches.statefulSets
+        .list()
+        .some((s) => s.metadata?.namespace === ns && !!s.metadata.annotations?.[ANNOTATION_TARGET_CLASS]),
       namespaceTerminating: !!namespace?.metadata?.deletionTimestamp || namespace?.status?.phase === 'Terminating',
       fidelity: copyFidelityFor(ns, namespace?.metadata?.labels),
       ...(refused ? { copyPodRefused: refused } : {}),

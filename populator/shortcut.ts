@@ -12,9 +12,12 @@ import {
 } from '../src/names.js';
 import { parseQuantity } from '../src/quantity.js';
 import { Reason } from '../src/reasons.js';
+import { isOnPolicyTarget, type WorkloadPolicy } from '../src/workload-policy.js';
 import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
 
 export const LABEL_CREATED_FROM = `${PREFIX}/created-from`;
+/** On a VolumeMigration made for a StatefulSet's policy: `StatefulSet/<name>`. */
+export const ANNOTATION_WORKLOAD = `${PREFIX}/workload`;
 /**
  * On a VolumeMigration pvshift aborted because the claim's annotation was
  * removed: annotating the claim again then means "migrate after all", and the
@@ -40,10 +43,22 @@ export type ShortcutAction =
   | { kind: 'invalid'; reason: typeof INVALID_ANNOTATION_REASON; message: string }
   | { kind: 'none' };
 
-/** The annotations the shortcut reads, as one string: what "the same annotation value" means. */
-export function annotationSignature(claim: V1PersistentVolumeClaim): string {
+/** The target the shortcut acts on: the claim's own annotations, else its StatefulSet's policy. */
+function targetOf(
+  claim: V1PersistentVolumeClaim,
+  policy: WorkloadPolicy | undefined,
+): { target?: string; size?: string; policy?: WorkloadPolicy } {
   const annotations = claim.metadata?.annotations ?? {};
-  return JSON.stringify([annotations[ANNOTATION_TARGET_CLASS] ?? null, annotations[ANNOTATION_TARGET_SIZE] ?? null]);
+  const own = annotations[ANNOTATION_TARGET_CLASS];
+  if (own) return { target: own, size: annotations[ANNOTATION_TARGET_SIZE] };
+  if (policy) return { target: policy.targetStorageClassName, size: policy.targetSize, policy };
+  return {};
+}
+
+/** The target the shortcut reads, as one string: what "the same annotation value" means. */
+export function annotationSignature(claim: V1PersistentVolumeClaim, policy?: WorkloadPolicy): string {
+  const { target, size } = targetOf(claim, policy);
+  return JSON.stringify([target ?? null, size ?? null]);
 }
 
 /** Why a target size annotation cannot be used, or undefined if it can (the API server's quantity grammar is checked by the CRD). */
@@ -65,15 +80,24 @@ function isWithdrawn(m: VolumeMigration): boolean {
 /** Before cutover a migration is only a plan; removing the annotation then withdraws it. */
 const ABORTABLE = new Set(['Pending', 'PreSyncing', 'WaitingForCutover']);
 
-export function shortcutAction(claim: V1PersistentVolumeClaim, migrations: VolumeMigration[]): ShortcutAction {
+/**
+ * What to do about a claim's annotation, or about the policy of the StatefulSet
+ * that made it (`policy`, src/workload-policy.ts): the claim's own annotation
+ * wins. A claim a policy covers that is on the target already (a replica the
+ * webhook created there, a replacement after cutover) needs nothing.
+ */
+export function shortcutAction(
+  claim: V1PersistentVolumeClaim,
+  migrations: VolumeMigration[],
+  workloadPolicy?: WorkloadPolicy,
+): ShortcutAction {
   const name = claim.metadata?.name ?? '';
   const namespace = claim.metadata?.namespace ?? '';
-  const annotations = claim.metadata?.annotations ?? {};
-  const target = annotations[ANNOTATION_TARGET_CLASS];
+  const { target, size, policy } = targetOf(claim, workloadPolicy);
   const mine = migrations.filter((m) => m.metadata.namespace === namespace && m.spec.claimName === name);
   if (target) {
     if (claim.metadata?.deletionTimestamp) return { kind: 'none' };
-    const size = annotations[ANNOTATION_TARGET_SIZE];
+    if (policy && isOnPolicyTarget(claim, policy)) return { kind: 'none' };
     const invalid = invalidSize(size);
     if (invalid) return { kind: 'invalid', reason: INVALID_ANNOTATION_REASON, message: invalid };
     // Annotated again with another target after an earlier migration ended (done,
@@ -96,7 +120,12 @@ export function shortcutAction(claim: V1PersistentVolumeClaim, migrations: Volum
       migration: {
         apiVersion: API_GROUP_VERSION,
         kind: MIGRATION_KIND,
-        metadata: { name: migrationNameForClaim(name), namespace, labels: { [LABEL_CREATED_FROM]: 'annotation' } },
+        metadata: {
+          name: migrationNameForClaim(name),
+          namespace,
+          labels: { [LABEL_CREATED_FROM]: 'annotation' },
+          ...(policy ? { annotations: { [ANNOTATION_WORKLOAD]: policy.workload } } : {}),
+        },
         spec: { claimName: name, targetStorageClassName: target, ...(size ? { targetSize: size } : {}) },
       },
     };

@@ -77,6 +77,8 @@ export interface World {
   siblings: VolumeMigration[];
   /** Whether the namespace carries the active label. */
   namespaceLabelled: boolean;
+  /** An annotated StatefulSet in the namespace (src/workload-policy.ts): its future claims need the webhook. */
+  workloadPolicyActive: boolean;
   /** The namespace is being deleted: nothing can be created there any more. */
   namespaceTerminating: boolean;
   /** What copy pods may be here, from the namespace's Pod Security labels as they are now. */

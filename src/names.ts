@@ -11,9 +11,18 @@ export const MIGRATION_KIND = 'VolumeMigration';
 export const MIGRATION_PLURAL = 'volumemigrations';
 export const MIGRATION_CRD_NAME = `${MIGRATION_PLURAL}.${API_GROUP}`;
 
-/** Annotations a user sets on a claim: the shortcut that creates a VolumeMigration. */
+/**
+ * Annotations a user sets on a claim (the shortcut that creates a VolumeMigration),
+ * or on a StatefulSet: a standing policy for the claims of its replicas
+ * (src/workload-policy.ts).
+ */
 export const ANNOTATION_TARGET_CLASS = `${PREFIX}/target-storage-class`;
 export const ANNOTATION_TARGET_SIZE = `${PREFIX}/target-size`;
+/**
+ * On a StatefulSet beside ANNOTATION_TARGET_CLASS: which of its volumeClaimTemplates
+ * the policy moves (comma-separated names); absent, all of them.
+ */
+export const ANNOTATION_VOLUME_CLAIM_TEMPLATES = `${PREFIX}/volume-claim-templates`;
 
 /**
  * On a replacement claim and a gated pod: the migration(s) responsible (a pod may

@@ -120,6 +120,13 @@ export const PERMISSIONS: Permission[] = [
     why: 'an Event on the claim and the migration at every milestone and failure (each a new Event, never patched)',
   },
   {
+    apiGroup: 'apps',
+    resource: 'statefulsets',
+    verbs: ['list', 'watch'],
+    scope: 'cluster',
+    why: "a StatefulSet's pvshift.io/target-storage-class annotation is a standing policy for its claims: the controller migrates the existing ones, the webhook creates new ones on the target",
+  },
+  {
     apiGroup: 'storage.k8s.io',
     resource: 'storageclasses',
     verbs: ['list', 'watch'],

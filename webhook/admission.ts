@@ -11,6 +11,7 @@ import type { Logger } from '../src/logger.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 import { createWebhookMetrics, type AdmissionResult, type AdmittedResource } from './metrics.js';
 import type { MigrationLookup } from './migration-cache.js';
+import { workloadPolicyOf } from '../src/workload-policy.js';
 import { mutateClaim } from './mutate-claim.js';
 import { claimNamesOf, mutatePod } from './mutate-pod.js';
 import { allowed, denied, errored, patched, review } from './responses.js';
@@ -198,8 +199,12 @@ export function buildWebhookApp(options: WebhookAppOptions): WebhookApp {
     }
     if (!name || !namespace) return { response: allowed(uid), result: 'allowed' };
     const migrations = lookup.migrationsForClaim(namespace, name);
-    if (migrations.length === 0) return { response: allowed(uid), result: 'allowed' };
-    const { object, warnings } = mutateClaim(claim, migrations);
+    const policy = workloadPolicyOf(
+      { ...claim, metadata: { ...claim.metadata, namespace } },
+      lookup.policiesIn(namespace),
+    );
+    if (migrations.length === 0 && !policy) return { response: allowed(uid), result: 'allowed' };
+    const { object, warnings } = mutateClaim(claim, migrations, policy);
     return finish(uid, 'persistentvolumeclaims', namespace, name, claim, object, warnings);
   };
 

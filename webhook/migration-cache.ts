@@ -5,6 +5,8 @@
 import type { Logger } from '../src/logger.js';
 import { errorMessage } from '../src/errors.js';
 import { Informer, Kube, KubeConfig, paths } from '../src/kube.js';
+import type { V1StatefulSet } from '@kubernetes/client-node';
+import { ANNOTATION_TARGET_CLASS } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 
 /** What the admission handlers need from the cache. */
@@ -13,6 +15,8 @@ export interface MigrationLookup {
   isSynced(): boolean;
   /** Every VolumeMigration in `namespace` whose spec.claimName is `claimName`. */
   migrationsForClaim(namespace: string, claimName: string): readonly VolumeMigration[];
+  /** The StatefulSets of `namespace` with a pvshift policy annotation (src/workload-policy.ts). */
+  policiesIn(namespace: string): readonly V1StatefulSet[];
 }
 
 const EMPTY: readonly VolumeMigration[] = Object.freeze([]);
@@ -27,10 +31,32 @@ export class MigrationIndex implements MigrationLookup {
   // leaves nothing behind.
   private readonly claimKeyOf = new Map<string, string>();
   private synced = false;
+  // `${namespace}/${name}` -> an annotated StatefulSet; only those with the policy annotation are kept.
+  private readonly policies = new Map<string, V1StatefulSet>();
 
-  constructor(migrations: readonly VolumeMigration[] = [], synced = false) {
+  constructor(
+    migrations: readonly VolumeMigration[] = [],
+    synced = false,
+    statefulSets: readonly V1StatefulSet[] = [],
+  ) {
     for (const m of migrations) this.upsert(m);
+    for (const s of statefulSets) this.upsertStatefulSet(s);
     this.synced = synced;
+  }
+
+  policiesIn(namespace: string): readonly V1StatefulSet[] {
+    return [...this.policies.values()].filter((s) => s.metadata?.namespace === namespace);
+  }
+
+  /** Keeps a StatefulSet while it carries the policy annotation; drops it when it no longer does. */
+  upsertStatefulSet(set: V1StatefulSet): void {
+    const key = `${set.metadata?.namespace}/${set.metadata?.name}`;
+    if (set.metadata?.annotations?.[ANNOTATION_TARGET_CLASS]) this.policies.set(key, set);
+    else this.policies.delete(key);
+  }
+
+  removeStatefulSet(set: V1StatefulSet): void {
+    this.policies.delete(`${set.metadata?.namespace}/${set.metadata?.name}`);
   }
 
   isSynced(): boolean {
@@ -74,8 +100,11 @@ export class MigrationIndex implements MigrationLookup {
 }
 
 /** A lookup over a fixed set of migrations, synced from the start: for tests and the benchmark. */
-export function createMemoryLookup(migrations: readonly VolumeMigration[]): MigrationIndex {
-  return new MigrationIndex(migrations, true);
+export function createMemoryLookup(
+  migrations: readonly VolumeMigration[],
+  statefulSets: readonly V1StatefulSet[] = [],
+): MigrationIndex {
+  return new MigrationIndex(migrations, true, statefulSets);
 }
 
 export interface MigrationCache extends MigrationLookup {
@@ -135,6 +164,25 @@ export function startMigrationCache(
     if (type === 'delete') index.remove(m);
     else index.upsert(m);
   });
+  // StatefulSets: only their policy annotation matters (a few hundred bytes kept per annotated set).
+  const sets = new Informer<V1StatefulSet>(
+    kube,
+    paths.statefulSets(),
+    {},
+    {
+      minBackoffMs: options.minBackoffMs ?? 1_000,
+      maxBackoffMs: options.maxBackoffMs ?? 30_000,
+    },
+  );
+  sets.on((type, s) => {
+    if (type === 'delete') index.removeStatefulSet(s);
+    else index.upsertStatefulSet(s);
+  });
+  sets.onWatchError((e: unknown) => {
+    if (stopped) return;
+    brokenSince ??= Date.now();
+    log.warn({ err: errorMessage(e) }, 'StatefulSet watch failed; restarting');
+  });
   informer.onWatchError((e: unknown) => {
     if (stopped) return;
     brokenSince ??= Date.now();
@@ -145,21 +193,23 @@ export function startMigrationCache(
     brokenSince = undefined;
     log.info('VolumeMigration watch restored');
   });
-  void informer.waitForSync().then(() => {
+  void Promise.all([informer.waitForSync(), sets.waitForSync()]).then(() => {
     if (stopped) return;
     listed = true;
     log.info({ migrations: index.size }, 'VolumeMigration cache synced');
   });
   informer.start();
+  sets.start();
 
   return {
     isSynced: () => listed && (brokenSince === undefined || Date.now() - brokenSince < staleGraceMs),
     migrationsForClaim: (namespace, claimName) => index.migrationsForClaim(namespace, claimName),
+    policiesIn: (namespace) => index.policiesIn(namespace),
     waitForSync: (signal) =>
       listed
         ? Promise.resolve()
         : new Promise<void>((resolve, reject) => {
-            void informer.waitForSync().then(resolve);
+            void Promise.all([informer.waitForSync(), sets.waitForSync()]).then(() => resolve());
             signal?.addEventListener('abort', () =>
               reject(new Error('stopped waiting for the VolumeMigration cache to sync')),
             );
@@ -167,6 +217,7 @@ export function startMigrationCache(
     stop: () => {
       stopped = true;
       informer.stop();
+      sets.stop();
       if (owned) kube.close();
       return Promise.resolve();
     },

@@ -3,6 +3,7 @@
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { AdmissionDenial } from '../src/errors.js';
 import { replacementClaim, restoredClaim, targetSpecOf } from '../src/replacement-claim.js';
+import { claimUnderPolicy, isOnPolicyTarget, type WorkloadPolicy } from '../src/workload-policy.js';
 import { isRestoringClaims, isRewritingClaims, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
 
 export interface MutationResult<T> {
@@ -29,6 +30,7 @@ export interface MutationResult<T> {
 export function mutateClaim(
   claim: V1PersistentVolumeClaim,
   migrations: readonly VolumeMigration[],
+  policy?: WorkloadPolicy,
 ): MutationResult<V1PersistentVolumeClaim> {
   const name = claim.metadata?.name;
   const namespace = claim.metadata?.namespace;
@@ -40,7 +42,7 @@ export function mutateClaim(
       (namespace === undefined || namespace === '' || m.metadata.namespace === namespace) &&
       (isRewritingClaims(phaseOf(m)) || isRestoringClaims(phaseOf(m))),
   );
-  if (owning.length === 0) return { object: claim, warnings: [] };
+  if (owning.length === 0) return policy ? underPolicy(claim, policy) : { object: claim, warnings: [] };
   if (owning.length > 1) {
     const names = owning.map((m) => m.metadata.name).sort();
     throw new AdmissionDenial(
@@ -50,6 +52,24 @@ export function mutateClaim(
   }
   const migration = owning[0]!;
   return isRewritingClaims(phaseOf(migration)) ? rewrite(claim, migration) : restore(claim, migration);
+}
+
+/**
+ * A claim a StatefulSet's standing policy covers (src/workload-policy.ts), with no
+ * migration in cutover for its name: a new replica's claim, created on the target
+ * directly. There is no old volume, so nothing to copy and no migration.
+ */
+function underPolicy(claim: V1PersistentVolumeClaim, policy: WorkloadPolicy): MutationResult<V1PersistentVolumeClaim> {
+  if (isOnPolicyTarget(claim, policy)) return { object: claim, warnings: [] };
+  const created = claimUnderPolicy(claim, policy);
+  const size = created.spec?.resources?.requests?.storage;
+  return {
+    object: created,
+    warnings: [
+      `pvshift: the policy of ${policy.workload} (pvshift.io/target-storage-class) creates this claim on storage class ` +
+        `${policy.targetStorageClassName}${size ? `, ${size}` : ''}`,
+    ],
+  };
 }
 
 /** The replacement claim (src/replacement-claim.ts): target class, size and modes, filled by the populator. */

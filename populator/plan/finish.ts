@@ -78,7 +78,8 @@ export function planTerminal(w: World, phase: Phase): Step {
     };
   }
   const othersActive = w.siblings.some((s) => s.metadata.name !== m.metadata.name && !isTerminal(phaseOf(s)));
-  if (w.namespaceLabelled && !othersActive) return { kind: 'labelNamespace', active: false };
+  // An annotated StatefulSet's next replica needs the webhook too (src/workload-policy.ts).
+  if (w.namespaceLabelled && !othersActive && !w.workloadPolicyActive) return { kind: 'labelNamespace', active: false };
   // A finished migration needs no finalizer: nothing is left to clean up, and an
   // uninstalled pvshift must not leave records (and namespaces) no one can delete.
   if (hasFinalizer(m)) return { kind: 'removeFinalizer' };

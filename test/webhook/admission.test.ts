@@ -320,6 +320,7 @@ void t.test('decisions', (t) => {
       migrationsForClaim: () => {
         throw new Error('index exploded');
       },
+      policiesIn: () => [],
     };
     const app = buildWebhookApp({ logger: pino({ level: 'info' }, sink), lookup: failing, register: new Registry() });
     const response = await app.inject({

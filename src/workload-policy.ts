@@ -1,0 +1,92 @@
+// The standing policy of an annotated StatefulSet: `pvshift.io/target-storage-class`
+// (and optionally `pvshift.io/target-size`, `pvshift.io/volume-claim-templates`) on
+// the StatefulSet stands for the claims of all its replicas. Existing claims get a
+// VolumeMigration each (populator/shortcut.ts); a claim the StatefulSet controller
+// creates later (scale-up, a claim recreated) is created on the target directly by
+// the webhook (webhook/mutate-claim.ts). Removing the annotation ends the policy.
+// volumeClaimTemplates are immutable (KEP-4650 is still open): this is how a
+// StatefulSet's new replicas land on the new class. Pure: shared by both.
+import type { V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
+import { ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE, ANNOTATION_VOLUME_CLAIM_TEMPLATES } from './names.js';
+import { parseQuantity } from './quantity.js';
+
+export interface WorkloadPolicy {
+  /** `StatefulSet/<name>`, for messages and the migration's label. */
+  workload: string;
+  /** The volumeClaimTemplate the claim was made from. */
+  template: string;
+  targetStorageClassName: string;
+  targetSize?: string;
+}
+
+/** The templates an annotated StatefulSet's policy covers (all, unless the annotation names some). */
+function templatesOf(set: V1StatefulSet): string[] {
+  const all = (set.spec?.volumeClaimTemplates ?? []).map((t) => t.metadata?.name ?? '').filter(Boolean);
+  const named = set.metadata?.annotations?.[ANNOTATION_VOLUME_CLAIM_TEMPLATES];
+  if (named === undefined) return all;
+  const wanted = new Set(named.split(',').map((n) => n.trim()));
+  return all.filter((n) => wanted.has(n));
+}
+
+/**
+ * The policy that covers `claim`, if an annotated StatefulSet of its namespace
+ * made it: the StatefulSet controller names a replica's claim
+ * `<template>-<statefulset>-<ordinal>` and labels it with the selector's labels
+ * (both checked, so a claim that merely looks like one is left alone). A set
+ * being deleted, or whose target size is no quantity, covers nothing.
+ */
+export function workloadPolicyOf(
+  claim: V1PersistentVolumeClaim,
+  sets: readonly V1StatefulSet[],
+): WorkloadPolicy | undefined {
+  const name = claim.metadata?.name ?? '';
+  const namespace = claim.metadata?.namespace;
+  const labels = claim.metadata?.labels ?? {};
+  for (const set of sets) {
+    const annotations = set.metadata?.annotations ?? {};
+    const target = annotations[ANNOTATION_TARGET_CLASS];
+    const setName = set.metadata?.name;
+    if (!target || !setName || set.metadata?.deletionTimestamp) continue;
+    if (namespace && set.metadata?.namespace !== namespace) continue;
+    const size = annotations[ANNOTATION_TARGET_SIZE];
+    if (size !== undefined && !((parseQuantity(size) ?? 0) > 0)) continue;
+    const selector = set.spec?.selector?.matchLabels ?? {};
+    if (!Object.entries(selector).every(([k, v]) => labels[k] === v)) continue;
+    for (const template of templatesOf(set)) {
+      const prefix = `${template}-${setName}-`;
+      if (name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length))) {
+        return {
+          workload: `StatefulSet/${setName}`,
+          template,
+          targetStorageClassName: target,
+          ...(size ? { targetSize: size } : {}),
+        };
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Whether a claim already is what the policy asks: on the target class, with at least the target size. */
+export function isOnPolicyTarget(claim: V1PersistentVolumeClaim, policy: WorkloadPolicy): boolean {
+  if (claim.spec?.storageClassName !== policy.targetStorageClassName) return false;
+  if (!policy.targetSize) return true;
+  const requested = parseQuantity(claim.spec?.resources?.requests?.storage ?? '');
+  return requested !== undefined && requested >= (parseQuantity(policy.targetSize) ?? Infinity);
+}
+
+/**
+ * A claim being created under the policy, as it must be created: the target
+ * class, and the target size where one is set. Any dataSource the StatefulSet
+ * controller copied from the template is left as it is (a new replica's claim
+ * has nothing to copy: there is no old volume).
+ */
+export function claimUnderPolicy(claim: V1PersistentVolumeClaim, policy: WorkloadPolicy): V1PersistentVolumeClaim {
+  const resources = policy.targetSize
+    ? { ...claim.spec?.resources, requests: { ...claim.spec?.resources?.requests, storage: policy.targetSize } }
+    : claim.spec?.resources;
+  return {
+    ...claim,
+    spec: { ...claim.spec, storageClassName: policy.targetStorageClassName, ...(resources ? { resources } : {}) },
+  };
+}
