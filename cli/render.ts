@@ -294,6 +294,21 @@ export function droppedText(f: CopyFidelity | undefined): string | undefined {
   return `not copied: ${f.dropped.join(', ')} (${why})`;
 }
 
+/** While waiting for cutover: the latest pre-sync pass (continuous sync) and what it says of the final copy. */
+export function syncText(m: VolumeMigration, now: Date): string | undefined {
+  const s = m.status ?? {};
+  if (phaseOf(m) !== 'WaitingForCutover' || !s.lastSyncTime || !s.lastSync) return undefined;
+  const d = s.lastSync;
+  const estimate =
+    s.finalCopyEstimateSeconds === undefined
+      ? ''
+      : `; final copy estimated ${formatDuration(s.finalCopyEstimateSeconds)}`;
+  return (
+    `synced ${formatAge(s.lastSyncTime, now)} ago (pass ${s.syncPasses ?? 1}): ` +
+    `moved ${formatBytes(d.bytesTransferred)} (${d.filesTransferred} files) in ${formatDuration(d.seconds)}${estimate}`
+  );
+}
+
 /** Phases whose record says where the data is: what was kept, and what the user can do. */
 const TELLS_KEPT: ReadonlySet<Phase> = new Set(['Held', 'Failed', 'RolledBack']);
 
@@ -317,6 +332,8 @@ function statusDetails(migrations: VolumeMigration[], o: RenderOptions): string 
           `  to release the held pods: kubectl delete volumemigration ${m.metadata.name} -n ${m.metadata.namespace} (the kept volumes stay)`,
         );
     }
+    const sync = syncText(m, o.now);
+    if (sync) lines.push(lines.length ? `  ${sync}` : sync);
     const dropped = droppedText(m.status?.copyFidelity);
     if (dropped) lines.push(lines.length ? `  ${dropped}` : dropped);
     if (!lines.length) continue;

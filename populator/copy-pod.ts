@@ -4,6 +4,7 @@ import type { V1Affinity, V1NodeSelectorTerm, V1PersistentVolume, V1Pod, V1Toler
 import { BASELINE_CAPABILITIES, PRIVILEGED_CAPABILITIES } from '../src/pod-security.js';
 import {
   ANNOTATION_COPY_ATTEMPT,
+  ANNOTATION_SYNC_PASS,
   COMPONENT_COPY,
   LABEL_COMPONENT,
   LABEL_COPY_PASS,
@@ -119,7 +120,10 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
         [LABEL_MIGRATION_UID]: uid,
         [LABEL_COPY_PASS]: pass,
       },
-      annotations: { [ANNOTATION_COPY_ATTEMPT]: String(m.status?.attempts?.[pass] ?? 0) },
+      annotations: {
+        [ANNOTATION_COPY_ATTEMPT]: String(m.status?.attempts?.[pass] ?? 0),
+        ...(pass === 'presync' ? { [ANNOTATION_SYNC_PASS]: String((m.status?.syncPasses ?? 0) + 1) } : {}),
+      },
       ownerReferences: [
         {
           apiVersion: m.apiVersion,

@@ -22,6 +22,7 @@ import { LABEL_MIGRATION_UID, MIGRATION_KIND } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 import { copyPodNameFor } from './copy-pod.js';
 import { isFinished, isPreSyncEnabled } from './plan.js';
+import { msUntilResync } from './plan/resync.js';
 import { PASSES, type Pass, type World } from './world.js';
 
 export interface SlotLimits {
@@ -135,6 +136,10 @@ export function passAboutToStart(w: World): Pass | undefined {
         : undefined;
     case 'PreSyncing':
       return w.stagingClaim && !recorded('presync') ? 'presync' : undefined;
+    case 'WaitingForCutover': {
+      const until = msUntilResync(w);
+      return until !== undefined && until <= 0 ? 'presync' : undefined;
+    }
     case 'Populating':
       return w.helperClaim?.status?.phase === 'Bound' && !recorded('final') ? 'final' : undefined;
     default:

@@ -13,6 +13,7 @@
 //   (every copy pass)  plan/copy-pass.ts  start, follow, retry or give up on one copy pod
 //   WaitingForCutover,
 //   CuttingOver        plan/cutover.ts    where the user's original claim is deleted
+//   (continuous sync)  plan/resync.ts     when a re-sync is due, what a pass records, when Evict may go
 //   Populating,
 //   Binding            plan/binding.ts    final copy, new volume to the replacement, gates lifted
 //   RollingBack        plan/rollback.ts   the original claim back on its volume

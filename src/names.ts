@@ -41,6 +41,12 @@ export const ANNOTATION_MIGRATION_UID = `${PREFIX}/migration-uid`;
 /** On a copy pod: how many failures of its pass were recorded before it started (so each failure counts once). */
 export const ANNOTATION_COPY_ATTEMPT = `${PREFIX}/copy-attempt`;
 /**
+ * On a pre-sync copy pod: which pre-sync pass it is (1 the first, then each
+ * re-sync), so its summary is recorded once however often it is seen, by
+ * comparing with status.syncPasses rather than with clocks.
+ */
+export const ANNOTATION_SYNC_PASS = `${PREFIX}/sync-pass`;
+/**
  * On a VolumeMigration, set by the user: a new value retries a migration that a
  * terminal API failure stopped (Degraded), once its cause is fixed. Editing the
  * spec retries too; annotations do not move metadata.generation, so this is the

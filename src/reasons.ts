@@ -16,6 +16,8 @@ export const Reason = {
   InvalidAccessModes: 'InvalidAccessModes',
   InvalidSize: 'InvalidSize',
   InvalidRetention: 'InvalidRetention',
+  /** resyncInterval or maxDowntime is not a duration, or maxDowntime is set where it cannot be met (no pre-sync, 0). */
+  InvalidSyncSettings: 'InvalidSyncSettings',
   /** src/pod-security.ts: the namespace's Pod Security level admits no copy pod. */
   PodSecurityRestricted: 'PodSecurityRestricted',
   TargetTooSmall: 'TargetTooSmall',
@@ -48,6 +50,8 @@ export const Reason = {
 
   // Waiting for cutover: the workload must stop using the original claim.
   WaitingForCutover: 'WaitingForCutover',
+  /** cutover Evict with maxDowntime: the final copy is estimated longer than allowed (or not yet), so no eviction yet. */
+  EvictionHeld: 'EvictionHeld',
   Evicting: 'Evicting',
   GateMissed: 'GateMissed',
   /** A Deployment's new pod waits behind the gate while its old pod holds the claim: the old one is evicted. */

@@ -3,6 +3,7 @@
 import type { V1ObjectMeta, V1PersistentVolumeClaimSpec } from '@kubernetes/client-node';
 import type { ProgressCounters, Summary, VerifyMode } from './runner-protocol.js';
 import type { API_GROUP_VERSION } from './names.js';
+import { parseDuration } from './duration.js';
 
 export type CutoverMode = 'OnPodRecreate' | 'Evict';
 export type SourceRetention = 'Keep' | 'DeleteAfterVerify';
@@ -17,6 +18,17 @@ export interface VolumeMigrationSpec {
   /** Copy while the app still runs; defaults to on where a second mount is allowed. */
   preSync?: boolean;
   cutover?: CutoverMode;
+  /**
+   * While waiting for cutover, copy again this often (a duration, `5m`), so the
+   * final copy moves only the last interval's change; `0` turns it off.
+   * Default DEFAULT_RESYNC_INTERVAL. Needs preSync.
+   */
+  resyncInterval?: string;
+  /**
+   * With cutover Evict: evict only once the final copy is estimated to take at
+   * most this long (a duration, `30s`). Unset: evict at once. Needs preSync.
+   */
+  maxDowntime?: string;
   verify?: VerifyMode;
   sourceRetention?: SourceRetention;
   /** Set to true to stop: before cutover it cleans up, after it rolls back. */
@@ -74,6 +86,13 @@ export interface CopyResult extends Pick<Summary, 'bytes' | 'bytesTransferred' |
   dropped?: string[];
 }
 
+/** What the latest pre-sync pass (the first, or a re-sync) moved: the delta since the pass before. */
+export interface SyncDelta {
+  bytesTransferred: number;
+  filesTransferred: number;
+  seconds: number;
+}
+
 /** A volume pvshift keeps on purpose (Retain, owned by nothing), and why. */
 export interface KeptVolume {
   name: string;
@@ -106,7 +125,15 @@ export interface VolumeMigrationStatus {
   progress?: CopyProgress;
   /** "1.2 GiB / 4.0 GiB (30%)": what the printer column shows. */
   progressText?: string;
+  /** One record per pass; a re-sync replaces the presync record, so it is the latest pre-sync's. */
   copies?: CopyResult[];
+  /** Pre-sync passes completed (the first and every re-sync). */
+  syncPasses?: number;
+  /** When the latest pre-sync pass finished. */
+  lastSyncTime?: string;
+  lastSync?: SyncDelta;
+  /** How long the final copy is expected to take (populator/plan/resync.ts says how it is estimated). */
+  finalCopyEstimateSeconds?: number;
   /** Used bytes of the source, where they had to be measured before a shrink. */
   usedBytes?: number;
   /** Failed attempts of each copy pass, for the retry budget. */
@@ -135,6 +162,26 @@ export interface VolumeMigration {
   metadata: V1ObjectMeta & { name: string; namespace: string };
   spec: VolumeMigrationSpec;
   status?: VolumeMigrationStatus;
+}
+
+/**
+ * spec.resyncInterval when unset (the CRD defaults it to the same). Each re-sync
+ * walks the whole live source (rsync compares every file's size and mtime), so
+ * it costs the application I/O however little changed: every 5 minutes keeps
+ * that small on a large volume while the final copy's delta stays a few minutes'
+ * worth of writes.
+ */
+export const DEFAULT_RESYNC_INTERVAL = '5m';
+
+/** Milliseconds between re-syncs; undefined when off (`0`, or not a duration: the CRD admits none). */
+export function resyncIntervalMs(spec: VolumeMigrationSpec): number | undefined {
+  const ms = parseDuration(spec.resyncInterval ?? DEFAULT_RESYNC_INTERVAL);
+  return ms ? ms : undefined;
+}
+
+/** spec.maxDowntime in milliseconds; undefined when unset or not a duration. */
+export function maxDowntimeMs(spec: VolumeMigrationSpec): number | undefined {
+  return spec.maxDowntime === undefined ? undefined : parseDuration(spec.maxDowntime);
 }
 
 const TERMINAL: ReadonlySet<Phase> = new Set(['Succeeded', 'RolledBack', 'Aborted', 'Failed']);

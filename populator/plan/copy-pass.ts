@@ -9,14 +9,23 @@ import type { CopyResult } from '../../src/volume-migration.js';
 import { Reason } from '../../src/reasons.js';
 import type { Pass, RunnerProgress, RunnerSummary, Stored, World } from '../world.js';
 import { attemptsOf, isFinished } from './readers.js';
+import { syncRecord } from './resync.js';
 import { fail, normal, rollBack, toPhase, wait, WAIT_COPY, warning } from './steps.js';
-import type { Step } from './types.js';
+import type { EventNote, Step } from './types.js';
+
+/** How a caller names its pass: a re-sync is a pre-sync pass that says so, and starts without an event. */
+export interface PassLabel {
+  /** `re-sync 3`: the running copy's status message says `<label> running`. */
+  label: string;
+  /** The event of starting the pod; none when absent. */
+  started?: EventNote;
+}
 
 /**
  * One copy pass: start the pod when there is none and a slot is free, follow its
  * progress, record its summary, retry transient failures, give up on terminal ones.
  */
-export function planCopy(w: World, pass: Pass): Step {
+export function planCopy(w: World, pass: Pass, named?: PassLabel): Step {
   const m = w.migration;
   const pod = w.copyPods[pass];
   if (!pod && w.copyPodRefused?.pass === pass) {
@@ -31,7 +40,8 @@ export function planCopy(w: World, pass: Pass): Step {
     }
     const reason =
       pass === 'final' ? Reason.FinalSyncStarted : pass === 'presync' ? Reason.PreSyncStarted : Reason.MeasureStarted;
-    return { kind: 'createCopyPod', pass, event: normal(reason, `started ${pass} copy pod`) };
+    const started = named ? named.started : normal(reason, `started ${pass} copy pod`);
+    return { kind: 'createCopyPod', pass, ...(started ? { event: started } : {}) };
   }
   if (!isFinished(pod)) {
     const stalled = stalledSeconds(w, pod);
@@ -41,7 +51,7 @@ export function planCopy(w: World, pass: Pass): Step {
         `(--copy-stall-timeout ${w.settings.copyStallSeconds} s)`;
       return copyFailed(w, pod, pass, true, message);
     }
-    const running = wait(Reason.Copying, `${pass} copy running`, WAIT_COPY);
+    const running = wait(Reason.Copying, `${named?.label ?? `${pass} copy`} running`, WAIT_COPY);
     return w.progress ? { ...running, progress: w.progress } : running;
   }
   const terminated = pod.status?.containerStatuses?.[0]?.state?.terminated;
@@ -87,12 +97,20 @@ export function planCopy(w: World, pass: Pass): Step {
     const dropped = summary.dropped?.length
       ? `the target cannot hold ${summary.dropped.join(', ')}: dropped`
       : undefined;
+    // A pre-sync pass also records when it ran, its delta and what it says of the
+    // final copy; its success restores the retry budget of the pass after it.
+    const recorded = m.status?.attempts ?? {};
+    const presync =
+      pass === 'presync'
+        ? { ...syncRecord(w, pod, summary), ...(recorded.presync ? { attempts: { ...recorded, presync: 0 } } : {}) }
+        : {};
     return {
       kind: 'patchStatus',
       status: {
         copies,
         progress: { ...done, etaSeconds: 0, updatedAt: w.now.toISOString() },
         progressText: progressText(done),
+        ...presync,
       },
       ...(dropped ? { event: warning(Reason.FeaturesDropped, dropped) } : {}),
     };

@@ -8,10 +8,24 @@ import { replacementClaim, targetSpecOf } from '../../src/replacement-claim.js';
 import { helperClaim, stagingClaim } from '../claims.js';
 import { Reason } from '../../src/reasons.js';
 import type { Stored, World } from '../world.js';
+import { maxDowntimeMs } from '../../src/volume-migration.js';
+import { planCopy, type PassLabel } from './copy-pass.js';
 import { keptVolumesOf } from './held.js';
 import { belongsToMigration } from './ownership.js';
 import { consumersOf, isFinished, namesOf, rolloutOf, rvOf, snapshotUid, uidOf } from './readers.js';
-import { deleteClaim, normal, retain, rollBack, toPhase, wait, WAIT_SHORT, WAIT_USER, warning } from './steps.js';
+import { evictionHold, isSyncRecorded, msUntilResync } from './resync.js';
+import {
+  deleteClaim,
+  normal,
+  retain,
+  rollBack,
+  toPhase,
+  wait,
+  WAIT_MIN,
+  WAIT_SHORT,
+  WAIT_USER,
+  warning,
+} from './steps.js';
 import type { Step } from './types.js';
 
 export function planWaiting(w: World, abort: boolean): Step {
@@ -26,19 +40,61 @@ export function planWaiting(w: World, abort: boolean): Step {
   const gone = claimDeletedBeforeCutover(w);
   if (gone) return gone;
   const { gated, scheduled } = consumersOf(w);
+  const sync = w.copyPods.presync;
+  const syncRunning = !!sync && !isFinished(sync);
+  if (gated.length > 0) {
+    // The application is being recreated and waits behind its gate: a re-sync
+    // gives way at once (an RWO source must not stay mounted by a copy pod, and
+    // cutover must not wait for it); the final copy goes on from where it got to.
+    if (sync && !sync.metadata.deletionTimestamp) {
+      const stopped = `re-sync stopped: pod ${namesOf(gated)} waits for cutover`;
+      return {
+        kind: 'deleteCopyPod',
+        pass: 'presync',
+        name: sync.metadata.name,
+        ...(syncRunning ? { event: normal(Reason.PreSyncYielded, stopped) } : {}),
+      };
+    }
+    if (scheduled.length === 0) return startCutover(w, gated);
+  }
   const handover = planHandover(w, gated, scheduled);
   if (handover) return handover;
+  const untilResync = msUntilResync(w);
+  let held: string | undefined;
   if (m.spec.cutover === 'Evict') {
     const toEvict = scheduled.filter((p) => !p.metadata.deletionTimestamp && !isFinished(p));
     if (toEvict.length) {
-      return {
-        kind: 'evictPods',
-        pods: toEvict.map((p) => p.metadata.name),
-        event: normal(Reason.Evicting, `evicting ${namesOf(toEvict)} for cutover`),
-      };
+      held = evictionHold(w);
+      // With maxDowntime the estimate must be fresh: a re-sync due or running goes first.
+      const fresh =
+        maxDowntimeMs(m.spec) === undefined || (!syncRunning && !(untilResync !== undefined && untilResync <= 0));
+      if (!held && fresh) {
+        const estimate = m.status?.finalCopyEstimateSeconds;
+        const fits =
+          m.spec.maxDowntime !== undefined && estimate !== undefined
+            ? ` (final copy estimated at ${estimate.toFixed(1)} s, within maxDowntime ${m.spec.maxDowntime})`
+            : '';
+        return {
+          kind: 'evictPods',
+          pods: toEvict.map((p) => p.metadata.name),
+          event: normal(Reason.Evicting, `evicting ${namesOf(toEvict)} for cutover${fits}`),
+        };
+      }
     }
   }
-  if (gated.length > 0 && scheduled.length === 0) return startCutover(w, gated);
+  if (sync) {
+    // A re-sync in flight: followed like any copy pass, its result recorded once, its pod then deleted.
+    if (syncRunning && w.yieldCopySlot) {
+      return {
+        kind: 'deleteCopyPod',
+        pass: 'presync',
+        name: sync.metadata.name,
+        event: normal(Reason.PreSyncYielded, 're-sync paused: its copy slot went to a final copy'),
+      };
+    }
+    if (syncRunning || !isSyncRecorded(sync, m.status)) return planCopy(w, 'presync', resyncLabel(w));
+    return { kind: 'deleteCopyPod', pass: 'presync', name: sync.metadata.name };
+  }
   const missed = missedGate(w, scheduled);
   if (missed.length) {
     const message =
@@ -47,13 +103,22 @@ export function planWaiting(w: World, abort: boolean): Step {
       `or the namespace lost the label ${LABEL_NAMESPACE_ACTIVE}); recreate or evict it to cut over`;
     return { ...wait(Reason.GateMissed, message, WAIT_USER), event: warning(Reason.GateMissed, message) };
   }
+  if (untilResync !== undefined && untilResync <= 0) return planCopy(w, 'presync', resyncLabel(w));
+  // Look again when the next re-sync is due, if that comes before the usual wait.
+  const afterMs = untilResync === undefined ? WAIT_USER : Math.max(WAIT_MIN, Math.min(WAIT_USER, untilResync));
+  if (held) return wait(Reason.EvictionHeld, held, afterMs);
   const why = !scheduled.length
     ? 'waiting for a new pod of the claim'
     : gated.length
       ? `pod ${namesOf(gated)} waits behind pvshift's gate while ${namesOf(scheduled)} still uses the claim; ` +
         'the cutover starts when it goes (delete or evict it)'
       : `waiting for ${namesOf(scheduled)} to go (recreate or evict it to cut over)`;
-  return wait(Reason.WaitingForCutover, why, WAIT_USER);
+  return wait(Reason.WaitingForCutover, why, afterMs);
+}
+
+/** A re-sync is the pre-sync pass again, numbered; it starts without an event (it recurs every interval). */
+function resyncLabel(w: World): PassLabel {
+  return { label: `re-sync ${(w.migration.status?.syncPasses ?? 0) + 1}` };
 }
 
 /**
@@ -187,6 +252,12 @@ export function planCutover(w: World, abort: boolean): Step {
     return rollBack(Reason.InvalidTarget, `the replacement claim cannot be made: ${target.problem}`);
   }
   if (source.spec?.persistentVolumeReclaimPolicy !== 'Retain') return retain(m, source);
+  // A pre-sync pod the cutover began without (a re-sync created as the pod was
+  // gated, not yet in the cache then) holds the source claim: pvc-protection would
+  // keep the claim until it is deleted, finished or not. It goes first.
+  const sync = w.copyPods.presync;
+  if (sync && !sync.metadata.deletionTimestamp)
+    return { kind: 'deleteCopyPod', pass: 'presync', name: sync.metadata.name };
   const claim = w.claim;
   const originalUid = snapshotUid(status);
   if (claim && claim.metadata.uid === originalUid) {

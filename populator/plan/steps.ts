@@ -8,6 +8,8 @@ import type { Stored } from '../world.js';
 import type { EventNote, Step } from './types.js';
 import { migrationKey, namesOf, rvOf, uidOf } from './readers.js';
 
+/** The shortest wait: a re-sync about to be due is looked at no sooner than this. */
+export const WAIT_MIN = 250;
 /** Waiting for the cluster: a claim to bind or go, a volume to appear. */
 export const WAIT_SHORT = 1000;
 /** Following a running copy pass, or waiting for a copy slot. */

@@ -3,6 +3,7 @@
 // source made Retain (invariant 1), the claim snapshotted, the data measured where
 // it must fit a smaller target.
 import { ANNOTATION_MIGRATION_UID } from '../../src/names.js';
+import { parseDuration } from '../../src/duration.js';
 import { formatBytes, parseQuantity } from '../../src/quantity.js';
 import { targetSizeOf } from '../../src/replacement-claim.js';
 import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../../src/volume-migration.js';
@@ -115,7 +116,26 @@ export function validate(w: World): { reason: ReasonName; message: string } | un
       message: 'sourceRetention: DeleteAfterVerify deletes the old volume, so it requires verify: checksum',
     };
   }
+  const sync = syncSettingsProblem(m, rwop);
+  if (sync) return { reason: Reason.InvalidSyncSettings, message: sync };
   if (!w.fidelity.ok) return { reason: w.fidelity.reason, message: w.fidelity.message };
+  return undefined;
+}
+
+/** What is wrong with resyncInterval and maxDowntime (the CRD checks their form; an older CRD may not). */
+function syncSettingsProblem(m: VolumeMigration, rwop: boolean): string | undefined {
+  const { resyncInterval, maxDowntime } = m.spec;
+  const form = 'a duration such as 30s, 5m or 1h30m';
+  if (resyncInterval !== undefined && parseDuration(resyncInterval) === undefined) {
+    return `resyncInterval "${resyncInterval}" is not ${form} (0 turns re-sync off)`;
+  }
+  if (maxDowntime === undefined) return undefined;
+  const limit = parseDuration(maxDowntime);
+  if (!limit) return `maxDowntime "${maxDowntime}" is not ${form}, more than 0`;
+  // The estimate comes from pre-sync passes: without them nothing could ever let the eviction go.
+  if (!(m.spec.preSync ?? !rwop)) {
+    return 'maxDowntime needs pre-sync (the final copy is estimated from its passes), and pre-sync is off';
+  }
   return undefined;
 }
 

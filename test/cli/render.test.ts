@@ -13,6 +13,7 @@ import {
   renderStatus,
   statusExitCode,
   statusItem,
+  syncText,
   table,
 } from '../../cli/render.js';
 import { matchFixture } from './fixture.js';
@@ -313,5 +314,26 @@ t.test('cleanup table: every retained volume, its record, and whether --yes rele
     renderCleanup(findRetained(volumes, [done, held], new Set(['u-2']), undefined), plain),
   );
   t.equal(renderCleanup([], plain), 'No retained old volumes.\n');
+  t.end();
+});
+
+t.test('status: a migration waiting for cutover says when it last synced and what the final copy should take', (t) => {
+  const waiting = vm('data', 'WaitingForCutover', {
+    status: {
+      syncPasses: 4,
+      lastSyncTime: ago(90),
+      lastSync: { bytesTransferred: 3 * 1024 * 1024, filesTransferred: 2, seconds: 1.6 },
+      finalCopyEstimateSeconds: 1.6,
+    },
+  });
+  const line = 'synced 90s ago (pass 4): moved 3.0 MiB (2 files) in 2s; final copy estimated 2s';
+  t.equal(syncText(waiting, NOW), line);
+  t.match(renderStatus([waiting], plain), `\ndata: ${line}\n`, 'below the table');
+  t.equal(syncText(vm('data', 'WaitingForCutover'), NOW), undefined, 'nothing synced: nothing said');
+  t.equal(
+    syncText({ ...waiting, status: { ...waiting.status, phase: 'Populating' } }, NOW),
+    undefined,
+    'only while waiting',
+  );
   t.end();
 });

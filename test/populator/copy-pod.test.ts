@@ -3,7 +3,12 @@
 import t from 'tap';
 import { buildCopyPod, pinnedNode, SOURCE_MOUNT, TARGET_MOUNT } from '../../populator/copy-pod.js';
 import type { Pass } from '../../populator/world.js';
-import { ANNOTATION_COPY_ATTEMPT, LABEL_POD_SECURITY_ENFORCE, LABEL_PRIVILEGED_COPY } from '../../src/names.js';
+import {
+  ANNOTATION_COPY_ATTEMPT,
+  ANNOTATION_SYNC_PASS,
+  LABEL_POD_SECURITY_ENFORCE,
+  LABEL_PRIVILEGED_COPY,
+} from '../../src/names.js';
 import { copyFidelityFor } from '../../src/pod-security.js';
 import {
   CLAIM,
@@ -184,6 +189,14 @@ t.test('the pod records how many failures of its pass preceded it', (t) => {
   const retried = { ...rwo, migration: migration({ status: prepared({ attempts: { final: 2, presync: 1 } }) }) };
   t.equal(buildCopyPod(retried, 'final').metadata?.annotations?.[ANNOTATION_COPY_ATTEMPT], '2');
   t.equal(buildCopyPod(retried, 'presync').metadata?.annotations?.[ANNOTATION_COPY_ATTEMPT], '1');
+  t.end();
+});
+
+t.test('a pre-sync pod says which pass it is, so its result is recorded once', (t) => {
+  t.equal(buildCopyPod(rwo, 'presync').metadata?.annotations?.[ANNOTATION_SYNC_PASS], '1', 'the first pre-sync');
+  const resync = { ...rwo, migration: migration({ status: prepared({ syncPasses: 3 }) }) };
+  t.equal(buildCopyPod(resync, 'presync').metadata?.annotations?.[ANNOTATION_SYNC_PASS], '4', 'a re-sync after three');
+  t.notOk(buildCopyPod(resync, 'final').metadata?.annotations?.[ANNOTATION_SYNC_PASS], 'the final is no pre-sync');
   t.end();
 });
 

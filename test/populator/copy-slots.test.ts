@@ -15,7 +15,18 @@ import {
 import { copyPodNameFor } from '../../populator/copy-pod.js';
 import type { Pass } from '../../populator/world.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
-import { NS, claimWithVolume, migration, prepared, STAGING, TARGET_PV, HELPER, world } from './fixtures/world.js';
+import {
+  NS,
+  NOW,
+  claimWithVolume,
+  migration,
+  pod,
+  prepared,
+  STAGING,
+  TARGET_PV,
+  HELPER,
+  world,
+} from './fixtures/world.js';
 
 const LIMITS = { maxConcurrent: 2, maxPerNode: 1 };
 
@@ -492,6 +503,27 @@ t.test('observe asks for a slot only when a copy is the next thing plan can star
     [
       'WaitingForCutover: nothing',
       { migration: migration({ phase: 'WaitingForCutover', status: prepared() }), stagingClaim: staging },
+      undefined,
+    ],
+    [
+      'WaitingForCutover, the application running, a re-sync due: presync',
+      {
+        migration: migration({
+          phase: 'WaitingForCutover',
+          status: prepared({ lastSyncTime: '2024-05-01T11:00:00Z' }),
+        }),
+        stagingClaim: staging,
+        consumers: [pod('app-0', { node: 'node-1' })],
+      },
+      'presync',
+    ],
+    [
+      'WaitingForCutover, a re-sync not due yet: nothing',
+      {
+        migration: migration({ phase: 'WaitingForCutover', status: prepared({ lastSyncTime: NOW.toISOString() }) }),
+        stagingClaim: staging,
+        consumers: [pod('app-0', { node: 'node-1' })],
+      },
       undefined,
     ],
   ];

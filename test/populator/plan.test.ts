@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap';
 import { plan, validate, type Step } from '../../populator/plan.js';
 import type { World } from '../../populator/world.js';
-import { ANNOTATION_MIGRATION, FINALIZER } from '../../src/names.js';
+import { ANNOTATION_MIGRATION, ANNOTATION_SYNC_PASS, FINALIZER } from '../../src/names.js';
 import { PHASES, phaseOf, type Phase, type VolumeMigrationStatus } from '../../src/volume-migration.js';
 import {
   CLAIM,
@@ -62,6 +62,14 @@ const FINAL_COPY = {
   verified: 'metadata' as const,
 };
 const PRESYNC_COPY = { ...FINAL_COPY, pass: 'presync' as const, verified: 'none' as const };
+/** Pre-synced just now: the status a pre-sync pass leaves, with no re-sync due. */
+const SYNCED: VolumeMigrationStatus = {
+  copies: [PRESYNC_COPY],
+  syncPasses: 1,
+  lastSyncTime: NOW.toISOString(),
+  lastSync: { bytesTransferred: PRESYNC_COPY.bytesTransferred, filesTransferred: 12, seconds: PRESYNC_COPY.seconds },
+  finalCopyEstimateSeconds: PRESYNC_COPY.seconds,
+};
 
 t.test('a new migration gets the finalizer before anything else', (t) => {
   check(
@@ -185,6 +193,34 @@ t.test('validation: every reason a migration cannot start fails it with that rea
       w: world({ ...base, migration: migration({ spec: { targetSize: '0' } }) }),
       reason: 'InvalidSize',
       message: 'target size 0 is not a valid quantity',
+    },
+    {
+      name: 'a resyncInterval that is no duration',
+      w: world({ ...base, migration: migration({ spec: { resyncInterval: 'hourly' } }) }),
+      reason: 'InvalidSyncSettings',
+      message: 'resyncInterval "hourly" is not a duration such as 30s, 5m or 1h30m (0 turns re-sync off)',
+    },
+    {
+      name: 'a maxDowntime of zero',
+      w: world({ ...base, migration: migration({ spec: { maxDowntime: '0' } }) }),
+      reason: 'InvalidSyncSettings',
+      message: 'maxDowntime "0" is not a duration such as 30s, 5m or 1h30m, more than 0',
+    },
+    {
+      name: 'maxDowntime without pre-sync',
+      w: world({ ...base, migration: migration({ spec: { maxDowntime: '30s', preSync: false } }) }),
+      reason: 'InvalidSyncSettings',
+      message: 'maxDowntime needs pre-sync (the final copy is estimated from its passes), and pre-sync is off',
+    },
+    {
+      name: 'maxDowntime on a ReadWriteOncePod claim (no pre-sync by default)',
+      w: world({
+        ...base,
+        migration: migration({ spec: { maxDowntime: '30s' } }),
+        claim: originalClaim({ accessModes: ['ReadWriteOncePod'] }),
+      }),
+      reason: 'InvalidSyncSettings',
+      message: 'maxDowntime needs pre-sync (the final copy is estimated from its passes), and pre-sync is off',
     },
   ];
   for (const c of cases) {
@@ -542,6 +578,19 @@ t.test('PreSyncing: staging claim, copy pod, progress, result, pod deleted, then
     },
     'succeeded: the result is recorded',
   );
+  t.match(
+    done,
+    {
+      kind: 'patchStatus',
+      status: {
+        syncPasses: 1,
+        lastSyncTime: NOW.toISOString(),
+        lastSync: { bytesTransferred: SUMMARY.bytesTransferred, seconds: SUMMARY.seconds },
+        finalCopyEstimateSeconds: SUMMARY.seconds,
+      },
+    },
+    'the first pass starts the sync record: when, its delta, and the final copy estimated from its duration',
+  );
   t.notOk('event' in done && done.event, 'no event when nothing was dropped');
   check(
     t,
@@ -707,8 +756,7 @@ t.test('a failed copy pass: transient exits retry within the budget, terminal on
 });
 
 t.test('WaitingForCutover: no cutover while a scheduled pod uses the claim', (t) => {
-  const m = (spec = {}) =>
-    migration({ phase: 'WaitingForCutover', spec, status: prepared({ copies: [PRESYNC_COPY] }) });
+  const m = (spec = {}) => migration({ phase: 'WaitingForCutover', spec, status: prepared(SYNCED) });
   const base = {
     claim: originalClaim(),
     sourceVolume: retainedSource(),
@@ -828,7 +876,7 @@ t.test('WaitingForCutover: a pod created ungated after validation is a missed cu
       phase: 'WaitingForCutover',
       spec,
       status: prepared({
-        copies: [PRESYNC_COPY],
+        ...SYNCED,
         conditions: [
           { type: 'Validated', status: 'True', reason: 'Validated', message: '', lastTransitionTime: validatedAt },
         ],
@@ -902,7 +950,7 @@ t.test('WaitingForCutover: a pod created ungated after validation is a missed cu
     t,
     world({
       ...base,
-      migration: migration({ phase: 'WaitingForCutover', status: prepared({ copies: [PRESYNC_COPY] }) }),
+      migration: migration({ phase: 'WaitingForCutover', status: prepared(SYNCED) }),
       consumers: [created('2024-05-01T11:30:00Z')],
     }),
     { kind: 'wait', reason: 'WaitingForCutover' },
@@ -913,6 +961,359 @@ t.test('WaitingForCutover: a pod created ungated after validation is a missed cu
     world({ ...base, migration: m({ cutover: 'Evict' }), consumers: [created('2024-05-01T11:30:00Z')] }),
     { kind: 'evictPods', pods: ['app-0'] },
     'Evict: evicted again, which is the cutover',
+  );
+  t.end();
+});
+
+/** A pre-sync copy pod of pass `n` (1 the first pre-sync, then each re-sync). */
+function syncPod(n: number, state: Parameters<typeof copyPod>[1]): ReturnType<typeof copyPod> {
+  const p = copyPod('presync', state);
+  p.metadata.annotations = { ...p.metadata.annotations, [ANNOTATION_SYNC_PASS]: String(n) };
+  return p;
+}
+
+/** `seconds` before NOW, as a status time. */
+function ago(seconds: number): string {
+  return new Date(NOW.getTime() - seconds * 1000).toISOString();
+}
+
+t.test('WaitingForCutover: continuous sync re-syncs every resyncInterval while the application runs', (t) => {
+  const m = (status: VolumeMigrationStatus = {}, spec = {}) =>
+    migration({ phase: 'WaitingForCutover', spec, status: prepared({ ...SYNCED, ...status }) });
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+    consumers: [pod('app-0', { node: 'node-1' })],
+  };
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(240) }) }),
+    { kind: 'wait', reason: 'WaitingForCutover', afterMs: 5000 },
+    'synced 4 min ago, default interval 5m: not due, wait as usual',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(1.5) }, { resyncInterval: '2s' }) }),
+    { kind: 'wait', reason: 'WaitingForCutover', afterMs: 500 },
+    'due sooner than the usual wait: look again when it is due',
+  );
+  const due = check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(300) }) }),
+    { kind: 'createCopyPod', pass: 'presync' },
+    'synced 5 min ago: due, the pre-sync pass again',
+  );
+  t.notOk('event' in due && due.event, 'a re-sync starts without an event (it recurs every interval)');
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(3) }, { resyncInterval: '2s' }) }),
+    { kind: 'createCopyPod', pass: 'presync' },
+    'resyncInterval 2s, synced 3 s ago: due',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: undefined }) }),
+    { kind: 'createCopyPod', pass: 'presync' },
+    'no lastSyncTime (pre-synced by an older pvshift): due now',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(3600) }, { resyncInterval: '0' }) }),
+    { kind: 'wait', reason: 'WaitingForCutover', afterMs: 5000 },
+    'resyncInterval 0: off',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(3600) }, { preSync: false }) }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'preSync false: no re-sync either',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(3600) }), consumers: [] }),
+    { kind: 'wait', message: 'waiting for a new pod of the claim' },
+    'no pod runs on the source: nothing changes, nothing to re-sync',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(3600) }), copySlotFree: false }),
+    { kind: 'wait', reason: 'WaitingForCopySlot' },
+    'due, no copy slot: wait for one',
+  );
+  const progress = { bytesDone: 10, bytesTotal: 40, filesDone: 1, filesTotal: 4, bytesPerSecond: 5 };
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      copyPods: { presync: syncPod(2, { phase: 'Running', node: 'node-1' }) },
+      progress,
+    }),
+    { kind: 'wait', reason: 'Copying', message: 're-sync 2 running', progress },
+    'a re-sync running: followed like any copy, carrying its progress',
+  );
+  const recorded = plan(
+    world({
+      ...base,
+      migration: m({ lastSyncTime: ago(300) }),
+      copyPods: { presync: syncPod(2, { phase: 'Succeeded' }) },
+      summary: { ...SUMMARY, bytesTransferred: 4096, filesTransferred: 2, seconds: 0.7, verified: 'none' },
+    }),
+  );
+  t.match(
+    recorded,
+    {
+      kind: 'patchStatus',
+      status: {
+        copies: [{ pass: 'presync', bytesTransferred: 4096, seconds: 0.7 }],
+        syncPasses: 2,
+        lastSyncTime: NOW.toISOString(),
+        lastSync: { bytesTransferred: 4096, filesTransferred: 2, seconds: 0.7 },
+        finalCopyEstimateSeconds: 0.7,
+      },
+    },
+    'a re-sync finished: its delta, its time and the new estimate recorded',
+  );
+  t.equal(
+    recorded.kind === 'patchStatus' && recorded.status.copies?.length,
+    1,
+    'one presync record, the latest: the list does not grow with every pass',
+  );
+  t.notOk('event' in recorded && recorded.event, 'no event for a routine re-sync');
+  check(
+    t,
+    world({ ...base, migration: m({ syncPasses: 2 }), copyPods: { presync: syncPod(2, { phase: 'Succeeded' }) } }),
+    { kind: 'deleteCopyPod', pass: 'presync', name: `pvshift-${UID}-presync`, event: undefined },
+    'recorded: its pod is deleted (the next re-sync reuses the name)',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      copyPods: { presync: syncPod(2, { phase: 'Failed', exitCode: 75, attempt: 0 }) },
+    }),
+    { kind: 'patchStatus', status: { attempts: { presync: 1 } }, event: { reason: 'CopyRetrying' } },
+    'a re-sync failed transiently: counted, retried',
+  );
+  const retried = plan(
+    world({
+      ...base,
+      migration: m({ lastSyncTime: ago(300), attempts: { presync: 1 } }),
+      copyPods: { presync: syncPod(2, { phase: 'Succeeded', attempt: 1 }) },
+      summary: { ...SUMMARY, verified: 'none' },
+    }),
+  );
+  t.match(
+    retried,
+    { kind: 'patchStatus', status: { syncPasses: 2, attempts: { presync: 0 } } },
+    'a pass that succeeds restores the retry budget for the passes after it',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      copyPods: { presync: syncPod(2, { phase: 'Running', node: 'node-1' }) },
+      yieldCopySlot: true,
+    }),
+    { kind: 'deleteCopyPod', pass: 'presync', event: { reason: 'PreSyncYielded' } },
+    'a final copy elsewhere needs the slot: the re-sync yields',
+  );
+  t.end();
+});
+
+t.test('WaitingForCutover: a re-sync gives way to the application held by its gate', (t) => {
+  const m = (status: VolumeMigrationStatus = {}) =>
+    migration({ phase: 'WaitingForCutover', status: prepared({ ...SYNCED, ...status }) });
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+  };
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      consumers: [pod('app-0', { gated: true })],
+      copyPods: { presync: syncPod(2, { phase: 'Running', node: 'node-1' }) },
+    }),
+    {
+      kind: 'deleteCopyPod',
+      pass: 'presync',
+      event: { reason: 'PreSyncYielded', message: 're-sync stopped: pod app-0 waits for cutover' },
+    },
+    'a pod gated while a re-sync runs: the re-sync is stopped at once',
+  );
+  const terminating = syncPod(2, { phase: 'Running', node: 'node-1' });
+  terminating.metadata.deletionTimestamp = NOW;
+  check(
+    t,
+    world({ ...base, migration: m(), consumers: [pod('app-0', { gated: true })], copyPods: { presync: terminating } }),
+    { kind: 'setPhase', phase: 'CuttingOver' },
+    'the re-sync on its way out: cut over (the claim is deleted once the pod lets go of it)',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      consumers: [pod('app-0', { gated: true })],
+      copyPods: { presync: syncPod(2, { phase: 'Succeeded' }) },
+    }),
+    { kind: 'deleteCopyPod', pass: 'presync', event: undefined },
+    'a finished re-sync still mounting the source is deleted too, quietly',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ lastSyncTime: ago(3600) }),
+      consumers: [pod('app-0', { node: 'node-1', terminating: true }), pod('app-0-new', { gated: true })],
+    }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'due, but a gated pod waits (its predecessor still terminating): no re-sync starts',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(3600) }), consumers: [pod('app-0', { gated: true })] }),
+    { kind: 'setPhase', phase: 'CuttingOver' },
+    'due, and a gated pod alone: cutover, not a re-sync',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: migration({
+        phase: 'CuttingOver',
+        status: prepared({ ...SYNCED, cutoverStartTime: NOW.toISOString() }),
+      }),
+      consumers: [pod('app-0', { gated: true })],
+      copyPods: { presync: syncPod(2, { phase: 'Running', node: 'node-1' }) },
+    }),
+    { kind: 'deleteCopyPod', pass: 'presync' },
+    'CuttingOver with a re-sync the cutover began without (cache lag): it goes before the claim is deleted',
+  );
+  t.end();
+});
+
+t.test('WaitingForCutover: Evict with maxDowntime waits until the final copy is estimated to fit', (t) => {
+  const m = (status: VolumeMigrationStatus = {}, spec = {}) =>
+    migration({
+      phase: 'WaitingForCutover',
+      spec: { cutover: 'Evict', maxDowntime: '5s', ...spec },
+      status: prepared({ ...SYNCED, ...status }),
+    });
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+    consumers: [pod('app-0', { node: 'node-1' })],
+  };
+  const held = check(
+    t,
+    world({ ...base, migration: m({ finalCopyEstimateSeconds: 40 }) }),
+    {
+      kind: 'wait',
+      reason: 'EvictionHeld',
+      message:
+        'eviction held: the final copy is estimated at 40.0 s, over maxDowntime 5s; re-syncing every 5m to bring it down',
+    },
+    'the first pass took 40 s: over 5s, no eviction',
+  );
+  t.notOk('event' in held && held.event, 'the hold is a status message, not an event per estimate');
+  check(
+    t,
+    world({ ...base, migration: m({ finalCopyEstimateSeconds: 40, lastSyncTime: ago(300) }) }),
+    { kind: 'createCopyPod', pass: 'presync' },
+    'held, and a re-sync is due: it runs, so the estimate shrinks',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ finalCopyEstimateSeconds: 40 }),
+      copyPods: { presync: syncPod(2, { phase: 'Succeeded' }) },
+      summary: { ...SUMMARY, bytesTransferred: 1024, filesTransferred: 1, seconds: 1.5, verified: 'none' },
+    }),
+    { kind: 'patchStatus', status: { finalCopyEstimateSeconds: 1.5 } },
+    'the re-sync moved one interval of change in 1.5 s: the estimate is 1.5 s',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ finalCopyEstimateSeconds: 1.5 }) }),
+    {
+      kind: 'evictPods',
+      pods: ['app-0'],
+      event: {
+        reason: 'Evicting',
+        message: 'evicting app-0 for cutover (final copy estimated at 1.5 s, within maxDowntime 5s)',
+      },
+    },
+    'the estimate fits, fresh: evict',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ finalCopyEstimateSeconds: 1.5 }),
+      copyPods: { presync: syncPod(2, { phase: 'Running', node: 'node-1' }) },
+    }),
+    { kind: 'wait', reason: 'Copying', message: 're-sync 2 running' },
+    'it fits, but a re-sync runs: its result first (evicting now would waste it)',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ finalCopyEstimateSeconds: 1.5, lastSyncTime: ago(300) }) }),
+    { kind: 'createCopyPod', pass: 'presync' },
+    'it fits, but the last pass is an interval old: re-sync first, so the delta is small',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ finalCopyEstimateSeconds: 5 }) }),
+    { kind: 'evictPods' },
+    'exactly maxDowntime fits',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ finalCopyEstimateSeconds: 40, lastSyncTime: ago(3600) }, { resyncInterval: '0' }),
+    }),
+    {
+      kind: 'wait',
+      reason: 'EvictionHeld',
+      message:
+        'eviction held: the final copy is estimated at 40.0 s, over maxDowntime 5s; re-sync is off (resyncInterval 0), ' +
+        'so the estimate will not shrink: raise maxDowntime, or recreate the pod yourself',
+    },
+    'held with re-sync off: the message says it will not change by itself',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ finalCopyEstimateSeconds: undefined }) }),
+    { kind: 'wait', reason: 'EvictionHeld', message: /^eviction waits for a pre-sync to estimate the final copy/ },
+    'no estimate yet: held',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ finalCopyEstimateSeconds: 40 }), consumers: [pod('app-0', { gated: true })] }),
+    { kind: 'setPhase', phase: 'CuttingOver' },
+    'held, but the user recreated the pod: the gated pod cuts over (maxDowntime only holds evictions)',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ finalCopyEstimateSeconds: 40 }, { maxDowntime: undefined }) }),
+    { kind: 'evictPods', pods: ['app-0'], event: { message: 'evicting app-0 for cutover' } },
+    'no maxDowntime: Evict evicts at once, as ever',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ finalCopyEstimateSeconds: 40 }, { cutover: 'OnPodRecreate' }) }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'OnPodRecreate: maxDowntime has nothing to hold',
   );
   t.end();
 });
