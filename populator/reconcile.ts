@@ -17,6 +17,7 @@ import {
   ANNOTATION_MIGRATION_UID,
   ANNOTATION_ORIGINAL_RECLAIM_POLICY,
   ANNOTATION_TARGET_CLASS,
+  ANNOTATION_WORKLOAD,
   API_GROUP_VERSION,
   COMPONENT_COPY,
   FINALIZER,
@@ -29,7 +30,7 @@ import {
   stagingClaimName,
 } from '../src/names.js';
 import { copyFidelityFor } from '../src/pod-security.js';
-import type { Phase, VolumeMigration, VolumeMigrationStatus } from '../src/volume-migration.js';
+import { phaseOf, type Phase, type VolumeMigration, type VolumeMigrationStatus } from '../src/volume-migration.js';
 import { lastRunnerLine } from '../src/runner-protocol.js';
 import { buildCopyPod, copyPodNameFor, pinnedNode } from './copy-pod.js';
 import { CopySlots, copyPassOf, copySlotPods, passAboutToStart, type CopyPodState } from './copy-slots.js';
@@ -196,6 +197,7 @@ export class Reconciler {
       consumers: pods.filter(isStored).filter((p) => !isCopyPod(p) && mountsClaim(p, migration.spec.claimName)),
       copyPods,
       siblings: this.caches.migrations.list().filter((m) => m.metadata.namespace === ns),
+      movedReplicasReady: this.movedReplicasReady(migration, pods),
       namespaceLabelled: namespace?.metadata?.labels?.[LABEL_NAMESPACE_ACTIVE] === 'true',
       workloadPolicyActive: this.caches.statefulSets
         .list()
@@ -569,6 +571,32 @@ export class Reconciler {
     }
     // Once per new message: a wait repeats every few seconds, its event must not.
     if (news) await this.note(world, step.event);
+  }
+
+  /**
+   * For a migration of a StatefulSet's policy: whether every replica whose
+   * migration of the same workload has Succeeded runs Ready on its new volume
+   * (the next replica is cut over only then, as a StatefulSet rollout does).
+   */
+  private movedReplicasReady(migration: VolumeMigration, pods: V1Pod[]): boolean {
+    const workload = migration.metadata.annotations?.[ANNOTATION_WORKLOAD];
+    if (!workload) return true;
+    const ns = migration.metadata.namespace;
+    const moved = this.caches.migrations
+      .list()
+      .filter(
+        (m) =>
+          m.metadata.namespace === ns &&
+          m.metadata.annotations?.[ANNOTATION_WORKLOAD] === workload &&
+          phaseOf(m) === 'Succeeded',
+      );
+    return moved.every((m) => {
+      const users = pods.filter((p) => !isCopyPod(p) && mountsClaim(p, m.spec.claimName));
+      return (
+        users.length > 0 &&
+        users.every((p) => (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'))
+      );
+    });
   }
 
   private observeMetrics(m: VolumeMigration, phase: Phase, status: VolumeMigrationStatus): void {

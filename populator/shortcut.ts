@@ -5,6 +5,7 @@ import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import {
   ANNOTATION_TARGET_CLASS,
   ANNOTATION_TARGET_SIZE,
+  ANNOTATION_WORKLOAD,
   API_GROUP_VERSION,
   MIGRATION_KIND,
   PREFIX,
@@ -16,8 +17,7 @@ import { isOnPolicyTarget, type WorkloadPolicy } from '../src/workload-policy.js
 import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
 
 export const LABEL_CREATED_FROM = `${PREFIX}/created-from`;
-/** On a VolumeMigration made for a StatefulSet's policy: `StatefulSet/<name>`. */
-export const ANNOTATION_WORKLOAD = `${PREFIX}/workload`;
+export { ANNOTATION_WORKLOAD } from '../src/names.js';
 /**
  * On a VolumeMigration pvshift aborted because the claim's annotation was
  * removed: annotating the claim again then means "migrate after all", and the
@@ -126,7 +126,12 @@ export function shortcutAction(
           labels: { [LABEL_CREATED_FROM]: 'annotation' },
           ...(policy ? { annotations: { [ANNOTATION_WORKLOAD]: policy.workload } } : {}),
         },
-        spec: { claimName: name, targetStorageClassName: target, ...(size ? { targetSize: size } : {}) },
+        spec: {
+          claimName: name,
+          targetStorageClassName: target,
+          ...(size ? { targetSize: size } : {}),
+          ...(policy?.cutover ? { cutover: policy.cutover } : {}),
+        },
       },
     };
   }

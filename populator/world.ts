@@ -75,6 +75,8 @@ export interface World {
   summary?: RunnerSummary;
   /** Other migrations of the same namespace (for duplicates and the namespace label). */
   siblings: VolumeMigration[];
+  /** A StatefulSet policy's migration: every replica already moved runs Ready on its new volume (true otherwise). */
+  movedReplicasReady: boolean;
   /** Whether the namespace carries the active label. */
   namespaceLabelled: boolean;
   /** An annotated StatefulSet in the namespace (src/workload-policy.ts): its future claims need the webhook. */

@@ -23,6 +23,14 @@ export const ANNOTATION_TARGET_SIZE = `${PREFIX}/target-size`;
  * the policy moves (comma-separated names); absent, all of them.
  */
 export const ANNOTATION_VOLUME_CLAIM_TEMPLATES = `${PREFIX}/volume-claim-templates`;
+/**
+ * On a StatefulSet beside ANNOTATION_TARGET_CLASS: `Evict` has pvshift cut the
+ * replicas over itself, one at a time, highest ordinal first (populator/plan/cutover.ts);
+ * absent (or `OnPodRecreate`), a rollout restart does it.
+ */
+export const ANNOTATION_CUTOVER = `${PREFIX}/cutover`;
+/** On a VolumeMigration made for a StatefulSet's policy: `StatefulSet/<name>`. */
+export const ANNOTATION_WORKLOAD = `${PREFIX}/workload`;
 
 /**
  * On a replacement claim and a gated pod: the migration(s) responsible (a pod may

@@ -56,6 +56,8 @@ export const Reason = {
   GateMissed: 'GateMissed',
   /** A Deployment's new pod waits behind the gate while its old pod holds the claim: the old one is evicted. */
   RolloutHandover: 'RolloutHandover',
+  /** A StatefulSet policy with cutover Evict: another replica goes first (one at a time, highest ordinal first). */
+  WaitingForTurn: 'WaitingForTurn',
   /** The user deleted their claim before cutover: the migration ends. */
   ClaimDeleted: 'ClaimDeleted',
 

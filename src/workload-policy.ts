@@ -7,7 +7,12 @@
 // volumeClaimTemplates are immutable (KEP-4650 is still open): this is how a
 // StatefulSet's new replicas land on the new class. Pure: shared by both.
 import type { V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
-import { ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE, ANNOTATION_VOLUME_CLAIM_TEMPLATES } from './names.js';
+import {
+  ANNOTATION_CUTOVER,
+  ANNOTATION_TARGET_CLASS,
+  ANNOTATION_TARGET_SIZE,
+  ANNOTATION_VOLUME_CLAIM_TEMPLATES,
+} from './names.js';
 import { parseQuantity } from './quantity.js';
 
 export interface WorkloadPolicy {
@@ -17,6 +22,8 @@ export interface WorkloadPolicy {
   template: string;
   targetStorageClassName: string;
   targetSize?: string;
+  /** `Evict`: pvshift rolls the cutover itself, one replica at a time. */
+  cutover?: 'Evict';
 }
 
 /** The templates an annotated StatefulSet's policy covers (all, unless the annotation names some). */
@@ -56,6 +63,7 @@ export function workloadPolicyOf(
       const prefix = `${template}-${setName}-`;
       if (name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length))) {
         return {
+          ...(annotations[ANNOTATION_CUTOVER] === 'Evict' ? { cutover: 'Evict' as const } : {}),
           workload: `StatefulSet/${setName}`,
           template,
           targetStorageClassName: target,

@@ -3,12 +3,17 @@
 // pod uses it, its volume is Retain and the replacement is known to be makeable. The
 // source is then rebound to a helper claim for the final copy, and the replacement made.
 import type { V1Pod } from '@kubernetes/client-node';
-import { ANNOTATION_GATED_AT, LABEL_NAMESPACE_ACTIVE, sourceHelperClaimName } from '../../src/names.js';
+import {
+  ANNOTATION_GATED_AT,
+  ANNOTATION_WORKLOAD,
+  LABEL_NAMESPACE_ACTIVE,
+  sourceHelperClaimName,
+} from '../../src/names.js';
 import { replacementClaim, targetSpecOf } from '../../src/replacement-claim.js';
 import { helperClaim, stagingClaim } from '../claims.js';
 import { Reason } from '../../src/reasons.js';
 import type { Stored, World } from '../world.js';
-import { maxDowntimeMs } from '../../src/volume-migration.js';
+import { isTerminal, maxDowntimeMs, phaseOf, type Phase } from '../../src/volume-migration.js';
 import { planCopy, type PassLabel } from './copy-pass.js';
 import { keptVolumesOf } from './held.js';
 import { belongsToMigration } from './ownership.js';
@@ -61,10 +66,12 @@ export function planWaiting(w: World, abort: boolean): Step {
   if (handover) return handover;
   const untilResync = msUntilResync(w);
   let held: string | undefined;
+  let turn: string | undefined;
   if (m.spec.cutover === 'Evict') {
     const toEvict = scheduled.filter((p) => !p.metadata.deletionTimestamp && !isFinished(p));
     if (toEvict.length) {
-      held = evictionHold(w);
+      turn = workloadTurn(w);
+      held = turn ?? evictionHold(w);
       // With maxDowntime the estimate must be fresh: a re-sync due or running goes first.
       const fresh =
         maxDowntimeMs(m.spec) === undefined || (!syncRunning && !(untilResync !== undefined && untilResync <= 0));
@@ -106,7 +113,7 @@ export function planWaiting(w: World, abort: boolean): Step {
   if (untilResync !== undefined && untilResync <= 0) return planCopy(w, 'presync', resyncLabel(w));
   // Look again when the next re-sync is due, if that comes before the usual wait.
   const afterMs = untilResync === undefined ? WAIT_USER : Math.max(WAIT_MIN, Math.min(WAIT_USER, untilResync));
-  if (held) return wait(Reason.EvictionHeld, held, afterMs);
+  if (held) return wait(turn ? Reason.WaitingForTurn : Reason.EvictionHeld, held, afterMs);
   const why = !scheduled.length
     ? 'waiting for a new pod of the claim'
     : gated.length
@@ -138,6 +145,42 @@ function missedGate(w: World, scheduled: Stored<V1Pod>[]): Stored<V1Pod>[] {
     const created = Date.parse(String(p.metadata.creationTimestamp ?? ''));
     return !p.metadata.deletionTimestamp && !isFinished(p) && created > since;
   });
+}
+
+/** Phases in which a replica is down because of pvshift. */
+const REPLICA_DOWN: ReadonlySet<Phase> = new Set(['CuttingOver', 'Populating', 'Binding', 'RollingBack']);
+
+function ordinalOf(claimName: string): number {
+  const match = /-(\d+)$/.exec(claimName);
+  return match ? Number(match[1]) : -1;
+}
+
+/**
+ * A StatefulSet policy with `cutover: Evict` rolls its replicas itself, as the
+ * StatefulSet controller's rollout would: one at a time, highest ordinal first,
+ * each once the replicas moved before it run Ready on their new volumes, so
+ * never more than one replica of the workload is down because of pvshift.
+ * Undefined when it is this migration's turn; else why it waits.
+ */
+function workloadTurn(w: World): string | undefined {
+  const m = w.migration;
+  const workload = m.metadata.annotations?.[ANNOTATION_WORKLOAD];
+  if (!workload) return undefined;
+  const peers = w.siblings.filter(
+    (s) => s.metadata.name !== m.metadata.name && s.metadata.annotations?.[ANNOTATION_WORKLOAD] === workload,
+  );
+  const down = peers.filter((s) => REPLICA_DOWN.has(phaseOf(s)));
+  if (down.length) {
+    return `${workload} moves one replica at a time: ${down.map((s) => s.spec.claimName).join(', ')} is cutting over`;
+  }
+  const ordinal = ordinalOf(m.spec.claimName);
+  const first = peers.filter((s) => ordinalOf(s.spec.claimName) > ordinal && !isTerminal(phaseOf(s)));
+  if (first.length) {
+    const names = first.map((s) => s.spec.claimName).sort();
+    return `${workload} moves its replicas highest ordinal first: waiting for ${names.join(', ')}`;
+  }
+  if (!w.movedReplicasReady) return `${workload}: waiting for the replicas already moved to be Ready`;
+  return undefined;
 }
 
 /**

@@ -6,7 +6,12 @@
 import t from 'tap';
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { paths } from '../../src/kube.js';
-import { ANNOTATION_TARGET_CLASS, LABEL_NAMESPACE_ACTIVE, SCHEDULING_GATE } from '../../src/names.js';
+import {
+  ANNOTATION_CUTOVER,
+  ANNOTATION_TARGET_CLASS,
+  LABEL_NAMESPACE_ACTIVE,
+  SCHEDULING_GATE,
+} from '../../src/names.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
 import { clusterFor, freshNamespace, statefulSet, volumeOf, waitFor } from '../helpers/cluster.js';
 import { fillVolume, snapshotTree, waitForPhase } from '../helpers/migration.js';
@@ -171,3 +176,32 @@ t.test(
     t.pass('a recreated replica starts at once on its old volume');
   },
 );
+
+t.test('cutover: Evict on the StatefulSet: pvshift rolls the replicas itself, highest ordinal first', async (t) => {
+  const ns = await freshNamespace(kube);
+  await kube.create(paths.statefulSets(ns), statefulSet('db', { replicas: 3 }));
+  await waitFor('3 replicas Ready', async () => ((await podsOf(ns)).filter(isReady).length === 3 ? true : undefined));
+  let mostDown = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const ready = (await podsOf(ns)).filter(isReady).length;
+      mostDown = Math.max(mostDown, 3 - ready);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  })();
+  await kube.patch(paths.statefulSets(ns, 'db'), {
+    metadata: { annotations: { [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_CUTOVER]: 'Evict' } },
+  });
+  const done = [];
+  for (const i of [2, 1, 0]) done.push(await waitForPhase(kube, ns, `data-db-${i}`, ['Succeeded'], 180_000));
+  await waitFor('3 replicas Ready', async () => ((await podsOf(ns)).filter(isReady).length === 3 ? true : undefined));
+  sampling = false;
+  await sampler;
+  t.equal(mostDown, 1, 'one replica down at a time, never more');
+  const starts = done.map((m) => Date.parse(m.status?.cutoverStartTime ?? ''));
+  t.ok(starts[0]! < starts[1]! && starts[1]! < starts[2]!, 'cut over as db-2, db-1, db-0');
+  for (const i of [0, 1, 2]) {
+    t.equal((await claimOf(ns, `data-db-${i}`))?.spec?.storageClassName, 'fast', `data-db-${i} on fast`);
+  }
+});

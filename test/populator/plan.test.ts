@@ -5,7 +5,13 @@ import t, { type Test } from 'tap';
 import { plan, validate, type Step } from '../../populator/plan.js';
 import type { World } from '../../populator/world.js';
 import { ANNOTATION_MIGRATION, ANNOTATION_SYNC_PASS, FINALIZER } from '../../src/names.js';
-import { PHASES, phaseOf, type Phase, type VolumeMigrationStatus } from '../../src/volume-migration.js';
+import {
+  PHASES,
+  phaseOf,
+  type Phase,
+  type VolumeMigration,
+  type VolumeMigrationStatus,
+} from '../../src/volume-migration.js';
 import {
   CLAIM,
   HELPER,
@@ -2658,6 +2664,63 @@ t.test('WaitingForCutover: a Deployment rollout whose new pod waits behind the g
     world({ ...base, migration: waiting(), consumers: [forged, newPod] }),
     { kind: 'wait', reason: 'WaitingForCutover' },
     'a hash that does not name its ReplicaSet is no revision',
+  );
+  t.end();
+});
+
+t.test('WaitingForCutover: a StatefulSet policy with cutover Evict moves one replica at a time, highest first', (t) => {
+  const WORKLOAD = { 'pvshift.io/workload': 'StatefulSet/db' };
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+    consumers: [pod('app-0', { node: 'node-1' })],
+  };
+  // This migration is the claim `data` (ordinal -1: no number): peers are named data-db-N.
+  const me = (spec: Record<string, unknown> = { cutover: 'Evict' }) => {
+    const m = migration({ phase: 'WaitingForCutover', spec, status: SYNCED });
+    m.metadata.annotations = { ...WORKLOAD };
+    m.spec.claimName = 'data-db-0';
+    return m;
+  };
+  const peer = (claimName: string, phase: Phase, workload = WORKLOAD) => {
+    const p = migration({ name: claimName, phase });
+    p.metadata.annotations = { ...workload };
+    p.spec.claimName = claimName;
+    return p;
+  };
+  const turn = (siblings: VolumeMigration[], extra: Partial<World> = {}) =>
+    plan(world({ ...base, migration: me(), siblings, ...extra }));
+  t.match(turn([]), { kind: 'evictPods' }, 'alone: its turn');
+  t.match(
+    turn([peer('data-db-1', 'Populating')]),
+    { kind: 'wait', reason: 'WaitingForTurn', message: /one replica at a time: data-db-1 is cutting over/ },
+    'another replica is down: wait',
+  );
+  t.match(
+    turn([peer('data-db-2', 'WaitingForCutover')]),
+    { kind: 'wait', reason: 'WaitingForTurn', message: /highest ordinal first: waiting for data-db-2/ },
+    'a higher ordinal not moved yet: it goes first',
+  );
+  t.match(
+    turn([peer('data-db-2', 'Succeeded'), peer('data-db-1', 'Succeeded')]),
+    { kind: 'evictPods' },
+    'the higher ones moved: its turn',
+  );
+  t.match(
+    turn([peer('data-db-2', 'Succeeded')], { movedReplicasReady: false }),
+    { kind: 'wait', reason: 'WaitingForTurn', message: /replicas already moved to be Ready/ },
+    'the replica moved before it not Ready yet: wait',
+  );
+  t.match(
+    turn([peer('data-db-2', 'WaitingForCutover', { 'pvshift.io/workload': 'StatefulSet/other' })]),
+    { kind: 'evictPods' },
+    "another workload's migrations do not count",
+  );
+  t.match(
+    turn([peer('data-db-2', 'Failed')]),
+    { kind: 'evictPods' },
+    'a higher ordinal that ended (Failed) does not block',
   );
   t.end();
 });
