@@ -15,6 +15,7 @@ import {
   ANNOTATION_MIGRATION,
   ANNOTATION_RETRY,
   ANNOTATION_TARGET_CLASS,
+  ANNOTATION_WORKLOAD,
   API_GROUP_VERSION,
   LABEL_MIGRATION_UID,
   LABEL_NAMESPACE_ACTIVE,
@@ -31,7 +32,7 @@ import { LeaderElector } from './leader-election.js';
 import { createControllerMetrics } from './metrics.js';
 import { createCaches, Reconciler } from './reconcile.js';
 import { isOrphanGated } from './orphans.js';
-import { workloadPolicyOf } from '../src/workload-policy.js';
+import { deploymentPolicyOf, workloadPolicyOf } from '../src/workload-policy.js';
 import { ABORT_PATCH, annotationSignature, INVALID_ANNOTATION_REASON, shortcutAction } from './shortcut.js';
 import { WorkQueue } from './queue.js';
 import {
@@ -168,17 +169,24 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     logger.info({ namespace }, 'a StatefulSet policy stands here: the webhooks now see the namespace');
   };
 
+  /** An Event on the StatefulSet or Deployment (`Kind/name`) whose policy moved one of its claims. */
+  const recordOnWorkload = async (namespace: string, workload: string, reason: string, message: string) => {
+    const [kind = '', name = ''] = workload.split('/');
+    await recorder.record({ apiVersion: 'apps/v1', kind, name, namespace }, 'Normal', reason, message);
+  };
+
   /**
    * A claim's key: what its annotation, or the policy of the StatefulSet that made
    * it, asks for. Failures other than the user's to fix are thrown, for the queue's backoff.
    */
   const applyShortcut = async (claim: V1PersistentVolumeClaim): Promise<void> => {
     const uid = claim.metadata?.uid ?? '';
-    const policy = workloadPolicyOf(claim, caches.statefulSets.list());
+    const policy =
+      workloadPolicyOf(claim, caches.statefulSets.list()) ?? deploymentPolicyOf(claim, caches.deployments.list());
     const action = shortcutAction(claim, caches.migrations.list(), policy);
     const ns = claim.metadata?.namespace;
     const signature = annotationSignature(claim, policy);
-    if (policy && ns) await labelForPolicy(ns);
+    if (policy?.standing && ns) await labelForPolicy(ns);
     if (!claim.metadata?.annotations?.[ANNOTATION_TARGET_CLASS] && !policy) refusedAnnotations.delete(uid);
     // Refused before with these very values: the API server would refuse again.
     if (action.kind === 'create' && refusedAnnotations.get(uid) === signature) return;
@@ -188,9 +196,15 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       } else if (action.kind === 'create') {
         await kube.create(paths.migrations(ns), action.migration);
         logger.info(
-          { claim: keyOf(claim), target: action.migration.spec.targetStorageClassName },
+          { claim: keyOf(claim), target: action.migration.spec.targetStorageClassName, workload: policy?.workload },
           'created VolumeMigration from the claim annotation',
         );
+        if (policy && ns) {
+          const message =
+            `VolumeMigration ${action.migration.metadata.name} moves claim ${claim.metadata?.name} ` +
+            `to ${action.migration.spec.targetStorageClassName}`;
+          await recordOnWorkload(ns, policy.workload, Reason.ReplicaMigrationCreated, message);
+        }
       } else if (action.kind === 'replace') {
         await kube.delete(paths.migrations(ns, action.name));
         logger.info(
@@ -201,6 +215,11 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
         // Marked as withdrawn by the annotation, so annotating again starts over.
         await kube.patch(paths.migrations(ns, action.name), ABORT_PATCH, 'merge');
         logger.info({ claim: keyOf(claim) }, 'annotation removed before cutover: aborting');
+        const workload = caches.migrations.get(`${ns}/${action.name}`)?.metadata.annotations?.[ANNOTATION_WORKLOAD];
+        if (workload && ns) {
+          const message = `the policy ended before claim ${claim.metadata?.name} was cut over: VolumeMigration ${action.name} withdrawn`;
+          await recordOnWorkload(ns, workload, Reason.ReplicaMigrationWithdrawn, message);
+        }
       }
     } catch (e: unknown) {
       if (action.kind === 'create' && e instanceof ApiError && (e.code === 422 || e.code === 400)) {
@@ -230,11 +249,13 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     else queue.add(formatWorkKey({ kind: 'claim', namespace: m.metadata.namespace, name: m.spec.claimName }));
   });
   // A policy set, changed or removed: every claim of the namespace is looked at again.
-  caches.statefulSets.on((_type, set) => {
-    const ns = set.metadata?.namespace;
-    for (const claim of caches.claims.list())
+  const enqueueClaimsIn = (ns: string | undefined) => {
+    for (const claim of caches.claims.list()) {
       if (claim.metadata?.namespace === ns) queue.add(workKeyOf('claim', claim));
-  });
+    }
+  };
+  caches.statefulSets.on((_type, set) => enqueueClaimsIn(set.metadata?.namespace));
+  caches.deployments.on((_type, d) => enqueueClaimsIn(d.metadata?.namespace));
   caches.claims.on((type, claim) => {
     enqueueNamespace(claim.metadata?.namespace);
     if (type !== 'delete') queue.add(workKeyOf('claim', claim));

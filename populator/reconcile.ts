@@ -3,6 +3,7 @@
 // exists and deleting what is gone count as success; read-modify-writes carry
 // a resourceVersion so a stale cache turns into a conflict, never a lost update.
 import type {
+  V1Deployment,
   V1Namespace,
   V1PersistentVolume,
   V1PersistentVolumeClaim,
@@ -54,6 +55,8 @@ import {
 export interface Caches {
   /** Annotated StatefulSets carry a standing policy for their claims (src/workload-policy.ts). */
   statefulSets: Informer<V1StatefulSet>;
+  /** Annotated Deployments: a policy for the claims their pods mount. */
+  deployments: Informer<V1Deployment>;
   migrations: Informer<VolumeMigration>;
   claims: Informer<V1PersistentVolumeClaim>;
   volumes: Informer<V1PersistentVolume>;
@@ -72,6 +75,7 @@ export function createCaches(kube: Kube): Caches {
     classes: new Informer<V1StorageClass>(kube, paths.storageClasses()),
     namespaces: new Informer<V1Namespace>(kube, paths.namespaces()),
     statefulSets: new Informer<V1StatefulSet>(kube, paths.statefulSets()),
+    deployments: new Informer<V1Deployment>(kube, paths.deployments()),
   };
 }
 

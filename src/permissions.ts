@@ -127,6 +127,13 @@ export const PERMISSIONS: Permission[] = [
     why: "a StatefulSet's pvshift.io/target-storage-class annotation is a standing policy for its claims: the controller migrates the existing ones, the webhook creates new ones on the target",
   },
   {
+    apiGroup: 'apps',
+    resource: 'deployments',
+    verbs: ['list', 'watch'],
+    scope: 'cluster',
+    why: "a Deployment's pvshift.io/target-storage-class annotation migrates the claims its pods mount",
+  },
+  {
     apiGroup: 'storage.k8s.io',
     resource: 'storageclasses',
     verbs: ['list', 'watch'],

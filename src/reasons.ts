@@ -106,6 +106,10 @@ export const Reason = {
   // The annotation shortcut (populator/shortcut.ts, an Event on the claim).
   InvalidMigrationAnnotation: 'InvalidMigrationAnnotation',
 
+  // A workload's policy (src/workload-policy.ts), as Events on the StatefulSet or Deployment.
+  ReplicaMigrationCreated: 'ReplicaMigrationCreated',
+  ReplicaMigrationWithdrawn: 'ReplicaMigrationWithdrawn',
+
   // API errors that retrying will not cure (src/errors.ts TerminalError).
   Forbidden: 'Forbidden',
   APIRejected: 'APIRejected',

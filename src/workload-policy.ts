@@ -6,7 +6,7 @@
 // the webhook (webhook/mutate-claim.ts). Removing the annotation ends the policy.
 // volumeClaimTemplates are immutable (KEP-4650 is still open): this is how a
 // StatefulSet's new replicas land on the new class. Pure: shared by both.
-import type { V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1Deployment, V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
 import {
   ANNOTATION_CUTOVER,
   ANNOTATION_TARGET_CLASS,
@@ -16,10 +16,15 @@ import {
 import { parseQuantity } from './quantity.js';
 
 export interface WorkloadPolicy {
-  /** `StatefulSet/<name>`, for messages and the migration's label. */
+  /** `StatefulSet/<name>` or `Deployment/<name>`, for messages and the migration's annotation. */
   workload: string;
-  /** The volumeClaimTemplate the claim was made from. */
-  template: string;
+  /**
+   * A StatefulSet's policy stands for claims not made yet (the webhook creates
+   * them on the target); a Deployment's claims are the ones its pods mount today.
+   */
+  standing: boolean;
+  /** The volumeClaimTemplate the claim was made from (a StatefulSet's). */
+  template?: string;
   targetStorageClassName: string;
   targetSize?: string;
   /** `Evict`: pvshift rolls the cutover itself, one replica at a time. */
@@ -65,12 +70,43 @@ export function workloadPolicyOf(
         return {
           ...(annotations[ANNOTATION_CUTOVER] === 'Evict' ? { cutover: 'Evict' as const } : {}),
           workload: `StatefulSet/${setName}`,
+          standing: true,
           template,
           targetStorageClassName: target,
           ...(size ? { targetSize: size } : {}),
         };
       }
     }
+  }
+  return undefined;
+}
+
+/**
+ * The policy of an annotated Deployment whose pod template mounts `claim` (the
+ * claims its pods mount: a Deployment makes none of its own). Its rollout cuts
+ * them over: with RollingUpdate, pvshift hands the old pod over (populator/plan/cutover.ts).
+ */
+export function deploymentPolicyOf(
+  claim: V1PersistentVolumeClaim,
+  deployments: readonly V1Deployment[],
+): WorkloadPolicy | undefined {
+  const name = claim.metadata?.name ?? '';
+  const namespace = claim.metadata?.namespace;
+  for (const d of deployments) {
+    const annotations = d.metadata?.annotations ?? {};
+    const target = annotations[ANNOTATION_TARGET_CLASS];
+    if (!target || !d.metadata?.name || d.metadata.deletionTimestamp) continue;
+    if (namespace && d.metadata.namespace !== namespace) continue;
+    const size = annotations[ANNOTATION_TARGET_SIZE];
+    if (size !== undefined && !((parseQuantity(size) ?? 0) > 0)) continue;
+    const mounts = (d.spec?.template?.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === name);
+    if (!mounts) continue;
+    return {
+      workload: `Deployment/${d.metadata.name}`,
+      standing: false,
+      targetStorageClassName: target,
+      ...(size ? { targetSize: size } : {}),
+    };
   }
   return undefined;
 }

@@ -5,7 +5,7 @@
 import t from 'tap';
 import type { V1Deployment, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { paths } from '../../src/kube.js';
-import { ANNOTATION_GATED_AT } from '../../src/names.js';
+import { ANNOTATION_GATED_AT, ANNOTATION_TARGET_CLASS, ANNOTATION_WORKLOAD } from '../../src/names.js';
 import type { Phase } from '../../src/volume-migration.js';
 import { claimSpec } from '../helpers/app.js';
 import { clusterFor, freshNamespace, volumeOf, waitFor } from '../helpers/cluster.js';
@@ -124,4 +124,44 @@ t.test('RollingUpdate Deployment, RWO claim: the old pod is handed over, the rol
   t.ok(Number.isFinite(gatedAt), 'the new pod was gated');
   t.ok(Date.parse(done.status?.gatedAt ?? '') > gatedAt, 'downtime starts after the gate, when the old pod had gone');
   t.ok((done.status?.downtimeSeconds ?? -1) >= 0, `downtime recorded: ${done.status?.downtimeSeconds} s`);
+});
+
+t.test('the annotation on a Deployment migrates the claims its pods mount; its rollout cuts them over', async (t) => {
+  const ns = await freshNamespace(kube);
+  await kube.create(paths.claims(ns), { metadata: { name: 'data' }, spec: claimSpec() });
+  await kube.create(paths.deployments(ns), deployment('data'));
+  await waitFor('the first pod Ready', async () =>
+    (await podsOf(ns)).filter(isReady).length === 1 ? true : undefined,
+  );
+  const source = await volumeOf(kube, ns, 'data');
+  fillVolume(source.spec!.hostPath!.path, 4);
+  const before = snapshotTree(source.spec!.hostPath!.path);
+
+  await kube.patch(paths.deployments(ns, 'web'), { metadata: { annotations: { [ANNOTATION_TARGET_CLASS]: 'fast' } } });
+  const made = await waitForPhase(kube, ns, 'data', ['WaitingForCutover']);
+  t.equal(made.metadata.annotations?.[ANNOTATION_WORKLOAD], 'Deployment/web', 'a migration for the Deployment');
+  await kube.patch(paths.deployments(ns, 'web'), {
+    spec: {
+      template: { metadata: { annotations: { 'kubectl.kubernetes.io/restartedAt': new Date().toISOString() } } },
+    },
+  });
+  await waitForPhase(kube, ns, 'data', ['Succeeded'], 180_000);
+  await waitFor('the rollout complete', async () => {
+    const d = await kube.get<V1Deployment>(paths.deployments(ns, 'web'));
+    return d?.status?.updatedReplicas === 1 && d.status.availableReplicas === 1 && d.status.replicas === 1
+      ? true
+      : undefined;
+  });
+  t.equal((await kube.get<V1PersistentVolumeClaim>(paths.claims(ns, 'data')))?.spec?.storageClassName, 'fast');
+  const target = await volumeOf(kube, ns, 'data');
+  t.same(
+    Object.fromEntries(snapshotTree(target.spec!.hostPath!.path)),
+    Object.fromEntries(before),
+    'every byte copied',
+  );
+  t.equal(
+    (await kube.list(paths.migrations(ns))).items.length,
+    1,
+    'one migration, not a second one for the replacement',
+  );
 });

@@ -14,7 +14,7 @@ import {
 } from '../../src/names.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
 import { clusterFor, freshNamespace, statefulSet, volumeOf, waitFor } from '../helpers/cluster.js';
-import { fillVolume, snapshotTree, waitForPhase } from '../helpers/migration.js';
+import { eventReasonsWith, fillVolume, snapshotTree, waitForPhase } from '../helpers/migration.js';
 import { installPvshift } from '../helpers/pvshift.js';
 
 const cluster = await clusterFor(t);
@@ -60,6 +60,8 @@ t.test(
     });
     for (const i of [0, 1, 2]) await waitForPhase(kube, ns, `data-db-${i}`, ['WaitingForCutover']);
     t.equal((await migrationsIn(ns)).length, 3, 'one migration per replica');
+    const created = await eventReasonsWith(kube, ns, 'db', 'StatefulSet', ['ReplicaMigrationCreated']);
+    t.equal(created.filter((r) => r === 'ReplicaMigrationCreated').length, 3, 'an Event on the StatefulSet for each');
 
     // Never more than one replica down: sampled through the whole rollout.
     let mostDown = 0;
@@ -165,6 +167,8 @@ t.test(
     for (const i of [0, 1]) await waitForPhase(kube, ns, `data-db-${i}`, ['WaitingForCutover']);
     await kube.patch(paths.statefulSets(ns, 'db'), { metadata: { annotations: { [ANNOTATION_TARGET_CLASS]: null } } });
     for (const i of [0, 1]) await waitForPhase(kube, ns, `data-db-${i}`, ['Aborted']);
+    const withdrawn = await eventReasonsWith(kube, ns, 'db', 'StatefulSet', ['ReplicaMigrationWithdrawn']);
+    t.ok(withdrawn.includes('ReplicaMigrationWithdrawn'), 'the StatefulSet says the policy withdrew them');
     for (const i of [0, 1]) {
       t.equal((await claimOf(ns, `data-db-${i}`))?.spec?.storageClassName, 'standard', `data-db-${i} untouched`);
     }

@@ -1,11 +1,11 @@
 // A StatefulSet's standing policy: which claims it covers, what the webhook makes
 // of a new replica's claim, and what the controller does about existing ones.
 import t from 'tap';
-import type { V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1Deployment, V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
 import { ANNOTATION_WORKLOAD, LABEL_CREATED_FROM, shortcutAction } from '../../populator/shortcut.js';
 import { ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE, ANNOTATION_VOLUME_CLAIM_TEMPLATES } from '../../src/names.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
-import { claimUnderPolicy, isOnPolicyTarget, workloadPolicyOf } from '../../src/workload-policy.js';
+import { claimUnderPolicy, deploymentPolicyOf, isOnPolicyTarget, workloadPolicyOf } from '../../src/workload-policy.js';
 import { mutateClaim } from '../../webhook/mutate-claim.js';
 
 function statefulSet(annotations: Record<string, string>, extra: { deleting?: boolean; ns?: string } = {}) {
@@ -125,5 +125,25 @@ t.test('existing claims: a migration each, none for a claim on the target, withd
     { kind: 'none' },
     'cut over: stays migrated',
   );
+  t.end();
+});
+
+t.test('a Deployment: the claims its pods mount, no standing policy', (t) => {
+  const deployment = (annotations: Record<string, string>, claimName = 'data-db-0') =>
+    ({
+      metadata: { name: 'web', namespace: 'shop', annotations },
+      spec: {
+        selector: { matchLabels: { app: 'web' } },
+        template: { spec: { containers: [], volumes: [{ name: 'd', persistentVolumeClaim: { claimName } }] } },
+      },
+    }) as V1Deployment;
+  t.match(deploymentPolicyOf(claim('data-db-0'), [deployment(FAST)]), {
+    workload: 'Deployment/web',
+    standing: false,
+    targetStorageClassName: 'fast',
+  });
+  t.equal(deploymentPolicyOf(claim('data-db-0'), [deployment({})]), undefined, 'not annotated');
+  t.equal(deploymentPolicyOf(claim('data-db-0'), [deployment(FAST, 'other')]), undefined, 'another claim');
+  t.equal(workloadPolicyOf(claim('data-db-0'), [statefulSet(FAST)])?.standing, true, "a StatefulSet's stands");
   t.end();
 });
