@@ -16,6 +16,13 @@ export interface Options {
   allNamespaces: boolean;
   selector?: string;
   fromClass?: string;
+  /**
+   * The StatefulSet a `sts/NAME` subject names (plan, migrate, status): the
+   * command then works on its replica claims instead of claims or migrations.
+   */
+  workload?: string;
+  /** With a StatefulSet: its volumeClaimTemplates in scope (`--templates data,logs`); default all. */
+  templates?: string[];
   to?: string;
   size?: string;
   noPresync: boolean;
@@ -53,6 +60,7 @@ const FLAGS: Record<string, FlagSpec> = {
   'all-namespaces': { key: 'allNamespaces', value: false, short: 'A' },
   selector: { key: 'selector', value: true, short: 'l' },
   'from-class': { key: 'fromClass', value: true },
+  templates: { key: 'templates', value: true },
   to: { key: 'to', value: true },
   size: { key: 'size', value: true },
   'no-presync': { key: 'noPresync', value: false },
@@ -69,13 +77,36 @@ const GLOBAL = ['kubeconfig', 'context', 'namespace', 'all-namespaces', 'output'
 const SELECTORS = ['selector', 'from-class'];
 /** Which flags each command takes, besides the global ones. */
 const COMMAND_FLAGS: Record<CommandName, string[]> = {
-  plan: [...SELECTORS, 'to', 'size'],
-  migrate: [...SELECTORS, 'to', 'size', 'no-presync', 'verify', 'cutover', 'yes', 'dry-run'],
-  status: ['watch'],
+  plan: [...SELECTORS, 'templates', 'to', 'size'],
+  migrate: [...SELECTORS, 'templates', 'to', 'size', 'no-presync', 'verify', 'cutover', 'yes', 'dry-run'],
+  status: ['watch', 'templates'],
   abort: [],
   rollback: [],
   cleanup: ['yes'],
 };
+
+/** The resource names kubectl accepts for a StatefulSet, as the subject of plan, migrate and status. */
+const STATEFULSET_NAMES = new Set(['sts', 'statefulset', 'statefulsets', 'statefulset.apps', 'statefulsets.apps']);
+
+/**
+ * The StatefulSet name of a `sts/NAME` subject (also `statefulset/NAME`,
+ * `statefulsets/NAME`, `statefulset.apps/NAME`), or undefined for a plain
+ * name. Another `KIND/NAME` is a usage error: only StatefulSets have replica
+ * claims pvshift can move as one.
+ */
+export function parseWorkloadRef(arg: string): string | undefined {
+  const slash = arg.indexOf('/');
+  if (slash < 0) return undefined;
+  const kind = arg.slice(0, slash).toLowerCase();
+  const name = arg.slice(slash + 1);
+  if (!STATEFULSET_NAMES.has(kind))
+    throw new UsageError(
+      `"${arg}": only a StatefulSet (sts/NAME) can be given as a workload; for other workloads name their claims`,
+    );
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name))
+    throw new UsageError(`"${arg}": "${name}" is not a StatefulSet name`);
+  return name;
+}
 
 function isCommand(word: string): word is CommandName {
   return (COMMANDS as readonly string[]).includes(word);
@@ -165,6 +196,12 @@ export function parseArgs(argv: string[]): Parsed {
       (options as unknown as Record<string, unknown>)[spec.key] = inline !== 'false';
     }
   }
+  const rawTemplates = options.templates as unknown as string | undefined;
+  if (rawTemplates !== undefined) {
+    const names = rawTemplates.split(',').map((n) => n.trim());
+    if (names.some((n) => n === '')) throw new UsageError(`--templates "${rawTemplates}" has an empty name`);
+    options.templates = [...new Set(names)];
+  }
   const output = options.output as string;
   if (!['table', 'json', 'yaml'].includes(output))
     throw new UsageError(`unknown output format "${output}"; use -o json or -o yaml (or leave -o out for a table)`);
@@ -177,8 +214,39 @@ export function parseArgs(argv: string[]): Parsed {
   const foreign = seen.find((f) => !allowed.has(f));
   if (foreign)
     throw new UsageError(`flag --${foreign} does not apply to "${command}"; see kubectl pvshift ${command} --help`);
-  checkCommand(command, positionals, options);
-  return { kind: 'run', command, args: positionals, options };
+  const args = takeWorkload(command, positionals, options);
+  checkCommand(command, args, options);
+  return { kind: 'run', command, args, options };
+}
+
+/** Moves a `sts/NAME` subject from the arguments to options.workload (one subject, alone). */
+function takeWorkload(command: CommandName, args: string[], o: Options): string[] {
+  const subjects = args.flatMap((a) => {
+    const name = ['plan', 'migrate', 'status'].includes(command) ? parseWorkloadRef(a) : undefined;
+    return name === undefined ? [] : [name];
+  });
+  if (subjects.length === 0) {
+    if (o.templates !== undefined) throw new UsageError('--templates needs a StatefulSet: sts/NAME');
+    return args;
+  }
+  if (args.length > 1) throw new UsageError('give one StatefulSet (sts/NAME) and nothing else as the subject');
+  if (o.allNamespaces) throw new UsageError('a StatefulSet needs one namespace; use -n instead of -A');
+  if (o.selector !== undefined) throw new UsageError('give sts/NAME or -l/--selector, not both');
+  if (command === 'migrate') {
+    // The StatefulSet's policy is its annotations: they say class, size and templates, nothing else.
+    const perClaim = [
+      o.noPresync && '--no-presync',
+      o.verify && '--verify',
+      o.cutover && '--cutover',
+      o.fromClass !== undefined && '--from-class',
+    ].filter(Boolean);
+    if (perClaim.length)
+      throw new UsageError(
+        `${perClaim.join(', ')} cannot be said on a StatefulSet (its policy is --to, --size and --templates); migrate its claims by name instead`,
+      );
+  }
+  o.workload = subjects[0];
+  return [];
 }
 
 function checkCommand(command: CommandName, args: string[], o: Options): void {
@@ -228,6 +296,10 @@ const COMMON = `Global flags:
   -o, --output json|yaml     machine-readable output (default: a table)
   -h, --help                 help for the command`;
 
+const WORKLOAD = `Or a StatefulSet:
+  sts/NAME                   its replica claims (also statefulset/NAME, statefulsets/NAME)
+      --templates T,...      only these volumeClaimTemplates (default: all)`;
+
 const SELECT = `Select claims:
   CLAIM...                   claim names in the namespace
   -l, --selector SELECTOR    label selector, e.g. app=web,tier!=cache
@@ -243,7 +315,7 @@ Usage:
 
 Commands:
   plan       show what a migration would do, and every reason it would be refused
-  migrate    create VolumeMigrations for the selected claims
+  migrate    create VolumeMigrations for the selected claims, or annotate a StatefulSet
   status     show migrations: phase, progress, rate, ETA, downtime, what is kept where
   abort      stop a migration (before cutover: clean up; after: roll back, or release held pods)
   rollback   put a claim back on its original volume during cutover
@@ -251,11 +323,17 @@ Commands:
 
 ${COMMON}
 
+A StatefulSet as a whole: plan, migrate and status take sts/NAME, e.g.
+  kubectl pvshift plan sts/db --to fast -n shop
+  kubectl pvshift migrate sts/db --to fast -n shop
+  kubectl pvshift status sts/db -n shop
+
 Run "kubectl pvshift COMMAND --help" for a command's flags.`,
   plan: `Show the claims that would move, and every preflight finding. Changes nothing.
 
 Usage:
   kubectl pvshift plan [CLAIM...] --to CLASS [--size QTY] [-l SELECTOR] [--from-class CLASS] [-n NS | -A]
+  kubectl pvshift plan sts/NAME --to CLASS [--size QTY] [--templates T,...] [-n NS]
 
 Columns: namespace, claim, class -> target, size -> target size, used bytes (known only
 from an earlier migration of the claim; there is no metrics API, so otherwise "unknown"
@@ -266,7 +344,15 @@ pod-security.kubernetes.io/enforce) costs: "restricted" blocks (copy pods run as
 below full fidelity, what will not be copied (trusted.* xattrs need CAP_SYS_ADMIN, which
 only a privileged namespace labelled pvshift.io/privileged-copy=true grants).
 
+With sts/NAME: the StatefulSet's replica claims (<template>-NAME-<ordinal>, ordinals
+0..replicas-1, those that exist), and below them what the rollout that cuts them over
+will meet: a PodDisruptionBudget selecting its pods that allows no disruption (selectors:
+matchLabels and matchExpressions In, NotIn, Exists, DoesNotExist), updateStrategy OnDelete
+or a partition, RWO claims on several nodes and nodes outside the target class's
+allowedTopologies, and the namespace's Pod Security level.
+
 ${SELECT}
+${WORKLOAD}
 
 ${COMMON}`,
   migrate: `Create a VolumeMigration (named after the claim) for each selected claim. Claims with
@@ -275,10 +361,22 @@ name (Succeeded, Failed, Aborted, RolledBack) is replaced: deleted, waited for u
 then created anew; the old volume it kept stays, listed by "cleanup". An unfinished one
 blocks the claim.
 
+With sts/NAME, migrate plans the replica claims the same way and then annotates the
+StatefulSet (pvshift.io/target-storage-class, and pvshift.io/target-size and
+pvshift.io/volume-claim-templates from --size and --templates, removed when not given)
+instead of creating VolumeMigrations itself: pvshift's controller creates one for each
+existing replica claim, and claims of later replicas are created on the target directly.
+Then "kubectl rollout restart statefulset/NAME" cuts them over one replica at a time.
+Any blocking finding refuses the whole StatefulSet (a replica already on the target, or
+already migrating to it, is fine). --no-presync, --verify, --cutover and --from-class
+apply to claims only.
+
 Usage:
   kubectl pvshift migrate [CLAIM...] --to CLASS [flags]
+  kubectl pvshift migrate sts/NAME --to CLASS [--size QTY] [--templates T,...] [--yes] [--dry-run] [-n NS]
 
 ${SELECT}
+${WORKLOAD}
 
 Migration:
       --no-presync           do not copy while the application runs (the whole copy is downtime)
@@ -296,12 +394,21 @@ and every volume it keeps, with its role (source or copy) and what you can do wi
 and what the copy could not keep under the namespace's Pod Security level.
 Exit code 1 when any shown migration is Held, Failed or RolledBack.
 
+With sts/NAME: one line for the StatefulSet ("2/3 replicas on fast, data-db-1 copying
+41%, ETA 2m"; a replica is on the target when each of its claims in scope is on the
+target class), then the table of its migrations (annotated pvshift.io/workload, or of
+its replica claims). -o json|yaml: {workload, namespace, target, targetSize, replicas,
+onTarget, summary, migrations}.
+
 Usage:
   kubectl pvshift status [NAME] [-w] [-n NS | -A]
+  kubectl pvshift status sts/NAME [-w] [--templates T,...] [-n NS]
 
 Flags:
   -w, --watch                redraw every 2 s until every shown migration has finished
-                             (Held has not: it waits for you; see "abort")
+                             (Held has not: it waits for you; see "abort"); with sts/NAME,
+                             until every replica is on the target or a migration ended otherwise
+      --templates T,...      with sts/NAME: only these volumeClaimTemplates (default: all)
 
 ${COMMON}`,
   abort: `Stop a migration by setting spec.abort.

@@ -9,17 +9,39 @@ import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/vo
 import type { CommandName, Options } from './args.js';
 import { CliError, type Connection } from './connect.js';
 import { decideAbort, decideRollback, findRetained, migrationFor, type Decision } from './decisions.js';
-import { gatherClaimFacts, listMigrations, listMigrationsIfInstalled, storageClassExists } from './inventory.js';
+import {
+  gatherClaimFacts,
+  gatherWorkloadFacts,
+  listMigrations,
+  listMigrationsIfInstalled,
+  resolveWorkload,
+  storageClassExists,
+  type WorkloadSubject,
+} from './inventory.js';
 import { preflight, type PlanRow } from './preflight.js';
 import {
   renderCleanup,
   renderData,
   renderPlan,
   renderStatus,
+  renderWorkloadPlan,
+  renderWorkloadStatus,
   statusExitCode,
   statusItem,
   type RenderOptions,
+  type WorkloadPlanView,
 } from './render.js';
+import {
+  isWorkloadSettled,
+  latestPerClaim,
+  migrationsOfWorkload,
+  policyOf,
+  policyPatch,
+  workloadBlockers,
+  workloadFindings,
+  workloadKey,
+  workloadStatus,
+} from './workload.js';
 
 export interface Io {
   out(text: string): void;
@@ -45,12 +67,18 @@ function renderOptions(io: Io, c: Connection, rowsNamespaces: string[]): RenderO
   };
 }
 
-async function planRows(c: Connection, o: Options, args: string[]): Promise<PlanRow[]> {
+async function planRows(
+  c: Connection,
+  o: Options,
+  args: string[],
+  claims?: V1PersistentVolumeClaim[],
+): Promise<PlanRow[]> {
   const to = o.to!;
   const [facts, exists] = await Promise.all([
     gatherClaimFacts(c.kube, {
       namespace: c.namespace,
       names: args,
+      ...(claims ? { claims } : {}),
       ...(o.selector !== undefined ? { selector: o.selector } : {}),
       ...(o.fromClass !== undefined ? { fromClass: o.fromClass } : {}),
     }),
@@ -66,7 +94,48 @@ async function planRows(c: Connection, o: Options, args: string[]): Promise<Plan
   );
 }
 
+/** The namespace of a `sts/NAME` subject (args refuse -A with one). */
+function workloadNamespace(c: Connection): string {
+  return c.namespace ?? c.defaultNamespace;
+}
+
+/** `plan sts/NAME`: the plan of each replica claim that exists, and what the rollout will meet. */
+async function planWorkload(c: Connection, o: Options): Promise<{ subject: WorkloadSubject; view: WorkloadPlanView }> {
+  const namespace = workloadNamespace(c);
+  const subject = await resolveWorkload(c.kube, namespace, o.workload!, o.templates);
+  const claims = subject.claims.flatMap((r) => (r.claim ? [r.claim] : []));
+  const [rows, facts] = await Promise.all([
+    claims.length ? planRows(c, o, [], claims) : Promise.resolve([]),
+    gatherWorkloadFacts(c.kube, subject, o.to!),
+  ]);
+  const findings = workloadFindings(facts, { targetStorageClassName: o.to! });
+  return {
+    subject,
+    view: {
+      workload: {
+        name: o.workload!,
+        namespace,
+        replicas: subject.set.spec?.replicas ?? 1,
+        templates: subject.templates,
+      },
+      target: o.to!,
+      blockers: workloadBlockers(rows, findings),
+      findings,
+      items: rows,
+    },
+  };
+}
+
 export async function plan(c: Connection, o: Options, args: string[], io: Io): Promise<number> {
+  if (o.workload !== undefined) {
+    const { view } = await planWorkload(c, o);
+    io.out(
+      o.output !== 'table'
+        ? renderData(view, o.output)
+        : renderWorkloadPlan(view, { color: io.color, now: io.now(), showNamespace: false }),
+    );
+    return 0;
+  }
   const rows = await planRows(c, o, args);
   if (o.output !== 'table') io.out(renderData({ items: rows }, o.output));
   else
@@ -83,9 +152,83 @@ export async function plan(c: Connection, o: Options, args: string[], io: Io): P
   return 0;
 }
 
+/**
+ * `migrate sts/NAME`: the same plan, then the StatefulSet's annotations (one
+ * merge patch) instead of a VolumeMigration per claim: pvshift's controller
+ * makes those, and the webhook puts later replicas' claims on the target.
+ */
+async function migrateWorkload(c: Connection, o: Options, io: Io): Promise<number> {
+  const { subject, view } = await planWorkload(c, o);
+  const name = view.workload.name;
+  const namespace = view.workload.namespace;
+  // A replica already on the target is left alone by the controller: it gets no migration.
+  const claims = view.items.filter((r) => !r.findings.some((f) => f.code === 'NothingToChange')).map((r) => r.claim);
+  if (view.blockers.length) {
+    io.err(view.blockers.map((b) => `blocking ${b}\n`).join(''));
+    throw new CliError(
+      `StatefulSet ${name} has ${view.blockers.length} blocking finding${view.blockers.length > 1 ? 's' : ''}, so it was not annotated; see kubectl pvshift plan sts/${name} --to ${o.to} -n ${namespace}`,
+    );
+  }
+  const before = policyOf(subject.set);
+  const patch = policyPatch(subject.set, {
+    target: o.to!,
+    ...(o.size ? { size: o.size } : {}),
+    ...(o.templates ? { templates: o.templates } : {}),
+  });
+  const next = [
+    `kubectl pvshift status sts/${name} -n ${namespace} --watch`,
+    `kubectl rollout restart statefulset/${name} -n ${namespace}`,
+  ];
+  const data = {
+    workload: workloadKey(name),
+    namespace,
+    changed: patch !== undefined,
+    annotations: patch?.metadata.annotations ?? {},
+    claims,
+    next,
+  };
+  if (o.dryRun) {
+    io.out(o.output !== 'table' ? renderData(data, o.output) : stringify(patch ?? {}));
+    return 0;
+  }
+  const replaces =
+    before.target && before.target !== o.to
+      ? `; it replaces the policy's target ${before.target} (migrations already made keep theirs; see kubectl pvshift status sts/${name} -n ${namespace})`
+      : '';
+  if (patch && !o.yes) {
+    if (!io.stdinIsTTY)
+      throw new CliError(
+        `refusing to annotate StatefulSet ${name} without confirmation: stdin is not a terminal; pass --yes`,
+      );
+    io.out(renderWorkloadPlan(view, { color: io.color, now: io.now(), showNamespace: false }));
+    const answer = await io.ask(
+      `\nAnnotate StatefulSet ${name}, so that pvshift migrates its ${claims.length} replica claim${claims.length === 1 ? '' : 's'} to ${o.to}${replaces}? [y/N] `,
+    );
+    if (!/^y(es)?$/i.test(answer.trim())) throw new CliError('not confirmed; nothing was changed');
+  }
+  if (patch) await c.kube.patch(paths.statefulSets(namespace, name), patch, 'merge');
+  if (o.output !== 'table') {
+    io.out(renderData(data, o.output));
+    return 0;
+  }
+  const said = Object.entries(data.annotations)
+    .filter(([, v]) => v !== null)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  io.out(
+    (patch
+      ? `statefulset.apps/${name} annotated in ${namespace}: ${said}${replaces}\n`
+      : `statefulset.apps/${name} in ${namespace} already carries this policy; nothing changed\n`) +
+      `pvshift creates a VolumeMigration for each replica claim not yet on ${o.to} (${claims.join(', ') || 'none now'}) and copies it while the pods run; claims of new replicas are created on ${o.to} directly.\n` +
+      `\nNext: follow with ${next[0]}, then run ${next[1]} to cut over one replica at a time.\n`,
+  );
+  return 0;
+}
+
 export async function migrate(c: Connection, o: Options, args: string[], io: Io): Promise<number> {
   if (!(await storageClassExists(c.kube, o.to!)))
     throw new CliError(`StorageClass "${o.to}" not found; see kubectl get storageclass`);
+  if (o.workload !== undefined) return migrateWorkload(c, o, io);
   const rows = await planRows(c, o, args);
   const where = c.namespace === undefined ? 'any namespace' : `namespace "${c.namespace}"`;
   if (rows.length === 0)
@@ -259,35 +402,72 @@ async function shownMigrations(c: Connection, name: string | undefined): Promise
   );
 }
 
+/** One look at what status shows: its text, its exit code, and whether a watch is over. */
+interface StatusFrame {
+  text: string;
+  exitCode: number;
+  settled: boolean;
+}
+
+async function migrationsFrame(c: Connection, o: Options, io: Io, name: string | undefined): Promise<StatusFrame> {
+  const items = await shownMigrations(c, name);
+  return {
+    text:
+      o.output === 'table'
+        ? renderStatus(
+            items,
+            renderOptions(
+              io,
+              c,
+              items.map((m) => m.metadata.namespace),
+            ),
+          )
+        : renderData({ items: items.map(statusItem) }, o.output),
+    exitCode: statusExitCode(items),
+    settled: items.every((m) => isTerminal(m.status?.phase ?? 'Pending')),
+  };
+}
+
+/** `status sts/NAME`: where the replicas are (one line), then the migrations of the StatefulSet. */
+async function workloadFrame(c: Connection, o: Options, io: Io): Promise<StatusFrame> {
+  const namespace = workloadNamespace(c);
+  const subject = await resolveWorkload(c.kube, namespace, o.workload!, o.templates);
+  const migrations = migrationsOfWorkload(
+    o.workload!,
+    subject.templates,
+    new Set(subject.claims.map((r) => r.name)),
+    await listMigrations(c.kube, namespace),
+  );
+  const summary = workloadStatus(subject.set, subject.claims, migrations);
+  return {
+    text:
+      o.output === 'table'
+        ? renderWorkloadStatus(summary, migrations, { color: io.color, now: io.now(), showNamespace: false })
+        : renderData(summary, o.output),
+    // An earlier, ended attempt of a claim says nothing once a newer one speaks for it.
+    exitCode: statusExitCode(latestPerClaim(migrations)),
+    settled: isWorkloadSettled(summary, migrations),
+  };
+}
+
 export async function status(c: Connection, o: Options, args: string[], io: Io): Promise<number> {
-  const name = args[0];
-  const frame = (items: VolumeMigration[]) =>
-    o.output === 'table'
-      ? renderStatus(
-          items,
-          renderOptions(
-            io,
-            c,
-            items.map((m) => m.metadata.namespace),
-          ),
-        )
-      : renderData({ items: items.map(statusItem) }, o.output);
-  let items = await shownMigrations(c, name);
+  const load = () => (o.workload !== undefined ? workloadFrame(c, o, io) : migrationsFrame(c, o, io, args[0]));
+  let frame = await load();
   if (!o.watch) {
-    io.out(frame(items));
-    return statusExitCode(items);
+    io.out(frame.text);
+    return frame.exitCode;
   }
   let last = '';
   let failures = 0;
   for (;;) {
-    const text = frame(items);
+    const text = frame.text;
     if (io.stdoutIsTTY && o.output === 'table') io.out(`\x1b[H\x1b[2J${text}`);
     else if (text !== last) io.out(`${last ? '\n' : ''}${text}`);
     last = text;
-    if (items.every((m) => isTerminal(m.status?.phase ?? 'Pending'))) return statusExitCode(items);
+    if (frame.settled) return frame.exitCode;
     await io.sleep(WATCH_INTERVAL_MS);
     try {
-      items = await shownMigrations(c, name);
+      frame = await load();
       failures = 0;
     } catch (e: unknown) {
       // A blip of the API server is not the end of a watch; five in a row is.

@@ -4,9 +4,12 @@
 // never a request per claim.
 import type {
   V1Namespace,
+  V1Node,
   V1PersistentVolume,
   V1PersistentVolumeClaim,
   V1Pod,
+  V1PodDisruptionBudget,
+  V1StatefulSet,
   V1StorageClass,
 } from '@kubernetes/client-node';
 import { ApiError, paths, type Kube, type ObjectMeta } from '../src/kube.js';
@@ -14,11 +17,14 @@ import { LABEL_MANAGED_BY, MANAGED_BY_VALUE } from '../src/names.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 import { CliError } from './connect.js';
 import { isPvshiftClaim, type ClaimFacts } from './preflight.js';
+import { replicaClaims, templatesInScope, type ReplicaClaim, type WorkloadFacts } from './workload.js';
 
 export interface Selection {
   /** undefined: every namespace. */
   namespace: string | undefined;
   names: string[];
+  /** Claims already read (a StatefulSet's replica claims): taken as they are. */
+  claims?: V1PersistentVolumeClaim[];
   selector?: string;
   fromClass?: string;
 }
@@ -62,6 +68,7 @@ export async function storageClassExists(kube: Kube, name: string): Promise<bool
 }
 
 async function selectClaims(kube: Kube, s: Selection): Promise<V1PersistentVolumeClaim[]> {
+  if (s.claims) return s.claims;
   if (s.names.length) {
     const claims: V1PersistentVolumeClaim[] = [];
     for (const name of s.names) {
@@ -167,4 +174,86 @@ export async function gatherClaimFacts(kube: Kube, s: Selection): Promise<ClaimF
         `${b.claim.metadata?.namespace}/${b.claim.metadata?.name}`,
       ),
     );
+}
+
+const budgetsPath = (namespace: string) =>
+  `/apis/policy/v1/namespaces/${encodeURIComponent(namespace)}/poddisruptionbudgets`;
+
+/** A StatefulSet named as a subject (`sts/NAME`), its templates in scope and its replica claims. */
+export interface WorkloadSubject {
+  set: V1StatefulSet;
+  templates: string[];
+  claims: (ReplicaClaim & { claim?: V1PersistentVolumeClaim })[];
+}
+
+/**
+ * Reads the StatefulSet and its replica claims (one list of the namespace's
+ * claims): `<template>-<set>-<ordinal>` for ordinals 0..replicas-1, with the
+ * claim where it exists.
+ */
+export async function resolveWorkload(
+  kube: Kube,
+  namespace: string,
+  name: string,
+  templates: string[] | undefined,
+): Promise<WorkloadSubject> {
+  const set = await kube.get<V1StatefulSet>(paths.statefulSets(namespace, name));
+  if (!set)
+    throw new CliError(
+      `StatefulSet "${name}" not found in namespace "${namespace}"; see kubectl get statefulsets -n ${namespace}`,
+    );
+  const scope = templatesInScope(set, templates);
+  if (!scope.ok) throw new CliError(scope.message);
+  const existing = new Map(
+    (await kube.list<V1PersistentVolumeClaim>(paths.claims(namespace))).items.map((c) => [c.metadata?.name ?? '', c]),
+  );
+  const claims = replicaClaims(set, scope.templates).map((r) => {
+    const claim = existing.get(r.name);
+    return { ...r, ...(claim ? { claim } : {}) };
+  });
+  return { set, templates: scope.templates, claims };
+}
+
+/** Nodes by name, or undefined for a user who may not list them (plan then says topology is not checked). */
+async function readNodes(kube: Kube): Promise<Map<string, V1Node> | undefined> {
+  try {
+    return new Map((await kube.list<V1Node>(paths.nodes())).items.map((n) => [n.metadata?.name ?? '', n]));
+  } catch (e: unknown) {
+    if (e instanceof ApiError && e.code === 403) return undefined;
+    throw e;
+  }
+}
+
+/** What plan needs to know of a StatefulSet beside its claims: pods, budgets, nodes, target class, namespace. */
+export async function gatherWorkloadFacts(
+  kube: Kube,
+  subject: WorkloadSubject,
+  targetStorageClassName: string,
+): Promise<WorkloadFacts> {
+  const namespace = subject.set.metadata?.namespace ?? '';
+  const name = subject.set.metadata?.name ?? '';
+  const uid = subject.set.metadata?.uid;
+  const [pods, budgets, nodes, targetClass, labels] = await Promise.all([
+    kube.list<V1Pod>(paths.pods(namespace)),
+    kube.list<V1PodDisruptionBudget>(budgetsPath(namespace)),
+    readNodes(kube),
+    kube.get<V1StorageClass>(paths.storageClasses(targetStorageClassName)),
+    namespaceLabels(kube, namespace),
+  ]);
+  const own = pods.items.filter(
+    (p) =>
+      p.metadata?.name?.startsWith(`${name}-`) &&
+      (p.metadata.ownerReferences ?? []).some(
+        (r) => r.kind === 'StatefulSet' && (uid ? r.uid === uid : r.name === name),
+      ),
+  );
+  const nsLabels = labels.get(namespace);
+  return {
+    ...subject,
+    pods: own,
+    budgets: budgets.items,
+    ...(nodes ? { nodes } : {}),
+    ...(targetClass ? { targetClass } : {}),
+    ...(nsLabels ? { namespaceLabels: nsLabels } : {}),
+  };
 }

@@ -12,6 +12,7 @@ import {
   type VolumeMigration,
 } from '../src/volume-migration.js';
 import type { Finding, PlanRow } from './preflight.js';
+import type { WorkloadStatus } from './workload.js';
 
 export interface RenderOptions {
   /** ANSI colours: only when stdout is a terminal and NO_COLOR is unset. */
@@ -141,6 +142,32 @@ export function renderPlan(rows: PlanRow[], o: RenderOptions): string {
   }
   const ready = rows.filter((r) => r.ready).length;
   text += `\n${ready} of ${rows.length} claim${rows.length > 1 ? 's' : ''} would move${ready < rows.length ? `; ${rows.length - ready} blocked` : ''}.\n`;
+  return text;
+}
+
+/** A StatefulSet's plan: what `plan sts/NAME` prints and `-o json|yaml` gives. */
+export interface WorkloadPlanView {
+  workload: { name: string; namespace: string; replicas: number; templates: string[] };
+  target: string;
+  /** What stops `migrate sts/NAME` (each finding as `claim: CODE: message`); empty: it would annotate the set. */
+  blockers: string[];
+  /** What the rollout will meet, said once for the StatefulSet. */
+  findings: Finding[];
+  items: PlanRow[];
+}
+
+export function renderWorkloadPlan(view: WorkloadPlanView, o: RenderOptions): string {
+  const { name, namespace, replicas, templates } = view.workload;
+  let text = `StatefulSet ${name}: ${replicas} replica${replicas === 1 ? '' : 's'}, template${templates.length > 1 ? 's' : ''} ${templates.join(', ')}\n\n`;
+  text += renderPlan(view.items, o);
+  if (view.findings.length) {
+    text += `\nRollout of StatefulSet ${name}:\n`;
+    for (const f of view.findings)
+      text += `  ${paint(f.severity, SEVERITY_COLOUR[f.severity], o.color)} ${f.code}: ${f.message}\n`;
+  }
+  text += view.blockers.length
+    ? `\nmigrate sts/${name} would refuse: ${view.blockers.length} blocking finding${view.blockers.length > 1 ? 's' : ''} (a replica already on ${view.target}, or already migrating, does not count).\n`
+    : `\nmigrate sts/${name} --to ${view.target} annotates the StatefulSet; then run kubectl rollout restart statefulset/${name} -n ${namespace} to cut over one replica at a time.\n`;
   return text;
 }
 
@@ -281,6 +308,11 @@ export function renderStatus(migrations: VolumeMigration[], o: RenderOptions): s
     ];
   });
   return table(headers, rows, o.color) + statusDetails(migrations, o);
+}
+
+/** `status sts/NAME`: the StatefulSet's one line, then the table of its migrations. */
+export function renderWorkloadStatus(s: WorkloadStatus, migrations: VolumeMigration[], o: RenderOptions): string {
+  return `${s.summary}\n\n${renderStatus(migrations, o)}`;
 }
 
 /** `not copied: trusted xattrs (Pod Security baseline)`; undefined for a full copy. */

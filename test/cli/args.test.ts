@@ -67,6 +67,37 @@ t.test('flag forms', (t) => {
   t.end();
 });
 
+t.test('a StatefulSet as the subject', (t) => {
+  for (const ref of ['sts/db', 'statefulset/db', 'statefulsets/db', 'StatefulSet/db', 'statefulset.apps/db']) {
+    t.match(
+      parseArgs(['plan', ref, '--to', 'fast', '-n', 'shop']),
+      { kind: 'run', command: 'plan', args: [], options: { workload: 'db', namespace: 'shop', to: 'fast' } },
+      ref,
+    );
+  }
+  t.match(parseArgs(['migrate', 'sts/db', '--to', 'fast', '--size', '50Gi', '--templates', 'data,logs', '-y']), {
+    command: 'migrate',
+    args: [],
+    options: { workload: 'db', size: '50Gi', templates: ['data', 'logs'], yes: true },
+  });
+  t.match(parseArgs(['migrate', 'sts/db', '--to', 'fast', '--dry-run', '-o', 'json']), {
+    options: { workload: 'db', dryRun: true, output: 'json' },
+  });
+  t.match(parseArgs(['status', 'sts/db', '-w', '--templates=data']), {
+    command: 'status',
+    args: [],
+    options: { workload: 'db', watch: true, templates: ['data'] },
+  });
+  t.match(parseArgs(['plan', 'sts/db', '--to', 'fast', '--from-class', 'standard']), {
+    options: { workload: 'db', fromClass: 'standard' },
+  });
+  const plain = parseArgs(['status', 'data-db-0']);
+  t.match(plain, { args: ['data-db-0'] }, 'a plain name stays a name');
+  t.equal(plain.kind === 'run' ? plain.options.workload : 'x', undefined);
+  t.match(parseArgs(['abort', 'sts/db']), { args: ['sts/db'] }, 'abort takes migration names only');
+  t.end();
+});
+
 t.test('help', (t) => {
   t.same(parseArgs([]), { kind: 'help' });
   t.same(parseArgs(['--help']), { kind: 'help' });
@@ -90,6 +121,13 @@ t.test('help', (t) => {
     /A finished VolumeMigration of that\nname \(Succeeded, Failed, Aborted, RolledBack\) is replaced/,
   );
   t.match(HELP.plan, /"restricted" blocks/);
+  t.match(HELP.root, /plan, migrate and status take sts\/NAME/);
+  t.match(HELP.plan, /kubectl pvshift plan sts\/NAME --to CLASS/);
+  t.match(HELP.plan, /matchLabels and matchExpressions In, NotIn, Exists, DoesNotExist/);
+  t.match(HELP.migrate, /kubectl pvshift migrate sts\/NAME --to CLASS/);
+  t.match(HELP.migrate, /"kubectl rollout restart statefulset\/NAME" cuts them over one replica at a time/);
+  t.match(HELP.status, /kubectl pvshift status sts\/NAME/);
+  t.match(HELP.status, /2\/3 replicas on fast/);
   matchFixture(t, 'help-root.txt', HELP.root + '\n');
   t.end();
 });
@@ -121,6 +159,23 @@ t.test('usage errors are one line that says what to do', (t) => {
     [['abort', 'a', '-A'], /^abort works on one namespace/],
     [['status', 'a', 'b'], /^status takes at most one migration name$/],
     [['cleanup', 'pv-1'], /^cleanup takes no arguments/],
+    [['plan', 'deploy/web', '--to', 'fast'], /^"deploy\/web": only a StatefulSet \(sts\/NAME\) can be given/],
+    [['plan', 'sts/', '--to', 'fast'], /^"sts\/": "" is not a StatefulSet name$/],
+    [['plan', 'sts/Db', '--to', 'fast'], /is not a StatefulSet name/],
+    [['plan', 'sts/db', 'data-db-0', '--to', 'fast'], /^give one StatefulSet \(sts\/NAME\) and nothing else/],
+    [['plan', 'sts/db', 'sts/web', '--to', 'fast'], /^give one StatefulSet/],
+    [['plan', 'sts/db', '--to', 'fast', '-A'], /^a StatefulSet needs one namespace; use -n instead of -A$/],
+    [['status', 'sts/db', '-A'], /^a StatefulSet needs one namespace/],
+    [['plan', 'sts/db', '--to', 'fast', '-l', 'a=b'], /^give sts\/NAME or -l\/--selector, not both$/],
+    [['plan', 'sts/db'], /^plan needs --to CLASS/],
+    [
+      ['migrate', 'sts/db', '--to', 'fast', '--verify', '--cutover', 'evict'],
+      /^--verify, --cutover cannot be said on a StatefulSet \(its policy is --to, --size and --templates\)/,
+    ],
+    [['migrate', 'sts/db', '--to', 'fast', '--no-presync'], /^--no-presync cannot be said on a StatefulSet/],
+    [['plan', '--to', 'fast', '--templates', 'data'], /^--templates needs a StatefulSet: sts\/NAME$/],
+    [['plan', 'sts/db', '--to', 'fast', '--templates', 'data,'], /^--templates "data," has an empty name$/],
+    [['abort', 'sts/db', '--templates', 'data'], /^flag --templates does not apply to "abort"/],
   ];
   for (const [argv, message] of cases) {
     t.throws(() => parseArgs(argv), UsageError, argv.join(' '));

@@ -2,10 +2,8 @@
 // the CLI runs as a real subprocess with the cluster's kubeconfig, as a user
 // would run it, and the assertions are on its output, its exit code and the
 // objects it left behind.
-import { spawn } from 'node:child_process';
 import t from 'tap';
 import type { V1PersistentVolume, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
-import { REPO_ROOT } from '../../cluster/index.js';
 import { Kube, paths } from '../../src/kube.js';
 import { copyFidelityFor } from '../../src/pod-security.js';
 import type { KeptVolume, VolumeMigration, VolumeMigrationStatus } from '../../src/volume-migration.js';
@@ -21,6 +19,7 @@ import {
 } from '../helpers/cluster.js';
 import { createMigration, fillVolume, waitForPhase } from '../helpers/migration.js';
 import { installPvshift } from '../helpers/pvshift.js';
+import { runCli, type Run } from './run-cli.js';
 
 const cluster = await clusterFor(t);
 const { kube } = cluster;
@@ -30,41 +29,9 @@ const installation = await installPvshift(cluster);
 const pvshift = await installation.start(['--copy-bandwidth-limit=2048']);
 t.teardown(() => pvshift.stop());
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs kubectl-pvshift from source with the cluster's kubeconfig (unless `bare`); `onStdout` sees the output so far. */
 function cli(args: string[], options: { bare?: boolean; onStdout?: (stdout: string) => void } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'cli/kubectl-pvshift.ts',
-        ...(options.bare ? [] : [`--kubeconfig=${cluster.kubeconfigPath}`]),
-        ...args,
-      ],
-      {
-        cwd: REPO_ROOT,
-        stdio: ['pipe', 'pipe', 'pipe'],
-        env: { ...process.env, NO_COLOR: '1' },
-      },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString();
-      options.onStdout?.(stdout);
-    });
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.stdin.end();
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(cluster.kubeconfigPath, args, options);
 }
 
 function claim(

@@ -11,11 +11,14 @@ import {
   renderData,
   renderPlan,
   renderStatus,
+  renderWorkloadPlan,
+  renderWorkloadStatus,
   statusExitCode,
   statusItem,
   syncText,
   table,
 } from '../../cli/render.js';
+import { replicaClaims, workloadBlockers, workloadFindings, workloadStatus } from '../../cli/workload.js';
 import { matchFixture } from './fixture.js';
 import { ago, FULL_FIDELITY, NOW, pv, pvc, vm } from './objects.js';
 
@@ -335,5 +338,82 @@ t.test('status: a migration waiting for cutover says when it last synced and wha
     undefined,
     'only while waiting',
   );
+  t.end();
+});
+
+t.test('a StatefulSet: its plan with what the rollout will meet, and its status line above the table', (t) => {
+  const set = {
+    metadata: { name: 'db', namespace: 'shop', annotations: { 'pvshift.io/target-storage-class': 'fast' } },
+    spec: {
+      replicas: 3,
+      selector: { matchLabels: { app: 'db' } },
+      serviceName: 'db',
+      template: { metadata: { labels: { app: 'db' } } },
+      volumeClaimTemplates: [{ metadata: { name: 'data' } }],
+    },
+  };
+  const claims = replicaClaims(set, ['data']).map((r, i) => ({
+    ...r,
+    claim: pvc(r.name, { cls: i === 2 ? 'fast' : 'standard' }),
+  }));
+  const rows = claims.map((c) =>
+    preflight(
+      {
+        claim: c.claim,
+        volume: pv(`pv-${c.name}`),
+        consumers: [`db-${c.ordinal}`],
+        owners: ['StatefulSet/db'],
+        migrations: [],
+        namespaceLabels: FULL_FIDELITY,
+      },
+      { targetStorageClassName: 'fast', targetClassExists: true },
+    ),
+  );
+  const findings = workloadFindings(
+    {
+      set,
+      templates: ['data'],
+      claims,
+      pods: [0, 1, 2].map((i) => ({
+        metadata: { name: `db-${i}` },
+        spec: { nodeName: `node-${i % 2}`, containers: [] },
+      })),
+      budgets: [
+        {
+          metadata: { name: 'db', generation: 1 },
+          spec: { maxUnavailable: 0, selector: { matchLabels: { app: 'db' } } },
+          status: {
+            disruptionsAllowed: 0,
+            currentHealthy: 3,
+            desiredHealthy: 3,
+            expectedPods: 3,
+            observedGeneration: 1,
+          },
+        },
+      ],
+      namespaceLabels: { 'pod-security.kubernetes.io/enforce': 'baseline' },
+    },
+    { targetStorageClassName: 'fast' },
+  );
+  const view = {
+    workload: { name: 'db', namespace: 'shop', replicas: 3, templates: ['data'] },
+    target: 'fast',
+    blockers: workloadBlockers(rows, findings),
+    findings,
+    items: rows,
+  };
+  matchFixture(t, 'plan-statefulset.txt', renderWorkloadPlan(view, plain));
+  const blocked = { ...view, blockers: ['data-db-1: BlockVolumeUnsupported: no'] };
+  t.match(renderWorkloadPlan(blocked, plain), /\nmigrate sts\/db would refuse: 1 blocking finding \(/);
+
+  const migrations = [
+    vm('data-db-1', 'PreSyncing', {
+      status: { progress: progress(410 * 2 ** 20, 1000 * 2 ** 20, 10 * 2 ** 20, 120) },
+    }),
+    vm('data-db-2', 'Succeeded', { status: { progress: progress(2 ** 30, 2 ** 30, 0) } }),
+  ];
+  const summary = workloadStatus(set, claims, migrations);
+  matchFixture(t, 'status-statefulset.txt', renderWorkloadStatus(summary, migrations, plain));
+  matchFixture(t, 'status-statefulset.json', renderData(summary, 'json'));
   t.end();
 });
