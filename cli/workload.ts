@@ -20,7 +20,7 @@ import {
 } from '../src/names.js';
 import { copyFidelityFor } from '../src/pod-security.js';
 import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
-import { ANNOTATION_WORKLOAD } from '../populator/shortcut.js';
+import { ANNOTATION_WORKLOAD } from '../src/names.js';
 import type { Finding, PlanRow } from './preflight.js';
 import { formatDuration, statusItem } from './render.js';
 

@@ -261,8 +261,9 @@ t.test('plan, migrate and status of a claim through kubectl', async (t) => {
       cutover: 'OnPodRecreate',
       verify: 'metadata',
       sourceRetention: 'Keep',
+      resyncInterval: '5m',
     },
-    'the VolumeMigration the plugin created',
+    'the VolumeMigration the plugin created (with the CRD defaults)',
   );
 
   // No pvshift controller runs here: the migration stays Pending.
