@@ -30,8 +30,8 @@ import {
   type RsyncStats,
 } from './rsync-progress.js';
 import { canSeeTrustedXattrs, checkCapacity, probeFeatures, readFsSpace, type FeatureProbe } from './target-probe.js';
-import { compareTrees, displayPath } from './tree-diff.js';
-import { readListing } from './tree-listing.js';
+import { displayPath } from './tree-diff.js';
+import { verifyCopy } from './tree-listing.js';
 import { emptyTotals, scanTotals, type TreeTotals } from './tree-totals.js';
 import { nameArgument } from './tree-walk.js';
 import { TEMP_DIR_PREFIX, isReservedName, newTempDirName, removeLeftovers, reservedNames } from './temp-dir.js';
@@ -558,23 +558,13 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     flushed = flusher.finish().then(() => undefined, asWriteBackError);
     if (options.verify !== 'none') {
       say('info', `verifying (${options.verify})`);
-      const listingOptions = {
-        xattrs: features.xattrs,
-        adminXattrs: features.adminXattrs,
-        acls: features.acls,
+      const diff = await verifyCopy(options.source, options.target, {
+        features,
         content: options.verify === 'checksum',
+        mirror: options.delete,
+        targetSkip: new Set([tempName]),
         warn: (m: string) => say('warning', m),
         signal: controller.signal,
-      };
-      const [sourceListing, targetListing] = await Promise.all([
-        readListing(options.source, listingOptions),
-        readListing(options.target, { ...listingOptions, skipTopLevel: new Set([tempName]) }),
-      ]);
-      const diff = compareTrees(sourceListing, targetListing, {
-        mirror: options.delete,
-        compareXattrs: features.xattrs,
-        compareAcls: features.acls,
-        compareContent: options.verify === 'checksum',
       });
       if (diff.count > 0) {
         throw new RunFailure(

@@ -1,13 +1,17 @@
 // A tree as verification compares it (tree-diff.ts): every entry's metadata
-// from the walk (tree-walk.ts), symlink targets, xattrs and ACLs (one getfattr
-// process per tree) and, for --verify=checksum, each file's sha256.
+// and symlink target from one GNU find process (find-tree.ts; the lstat walk of
+// tree-walk.ts where find cannot run), xattrs and ACLs from one getfattr
+// process, both run at once, and, for --verify=checksum, each file's sha256.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
-import type { TreeListing } from './tree-diff.js';
+import type { Difference } from '../src/runner-protocol.js';
+import { FindFields, findEntries } from './find-tree.js';
+import type { FeatureProbe } from './target-probe.js';
+import { compareTrees, type TreeEntry, type TreeListing } from './tree-diff.js';
 import { entryPath, entryType, walkTree, type WalkOptions } from './tree-walk.js';
-import { parseXattrDump } from './xattr-dump.js';
+import { parseXattrDump, type XattrDumpEntry } from './xattr-dump.js';
 
 export interface ListingOptions extends WalkOptions {
   xattrs: boolean;
@@ -17,9 +21,142 @@ export interface ListingOptions extends WalkOptions {
   content: boolean;
   /** Warnings (e.g. getfattr missing) go here instead of failing the verification. */
   warn: (message: string) => void;
+  /**
+   * Who reads the entries: 'find' (the default) falls back to 'node' when find
+   * cannot run; 'node' is the lstat walk alone (tests and hack/bench-verify.ts
+   * hold the two side by side).
+   */
+  lister?: 'find' | 'node';
 }
 
 export async function readListing(root: string, options: ListingOptions): Promise<TreeListing> {
+  // getfattr walks the tree on its own: it runs while find (or the walk) does.
+  const [found, attributes] = await Promise.all([
+    options.lister === 'node' ? undefined : listWithFind(root, options),
+    options.xattrs || options.acls ? dumpXattrs(root, options.warn, options.adminXattrs) : undefined,
+  ]);
+  const listing = found ?? (await listWithNode(root, options));
+  if (attributes !== undefined) addXattrs(listing, attributes, options);
+  if (options.content) await addHashes(root, listing, options.signal);
+  return listing;
+}
+
+export interface VerifyOptions {
+  /** What the target can hold (target-probe.ts): what it cannot is not compared. */
+  features: Pick<FeatureProbe, 'xattrs' | 'acls' | 'adminXattrs'>;
+  /** --verify=checksum: contents are hashed and compared too. */
+  content: boolean;
+  /** --delete: paths only the target has are differences. */
+  mirror: boolean;
+  /** Top-level names of the target left out (the runner's temp dir). */
+  targetSkip?: ReadonlySet<string>;
+  warn: (message: string) => void;
+  signal?: AbortSignal;
+  lister?: ListingOptions['lister'];
+}
+
+/**
+ * The runner's verification: both trees listed at once (two find and two
+ * getfattr processes; Node only parses), then compared.
+ */
+export async function verifyCopy(
+  source: string,
+  target: string,
+  options: VerifyOptions,
+): Promise<{ count: number; differences: Difference[] }> {
+  const listingOptions: ListingOptions = {
+    xattrs: options.features.xattrs,
+    adminXattrs: options.features.adminXattrs,
+    acls: options.features.acls,
+    content: options.content,
+    warn: options.warn,
+    signal: options.signal,
+    lister: options.lister,
+  };
+  const [sourceListing, targetListing] = await Promise.all([
+    readListing(source, listingOptions),
+    readListing(target, { ...listingOptions, skipTopLevel: options.targetSkip }),
+  ]);
+  return compareTrees(sourceListing, targetListing, {
+    mirror: options.mirror,
+    compareXattrs: options.features.xattrs,
+    compareAcls: options.features.acls,
+    compareContent: options.content,
+  });
+}
+
+/**
+ * Type, permission bits (octal, set-id and sticky included), uid, gid, size,
+ * 512-byte blocks, dev:ino, links and mtime, then two NUL-terminated fields: the path
+ * below the starting point (empty for the root; it may hold spaces and
+ * newlines) and the symlink's target (empty for anything else). find has no
+ * directive for st_rdev: devices are lstat'ed (listWithFind).
+ */
+const LISTING_FORMAT = '%y %m %U %G %s %b %D:%i %n %T@ %P\\0%l\\0';
+
+/** One entry of LISTING_FORMAT, both its NUL-terminated fields, names as latin1 strings of their bytes. Undefined when malformed. */
+export function parseListingEntry(record: Buffer): { rel: string; entry: TreeEntry } | undefined {
+  const fields = new FindFields(record);
+  const type = fields.type();
+  const mode = fields.number(8);
+  const uid = fields.number();
+  const gid = fields.number();
+  const size = fields.bigint();
+  const blocks = fields.bigint();
+  const inode = fields.word();
+  const nlink = fields.number();
+  const mtimeNs = fields.time();
+  // NaN in any of the numbers makes their sum NaN: one test, no array per entry.
+  if (
+    type === undefined ||
+    inode === undefined ||
+    size === undefined ||
+    blocks === undefined ||
+    mtimeNs === undefined ||
+    Number.isNaN(mode + uid + gid + nlink)
+  ) {
+    return undefined;
+  }
+  const rel = fields.text();
+  const linkTarget = fields.text();
+  const entry: TreeEntry = {
+    type,
+    mode,
+    uid,
+    gid,
+    size: type === 'file' ? size : 0n,
+    mtimeNs,
+    rdev: 0n,
+    blocks,
+    inode,
+    nlink,
+  };
+  if (type === 'symlink') entry.linkTarget = linkTarget;
+  return { rel: rel === '' ? '.' : rel, entry };
+}
+
+/** Undefined when find cannot run (findEntries): the caller walks the tree in Node. */
+async function listWithFind(root: string, options: ListingOptions): Promise<TreeListing | undefined> {
+  const listing: TreeListing = new Map();
+  const devices: string[] = [];
+  const add = (record: Buffer): boolean => {
+    const parsed = parseListingEntry(record);
+    if (parsed === undefined) return false;
+    listing.set(parsed.rel, parsed.entry);
+    if (parsed.entry.type === 'char' || parsed.entry.type === 'block') devices.push(parsed.rel);
+    return true;
+  };
+  const found = await findEntries(root, LISTING_FORMAT, 2, add, { ...options, verb: 'listing' });
+  if (found === undefined) return undefined;
+  for (const rel of devices) {
+    const e = listing.get(rel);
+    if (e) e.rdev = (await fs.lstat(entryPath(root, rel), { bigint: true })).rdev;
+  }
+  return listing;
+}
+
+/** The lstat walk (tree-walk.ts), then each symlink's target. */
+async function listWithNode(root: string, options: ListingOptions): Promise<TreeListing> {
   const listing: TreeListing = new Map();
   const symlinks: string[] = [];
   await walkTree(
@@ -36,6 +173,7 @@ export async function readListing(root: string, options: ListingOptions): Promis
         rdev: type === 'char' || type === 'block' ? st.rdev : 0n,
         blocks: st.blocks,
         inode: `${st.dev}:${st.ino}`,
+        nlink: Number(st.nlink),
       });
       if (type === 'symlink') symlinks.push(rel);
     },
@@ -50,12 +188,15 @@ export async function readListing(root: string, options: ListingOptions): Promis
       }),
     );
   }
-  if (options.xattrs || options.acls) await addXattrs(root, listing, options);
-  if (options.content) await addHashes(root, listing, options.signal);
   return listing;
 }
 
-async function addXattrs(root: string, listing: TreeListing, options: ListingOptions): Promise<void> {
+/** Every file's xattrs and ACLs from one getfattr process; undefined when getfattr is not installed. */
+async function dumpXattrs(
+  root: string,
+  warn: (message: string) => void,
+  admin: boolean,
+): Promise<Map<string, XattrDumpEntry> | undefined> {
   const dump = await new Promise<string | undefined>((resolve, reject) => {
     // -h: the link itself, -m -: every namespace (user, trusted, security, system ACLs).
     const child = spawn('getfattr', ['-R', '-d', '-h', '-m', '-', '-e', 'hex', '.'], {
@@ -66,25 +207,40 @@ async function addXattrs(root: string, listing: TreeListing, options: ListingOpt
     let err = '';
     child.stdout.on('data', (c: Buffer) => out.push(c));
     child.stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
+    let spawnFailed = false;
     child.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') {
-        options.warn('getfattr is not installed: xattrs and ACLs are not verified');
-        resolve(undefined);
-      } else reject(e);
+      spawnFailed = true;
+      if (e.code !== 'ENOENT') reject(e);
+      // A missing cwd fails the spawn with ENOENT too: a root that is gone is
+      // the listing's failure to report, not a missing getfattr.
+      else
+        fs.stat(root).then(
+          () => {
+            warn('getfattr is not installed: xattrs and ACLs are not verified');
+            resolve(undefined);
+          },
+          () => resolve(undefined),
+        );
     });
     child.on('close', (code) => {
+      if (spawnFailed) return;
       // Non-zero when some file could not be read: stderr says which.
-      if (code !== 0 && err.trim()) options.warn(`getfattr: ${err.trim().split('\n').slice(0, 3).join('; ')}`);
+      if (code !== 0 && err.trim()) warn(`getfattr: ${err.trim().split('\n').slice(0, 3).join('; ')}`);
       resolve(Buffer.concat(out).toString('latin1'));
     });
   });
-  if (dump === undefined) return;
-  const parsed = parseXattrDump(dump, options.adminXattrs);
+  return dump === undefined ? undefined : parseXattrDump(dump, admin);
+}
+
+const NONE: Readonly<Record<string, string>> = Object.freeze({});
+
+function addXattrs(listing: TreeListing, parsed: Map<string, XattrDumpEntry>, options: ListingOptions): void {
   for (const [rel, e] of listing) {
     const found = parsed.get(rel);
-    // getfattr lists only files that have attributes; the rest have none.
-    if (options.xattrs) e.xattrs = found?.xattrs ?? {};
-    if (options.acls) e.acls = found?.acls ?? {};
+    // getfattr lists only files that have attributes; the rest have none
+    // (one frozen empty record for all of them: 100,000s of objects fewer).
+    if (options.xattrs) e.xattrs = found?.xattrs ?? NONE;
+    if (options.acls) e.acls = found?.acls ?? NONE;
     // Symlinks inside the tree are skipped by getfattr -R: compare nothing there.
     if (e.type === 'symlink') {
       delete e.xattrs;

@@ -1,7 +1,9 @@
 // Walking a tree on disk: every entry lstat'ed (bigint, for nanosecond times and
 // 64-bit inodes), root first, parents before children. The pre-scan's totals
-// (tree-totals.ts) and the verification's listings (tree-listing.ts) are built
-// on it. Names are read as bytes and kept as latin1 strings (see tree-diff.ts).
+// (tree-totals.ts) and the verification's listings (tree-listing.ts) come from
+// GNU find (find-tree.ts), several times faster; this walk is what they fall
+// back on where find cannot run. Names are read as bytes and kept as latin1
+// strings (see tree-diff.ts).
 import fs from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import type { EntryType } from './tree-diff.js';
