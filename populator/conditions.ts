@@ -4,7 +4,7 @@
 import { Reason } from '../src/reasons.js';
 import type { Condition, CopyFidelity, Phase } from '../src/volume-migration.js';
 
-/** What a condition says: its status, the reason constant (populator/reasons.ts) and a message for people. */
+/** What a condition says: its status, the reason constant (src/reasons.ts) and a message for people. */
 export interface ConditionNote {
   status: Condition['status'];
   reason: string;

@@ -14,13 +14,14 @@
 //   WaitingForCutover,
 //   CuttingOver        plan/cutover.ts    where the user's original claim is deleted
 //   (continuous sync)  plan/resync.ts     when a re-sync is due, what a pass records, when Evict may go
+//   (rollouts)         plan/rollout.ts    a Deployment handed over; a StatefulSet policy, one replica at a time
 //   Populating,
 //   Binding            plan/binding.ts    final copy, new volume to the replacement, gates lifted
 //   RollingBack        plan/rollback.ts   the original claim back on its volume
 //   Held               plan/held.ts       no way back, no way on: the user decides
 //   terminal phases    plan/finish.ts     tidying up after the end
 // Shared: plan/types.ts (Step), plan/steps.ts (step and event constructors),
-// plan/readers.ts, plan/ownership.ts (invariant 6); reasons in populator/reasons.ts.
+// plan/readers.ts, plan/ownership.ts (invariant 6); reasons in src/reasons.ts.
 import { isTerminal, phaseOf, type Phase } from '../src/volume-migration.js';
 import { Reason } from '../src/reasons.js';
 import type { World } from './world.js';
