@@ -42,22 +42,15 @@ function fill(dir: string, mib: number): void {
   }
 }
 
-interface Figures {
-  scenario: string;
-  podBackSeconds: number;
-  downtimeSeconds: number;
-  copies: string;
-}
-
-async function scenario(kube: Kube, ns: string, name: string, mib: number, preSync: boolean): Promise<Figures> {
-  const claimName = `data-${name}-0`;
-  await kube.create(paths.statefulSets(ns), {
+/** The benchmarks' StatefulSet: `replicas` pods, each with a 4Gi claim `data-<name>-<ordinal>` on `standard`. */
+function benchStatefulSet(name: string, replicas: number): V1StatefulSet {
+  return {
     apiVersion: 'apps/v1',
     kind: 'StatefulSet',
     metadata: { name },
     spec: {
       serviceName: name,
-      replicas: 1,
+      replicas,
       selector: { matchLabels: { app: name } },
       template: {
         metadata: { labels: { app: name } },
@@ -77,7 +70,19 @@ async function scenario(kube: Kube, ns: string, name: string, mib: number, preSy
         },
       ],
     },
-  });
+  };
+}
+
+interface Figures {
+  scenario: string;
+  podBackSeconds: number;
+  downtimeSeconds: number;
+  copies: string;
+}
+
+async function scenario(kube: Kube, ns: string, name: string, mib: number, preSync: boolean): Promise<Figures> {
+  const claimName = `data-${name}-0`;
+  await kube.create(paths.statefulSets(ns), benchStatefulSet(name, 1));
   const pod = await waitFor(`${name}-0 Running`, async () => {
     const p = await kube.get<V1Pod>(paths.pods(ns, `${name}-0`));
     return p?.status?.phase === 'Running' ? p : undefined;
@@ -147,34 +152,7 @@ const isReady = (p: V1Pod): boolean =>
   (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
 
 async function workloadScenario(kube: Kube, ns: string, mib: number, replicas = 3) {
-  const set: V1StatefulSet = {
-    apiVersion: 'apps/v1',
-    kind: 'StatefulSet',
-    metadata: { name: 'db' },
-    spec: {
-      serviceName: 'db',
-      replicas,
-      selector: { matchLabels: { app: 'db' } },
-      template: {
-        metadata: { labels: { app: 'db' } },
-        spec: {
-          terminationGracePeriodSeconds: 1,
-          containers: [{ name: 'app', image: 'app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] }],
-        },
-      },
-      volumeClaimTemplates: [
-        {
-          metadata: { name: 'data' },
-          spec: {
-            accessModes: ['ReadWriteOnce'],
-            storageClassName: 'standard',
-            resources: { requests: { storage: '4Gi' } },
-          },
-        },
-      ],
-    },
-  };
-  await kube.create(paths.statefulSets(ns), set);
+  await kube.create(paths.statefulSets(ns), benchStatefulSet('db', replicas));
   const claims = Array.from({ length: replicas }, (_, i) => `data-db-${i}`);
   await waitFor(
     'replicas Ready',

@@ -6,7 +6,7 @@
 // the webhook (webhook/mutate-claim.ts). Removing the annotation ends the policy.
 // volumeClaimTemplates are immutable (KEP-4650 is still open): this is how a
 // StatefulSet's new replicas land on the new class. Pure: shared by both.
-import type { V1Deployment, V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1Deployment, V1ObjectMeta, V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
 import {
   ANNOTATION_CUTOVER,
   ANNOTATION_TARGET_CLASS,
@@ -29,6 +29,22 @@ export interface WorkloadPolicy {
   targetSize?: string;
   /** `Evict`: pvshift rolls the cutover itself, one replica at a time. */
   cutover?: 'Evict';
+}
+
+/**
+ * The target a workload's annotations ask for, if they ask for one it can act on:
+ * a class, and a size that is a quantity greater than zero where one is given.
+ * A workload being deleted asks for nothing.
+ */
+function annotatedTarget(
+  meta: V1ObjectMeta | undefined,
+): { targetStorageClassName: string; targetSize?: string } | undefined {
+  const annotations = meta?.annotations ?? {};
+  const target = annotations[ANNOTATION_TARGET_CLASS];
+  if (!target || !meta?.name || meta.deletionTimestamp) return undefined;
+  const size = annotations[ANNOTATION_TARGET_SIZE];
+  if (size !== undefined && !((parseQuantity(size) ?? 0) > 0)) return undefined;
+  return { targetStorageClassName: target, ...(size ? { targetSize: size } : {}) };
 }
 
 /** The templates an annotated StatefulSet's policy covers (all, unless the annotation names some). */
@@ -56,12 +72,10 @@ export function workloadPolicyOf(
   const labels = claim.metadata?.labels ?? {};
   for (const set of sets) {
     const annotations = set.metadata?.annotations ?? {};
-    const target = annotations[ANNOTATION_TARGET_CLASS];
+    const target = annotatedTarget(set.metadata);
     const setName = set.metadata?.name;
-    if (!target || !setName || set.metadata?.deletionTimestamp) continue;
+    if (!target || !setName) continue;
     if (namespace && set.metadata?.namespace !== namespace) continue;
-    const size = annotations[ANNOTATION_TARGET_SIZE];
-    if (size !== undefined && !((parseQuantity(size) ?? 0) > 0)) continue;
     const selector = set.spec?.selector?.matchLabels ?? {};
     if (!Object.entries(selector).every(([k, v]) => labels[k] === v)) continue;
     for (const template of templatesOf(set)) {
@@ -72,8 +86,7 @@ export function workloadPolicyOf(
           workload: `StatefulSet/${setName}`,
           standing: true,
           template,
-          targetStorageClassName: target,
-          ...(size ? { targetSize: size } : {}),
+          ...target,
         };
       }
     }
@@ -93,19 +106,14 @@ export function deploymentPolicyOf(
   const name = claim.metadata?.name ?? '';
   const namespace = claim.metadata?.namespace;
   for (const d of deployments) {
-    const annotations = d.metadata?.annotations ?? {};
-    const target = annotations[ANNOTATION_TARGET_CLASS];
-    if (!target || !d.metadata?.name || d.metadata.deletionTimestamp) continue;
-    if (namespace && d.metadata.namespace !== namespace) continue;
-    const size = annotations[ANNOTATION_TARGET_SIZE];
-    if (size !== undefined && !((parseQuantity(size) ?? 0) > 0)) continue;
+    const target = annotatedTarget(d.metadata);
+    if (!target || (namespace && d.metadata?.namespace !== namespace)) continue;
     const mounts = (d.spec?.template?.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === name);
     if (!mounts) continue;
     return {
-      workload: `Deployment/${d.metadata.name}`,
+      workload: `Deployment/${d.metadata?.name}`,
       standing: false,
-      targetStorageClassName: target,
-      ...(size ? { targetSize: size } : {}),
+      ...target,
     };
   }
   return undefined;
