@@ -3,7 +3,7 @@
 // kubectl: `--flag value`, `--flag=value`, `-n value`, `-nvalue`, `-A`.
 import { parseQuantity } from '../src/quantity.js';
 
-export const COMMANDS = ['plan', 'migrate', 'status', 'abort', 'rollback', 'cleanup'] as const;
+export const COMMANDS = ['plan', 'migrate', 'status', 'sync', 'abort', 'rollback', 'cleanup'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 export type OutputFormat = 'table' | 'json' | 'yaml';
 export type VerifyFlag = 'none' | 'metadata' | 'checksum';
@@ -80,12 +80,13 @@ const COMMAND_FLAGS: Record<CommandName, string[]> = {
   plan: [...SELECTORS, 'templates', 'to', 'size'],
   migrate: [...SELECTORS, 'templates', 'to', 'size', 'no-presync', 'verify', 'cutover', 'yes', 'dry-run'],
   status: ['watch', 'templates'],
+  sync: ['watch', 'templates'],
   abort: [],
   rollback: [],
   cleanup: ['yes'],
 };
 
-/** The resource names kubectl accepts for a StatefulSet, as the subject of plan, migrate and status. */
+/** The resource names kubectl accepts for a StatefulSet, as the subject of plan, migrate, status and sync. */
 const STATEFULSET_NAMES = new Set(['sts', 'statefulset', 'statefulsets', 'statefulset.apps', 'statefulsets.apps']);
 
 /**
@@ -222,7 +223,7 @@ export function parseArgs(argv: string[]): Parsed {
 /** Moves a `sts/NAME` subject from the arguments to options.workload (one subject, alone). */
 function takeWorkload(command: CommandName, args: string[], o: Options): string[] {
   const subjects = args.flatMap((a) => {
-    const name = ['plan', 'migrate', 'status'].includes(command) ? parseWorkloadRef(a) : undefined;
+    const name = ['plan', 'migrate', 'status', 'sync'].includes(command) ? parseWorkloadRef(a) : undefined;
     return name === undefined ? [] : [name];
   });
   if (subjects.length === 0) {
@@ -273,6 +274,14 @@ function checkCommand(command: CommandName, args: string[], o: Options): void {
       if (args.length === 1 && o.allNamespaces)
         throw new UsageError('a migration name needs one namespace; use -n instead of -A');
       return;
+    case 'sync':
+      if (o.workload !== undefined) return;
+      if (args.length !== 1)
+        throw new UsageError(
+          'sync takes exactly one migration name, or sts/NAME: kubectl pvshift sync NAME [-n NAMESPACE]',
+        );
+      if (o.allNamespaces) throw new UsageError('sync works on one namespace; use -n instead of -A');
+      return;
     case 'abort':
     case 'rollback':
       if (args.length !== 1)
@@ -317,13 +326,14 @@ Commands:
   plan       show what a migration would do, and every reason it would be refused
   migrate    create VolumeMigrations for the selected claims, or annotate a StatefulSet
   status     show migrations: phase, progress, rate, ETA, downtime, what is kept where
+  sync       re-sync a migration waiting for cutover now, so that its final copy is short
   abort      stop a migration (before cutover: clean up; after: roll back, or release held pods)
   rollback   put a claim back on its original volume during cutover
   cleanup    list the volumes pvshift kept, and with --yes release those no claim uses
 
 ${COMMON}
 
-A StatefulSet as a whole: plan, migrate and status take sts/NAME, e.g.
+A StatefulSet as a whole: plan, migrate, status and sync take sts/NAME, e.g.
   kubectl pvshift plan sts/db --to fast -n shop
   kubectl pvshift migrate sts/db --to fast -n shop
   kubectl pvshift status sts/db -n shop
@@ -408,6 +418,28 @@ Flags:
   -w, --watch                redraw every 2 s until every shown migration has finished
                              (Held has not: it waits for you; see "abort"); with sts/NAME,
                              until every replica is on the target or a migration ended otherwise
+      --templates T,...      with sts/NAME: only these volumeClaimTemplates (default: all)
+
+${COMMON}`,
+  sync: `Ask for one re-sync pass now: a migration waiting for its cutover copies again
+what changed since its last pass, whatever its spec.resyncInterval says (also when
+re-sync is off), so that the final copy, the application's downtime, moves only what
+changes after it. pvshift runs the pass once a copy slot is free; not while a pod of
+the claim waits behind pvshift's gate (the cutover goes first). A pass that fails does
+not fail the migration (the next pass or the final copy catches up); it is reported.
+It sets the annotation pvshift.io/sync-requested on the VolumeMigration.
+
+Usage:
+  kubectl pvshift sync NAME [-w] [-n NS]
+  kubectl pvshift sync sts/NAME [-w] [--templates T,...] [-n NS]
+
+With sts/NAME: every unfinished migration of the StatefulSet's replica claims; those
+that cannot re-sync now (still on their first pre-sync, or cutting over) are listed
+on stderr and skipped.
+
+Flags:
+  -w, --watch                wait for each pass, then print what it moved and the final copy's
+                             new estimate; exit code 1 when a pass failed
       --templates T,...      with sts/NAME: only these volumeClaimTemplates (default: all)
 
 ${COMMON}`,

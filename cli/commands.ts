@@ -4,11 +4,19 @@
 import type { V1PersistentVolume, V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { ApiError, paths } from '../src/kube.js';
-import { ANNOTATION_MIGRATION, ANNOTATION_MIGRATION_UID, FINALIZER } from '../src/names.js';
+import { ANNOTATION_MIGRATION, ANNOTATION_MIGRATION_UID, ANNOTATION_SYNC_REQUEST, FINALIZER } from '../src/names.js';
 import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
 import type { CommandName, Options } from './args.js';
 import { CliError, type Connection } from './connect.js';
-import { decideAbort, decideRollback, findRetained, migrationFor, type Decision } from './decisions.js';
+import {
+  decideAbort,
+  decideRollback,
+  decideSync,
+  findRetained,
+  migrationFor,
+  unansweredSyncRequest,
+  type Decision,
+} from './decisions.js';
 import {
   gatherClaimFacts,
   gatherWorkloadFacts,
@@ -28,6 +36,7 @@ import {
   renderWorkloadStatus,
   statusExitCode,
   statusItem,
+  syncOutcome,
   type RenderOptions,
   type WorkloadPlanView,
 } from './render.js';
@@ -622,10 +631,98 @@ export async function cleanup(c: Connection, o: Options, _args: string[], io: Io
   return 0;
 }
 
+/** The migrations `sync` works on: the one named, or those of the StatefulSet (the latest per claim). */
+async function syncSubjects(c: Connection, o: Options, args: string[]): Promise<VolumeMigration[]> {
+  if (o.workload === undefined) {
+    const name = args[0]!;
+    const m = await c.kube.get<VolumeMigration>(paths.migrations(c.namespace, name));
+    if (!m)
+      throw new CliError(
+        `VolumeMigration "${name}" not found in namespace "${c.namespace}"; see kubectl pvshift status -n ${c.namespace}`,
+      );
+    return [m];
+  }
+  const namespace = workloadNamespace(c);
+  const subject = await resolveWorkload(c.kube, namespace, o.workload, o.templates);
+  const all = migrationsOfWorkload(
+    o.workload,
+    subject.templates,
+    new Set(subject.claims.map((r) => r.name)),
+    await listMigrations(c.kube, namespace),
+  );
+  const latest = latestPerClaim(all).filter((m) => !isTerminal(phaseOf(m)));
+  if (latest.length === 0)
+    throw new CliError(`StatefulSet ${namespace}/${o.workload} has no unfinished migration to sync`);
+  return latest;
+}
+
+/**
+ * `kubectl pvshift sync`: asks for one re-sync pass now (the annotation
+ * pvshift.io/sync-requested), whatever spec.resyncInterval says; with --watch,
+ * follows each pass until it has run and says what it moved.
+ */
+export async function sync(c: Connection, o: Options, args: string[], io: Io): Promise<number> {
+  const subjects = await syncSubjects(c, o, args);
+  const requested: { name: string; namespace: string; request: string }[] = [];
+  const refused: string[] = [];
+  for (const m of subjects) {
+    const decision: Decision = decideSync(m);
+    if (!decision.act && !decision.ok) {
+      refused.push(decision.message);
+      continue;
+    }
+    let request = unansweredSyncRequest(m);
+    if (decision.act) {
+      request = io.now().toISOString();
+      await c.kube.patch(
+        paths.migrations(m.metadata.namespace, m.metadata.name),
+        { metadata: { annotations: { [ANNOTATION_SYNC_REQUEST]: request } } },
+        'merge',
+      );
+    }
+    io.out(`${decision.message}\n`);
+    requested.push({ name: m.metadata.name, namespace: m.metadata.namespace, request: request! });
+  }
+  if (requested.length === 0) throw new CliError(refused.join('; '));
+  for (const why of refused) io.err(`skipped: ${why}\n`);
+  const follow = o.workload !== undefined ? `sts/${o.workload}` : requested[0]!.name;
+  if (!o.watch) {
+    io.out(`Follow with: kubectl pvshift status ${follow} --watch -n ${requested[0]!.namespace}\n`);
+    return 0;
+  }
+  let last = '';
+  let failures = 0;
+  for (;;) {
+    let outcomes;
+    try {
+      const now = await Promise.all(
+        requested.map(async (r) => {
+          const m = await c.kube.get<VolumeMigration>(paths.migrations(r.namespace, r.name));
+          if (!m) return { settled: true, failed: true, text: `${r.name}: deleted before the re-sync ran` };
+          return syncOutcome(m, r.request);
+        }),
+      );
+      outcomes = now;
+      failures = 0;
+    } catch (e: unknown) {
+      // A blip of the API server is not the end of a watch; five in a row is.
+      if (++failures >= 5) throw e;
+      await io.sleep(WATCH_INTERVAL_MS);
+      continue;
+    }
+    const text = outcomes.map((x) => x.text).join('\n');
+    if (text !== last) io.out(`${text}\n`);
+    last = text;
+    if (outcomes.every((x) => x.settled)) return outcomes.some((x) => x.failed) ? 1 : 0;
+    await io.sleep(WATCH_INTERVAL_MS);
+  }
+}
+
 export const RUN: Record<CommandName, (c: Connection, o: Options, args: string[], io: Io) => Promise<number>> = {
   plan,
   migrate,
   status,
+  sync,
   abort,
   rollback,
   cleanup,

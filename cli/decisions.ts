@@ -1,17 +1,19 @@
 // Pure decisions of the commands that change things: whether `abort` or
-// `rollback` may set spec.abort in a phase (and what to say either way), the
+// `rollback` may set spec.abort in a phase (and what to say either way), whether
+// `sync` may ask for a re-sync, the
 // VolumeMigration `migrate` creates, and which PVs `cleanup` may release.
 import type { V1PersistentVolume } from '@kubernetes/client-node';
 import {
   ANNOTATION_MIGRATION,
   ANNOTATION_MIGRATION_UID,
+  ANNOTATION_SYNC_REQUEST,
   API_GROUP_VERSION,
   CREATED_BY_PLUGIN,
   LABEL_CREATED_BY,
   MIGRATION_KIND,
   migrationNameForClaim,
 } from '../src/names.js';
-import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
+import { isPreSyncEnabled, isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
 import type { CutoverFlag, VerifyFlag } from './args.js';
 import type { RetainedVolume } from './render.js';
 
@@ -65,6 +67,53 @@ export function decideAbort(m: VolumeMigration): Decision {
         message: `abort requested: VolumeMigration ${key(m)} was ${phase}, before cutover; pvshift cleans up and nothing of yours changes`,
       };
   }
+}
+
+/** The request a migration carries that no ended pass has answered yet, if any. */
+export function unansweredSyncRequest(m: VolumeMigration): string | undefined {
+  const requested = m.metadata.annotations?.[ANNOTATION_SYNC_REQUEST];
+  return requested && requested !== m.status?.syncRequestServed ? requested : undefined;
+}
+
+/**
+ * `kubectl pvshift sync`: a re-sync pass can be asked for only while the
+ * migration waits for its cutover with pre-sync on; before, the first pre-sync
+ * copies everything anyway, and after, the final copy does.
+ */
+export function decideSync(m: VolumeMigration): Decision {
+  const phase = phaseOf(m);
+  if (isTerminal(phase))
+    return {
+      act: false,
+      ok: false,
+      message: `VolumeMigration ${key(m)} has finished (${phase}); there is nothing to sync`,
+    };
+  switch (phase) {
+    case 'Pending':
+    case 'PreSyncing':
+      return {
+        act: false,
+        ok: false,
+        message: `VolumeMigration ${key(m)} is ${phase}: its first pre-sync copies everything; ask again once it waits for cutover`,
+      };
+    case 'WaitingForCutover':
+      break;
+    default:
+      return {
+        act: false,
+        ok: false,
+        message: `VolumeMigration ${key(m)} is ${phase}: the cutover has started, and its final copy brings everything over`,
+      };
+  }
+  if (!isPreSyncEnabled(m, m.status?.originalClaim))
+    return {
+      act: false,
+      ok: false,
+      message: `VolumeMigration ${key(m)} does not pre-sync (spec.preSync, or a ReadWriteOncePod claim): there is no pass to repeat; the final copy copies everything at cutover`,
+    };
+  if (unansweredSyncRequest(m))
+    return { act: false, ok: true, message: `a re-sync of VolumeMigration ${key(m)} was already requested` };
+  return { act: true, message: `re-sync requested: VolumeMigration ${key(m)}` };
 }
 
 /** The way out of Held: deleting the record releases the pods; what it kept stays. */

@@ -9,7 +9,9 @@ import {
   type CopyFidelity,
   type KeptVolume,
   type Phase,
+  type SyncDelta,
   type VolumeMigration,
+  type VolumeMigrationStatus,
 } from '../src/volume-migration.js';
 import type { Finding, PlanRow } from './preflight.js';
 import type { WorkloadStatus } from './workload.js';
@@ -326,19 +328,53 @@ export function droppedText(f: CopyFidelity | undefined): string | undefined {
   return `not copied: ${f.dropped.join(', ')} (${why})`;
 }
 
-/** While waiting for cutover: the latest pre-sync pass (continuous sync) and what it says of the final copy. */
-export function syncText(m: VolumeMigration, now: Date): string | undefined {
-  const s = m.status ?? {};
-  if (phaseOf(m) !== 'WaitingForCutover' || !s.lastSyncTime || !s.lastSync) return undefined;
-  const d = s.lastSync;
+/** What the latest pre-sync pass moved, and what it says of the final copy. */
+function deltaText(s: VolumeMigrationStatus, d: SyncDelta): string {
   const estimate =
     s.finalCopyEstimateSeconds === undefined
       ? ''
       : `; final copy estimated ${formatDuration(s.finalCopyEstimateSeconds)}`;
-  return (
-    `synced ${formatAge(s.lastSyncTime, now)} ago (pass ${s.syncPasses ?? 1}): ` +
-    `moved ${formatBytes(d.bytesTransferred)} (${d.filesTransferred} files) in ${formatDuration(d.seconds)}${estimate}`
-  );
+  return `moved ${formatBytes(d.bytesTransferred)} (${d.filesTransferred} files) in ${formatDuration(d.seconds)}${estimate}`;
+}
+
+/** While waiting for cutover: the latest pre-sync pass (continuous sync) and what it says of the final copy. */
+export function syncText(m: VolumeMigration, now: Date): string | undefined {
+  const s = m.status ?? {};
+  if (phaseOf(m) !== 'WaitingForCutover' || !s.lastSyncTime || !s.lastSync) return undefined;
+  return `synced ${formatAge(s.lastSyncTime, now)} ago (pass ${s.syncPasses ?? 1}): ${deltaText(s, s.lastSync)}`;
+}
+
+/** Where a requested re-sync (`kubectl pvshift sync`) stands: still to come, answered, or overtaken by the cutover. */
+export interface SyncOutcome {
+  settled: boolean;
+  failed: boolean;
+  text: string;
+}
+
+export function syncOutcome(m: VolumeMigration, request: string): SyncOutcome {
+  const s = m.status ?? {};
+  const name = m.metadata.name;
+  if (s.syncRequestServed === request) {
+    const failure = s.lastSyncFailure;
+    // The pass that answered is the later of the last success and the last failure.
+    if (failure && (!s.lastSyncTime || failure.time >= s.lastSyncTime))
+      return { settled: true, failed: true, text: `${name}: re-sync failed: ${failure.message}` };
+    const moved = s.lastSync ? `: ${deltaText(s, s.lastSync)}` : '';
+    return { settled: true, failed: false, text: `${name}: re-sync done (pass ${s.syncPasses ?? 1})${moved}` };
+  }
+  const phase = phaseOf(m);
+  if (phase !== 'WaitingForCutover')
+    return {
+      settled: true,
+      failed: false,
+      text: `${name}: ${phase} before the re-sync ran: the cutover's final copy brings everything over`,
+    };
+  const running = /^re-sync \d+ running/.test(s.message ?? '');
+  return {
+    settled: false,
+    failed: false,
+    text: `${name}: ${running ? `${s.message}: ${s.progressText ?? ''}`.trim() : (s.message ?? 'waiting')}`,
+  };
 }
 
 /** Phases whose record says where the data is: what was kept, and what the user can do. */

@@ -3,9 +3,9 @@
 // migrations to reconcile, claims whose annotation shortcut to apply, pods
 // whose orphaned gate to lift; workers that do each key's writes, one worker
 // per key, with backoff; leader election so two replicas are safe; graceful
-// shutdown. Event handlers and the resync timer only enqueue.
+// shutdown. Event handlers and the requeue timer only enqueue.
 import { hostname } from 'node:os';
-import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import type { V1Deployment, V1PersistentVolumeClaim, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import type { Config } from '../src/config.js';
 import { apiMessage, classifyApiError, errorMessage, TerminalError } from '../src/errors.js';
@@ -32,7 +32,7 @@ import { LeaderElector } from './leader-election.js';
 import { createControllerMetrics } from './metrics.js';
 import { createCaches, Reconciler } from './reconcile.js';
 import { isOrphanGated } from './orphans.js';
-import { deploymentPolicyOf, workloadPolicyOf } from '../src/workload-policy.js';
+import { deploymentPolicyOf, policyProblem, workloadPolicyOf } from '../src/workload-policy.js';
 import { ABORT_PATCH, annotationSignature, INVALID_ANNOTATION_REASON, shortcutAction } from './shortcut.js';
 import { WorkQueue } from './queue.js';
 import {
@@ -49,8 +49,8 @@ import type { ControllerSettings } from './world.js';
 export interface ControllerOptions {
   settings: ControllerSettings;
   workers: number;
-  /** Periodic resync of every migration, in ms. */
-  resyncMs: number;
+  /** How often every migration is looked at again though nothing changed, in ms. */
+  requeueMs: number;
   leaderElection?: {
     namespace: string;
     name: string;
@@ -130,7 +130,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   // The annotation shortcut's refusals, by claim uid: the annotation values
   // (annotationSignature) pvshift could not act on and has said so about. The
   // same values are neither reported nor tried again; new values are. A claim
-  // event and a resync never create (and get refused, and report) twice at once:
+  // event and a requeue never create (and get refused, and report) twice at once:
   // the queue hands a claim's key to one worker at a time.
   const refusedAnnotations = new Map<string, string>();
 
@@ -167,6 +167,34 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     if (caches.namespaces.get(namespace)?.metadata?.labels?.[LABEL_NAMESPACE_ACTIVE] === 'true') return;
     await kube.patch(paths.namespaces(namespace), { metadata: { labels: { [LABEL_NAMESPACE_ACTIVE]: 'true' } } });
     logger.info({ namespace }, 'a StatefulSet policy stands here: the webhooks now see the namespace');
+  };
+
+  // Workloads whose policy annotations were said to be wrong, by uid: the words
+  // said (they quote the values), so a value is reported once and a new one again.
+  const refusedPolicies = new Map<string, string>();
+
+  /** A StatefulSet's or Deployment's key: a Warning on it when its policy annotations cannot be acted on. */
+  const checkPolicy = async (kind: 'StatefulSet' | 'Deployment', w: V1StatefulSet | V1Deployment): Promise<void> => {
+    const uid = w.metadata?.uid ?? '';
+    const problem = policyProblem(kind, w);
+    if (!problem) {
+      refusedPolicies.delete(uid);
+      return;
+    }
+    if (refusedPolicies.get(uid) === problem) return;
+    const namespace = w.metadata?.namespace ?? '';
+    const name = w.metadata?.name ?? '';
+    logger.warn(
+      { workload: `${kind}/${namespace}/${name}`, reason: problem },
+      'cannot act on the policy of a workload',
+    );
+    await recorder.record(
+      { apiVersion: 'apps/v1', kind, name, namespace, uid },
+      'Warning',
+      Reason.InvalidWorkloadPolicy,
+      problem,
+    );
+    refusedPolicies.set(uid, problem);
   };
 
   /** An Event on the StatefulSet or Deployment (`Kind/name`) whose policy moved one of its claims. */
@@ -245,7 +273,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
 
   caches.migrations.on((type, m) => {
     if (type !== 'delete') enqueueMigration(m);
-    // A record replaced for the annotation is gone: create its successor now, not at the next resync.
+    // A record replaced for the annotation is gone: create its successor now, not at the next requeue.
     else queue.add(formatWorkKey({ kind: 'claim', namespace: m.metadata.namespace, name: m.spec.claimName }));
   });
   // A policy set, changed or removed: every claim of the namespace is looked at again.
@@ -254,8 +282,16 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       if (claim.metadata?.namespace === ns) queue.add(workKeyOf('claim', claim));
     }
   };
-  caches.statefulSets.on((_type, set) => enqueueClaimsIn(set.metadata?.namespace));
-  caches.deployments.on((_type, d) => enqueueClaimsIn(d.metadata?.namespace));
+  caches.statefulSets.on((type, set) => {
+    enqueueClaimsIn(set.metadata?.namespace);
+    if (type !== 'delete') queue.add(workKeyOf('statefulset', set));
+    else refusedPolicies.delete(set.metadata?.uid ?? '');
+  });
+  caches.deployments.on((type, d) => {
+    enqueueClaimsIn(d.metadata?.namespace);
+    if (type !== 'delete') queue.add(workKeyOf('deployment', d));
+    else refusedPolicies.delete(d.metadata?.uid ?? '');
+  });
   caches.claims.on((type, claim) => {
     enqueueNamespace(claim.metadata?.namespace);
     if (type !== 'delete') queue.add(workKeyOf('claim', claim));
@@ -324,6 +360,16 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
         if (pod) await releaseIfOrphaned(pod);
         return undefined;
       }
+      case 'statefulset': {
+        const set = caches.statefulSets.get(cacheKeyOf(key));
+        if (set) await checkPolicy('StatefulSet', set);
+        return undefined;
+      }
+      case 'deployment': {
+        const d = caches.deployments.get(cacheKeyOf(key));
+        if (d) await checkPolicy('Deployment', d);
+        return undefined;
+      }
     }
   };
 
@@ -332,24 +378,37 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     migration: { what: 'reconcile', log: 'reconcile failed' },
     claim: { what: 'annotation shortcut of claim', log: 'annotation shortcut failed' },
     pod: { what: 'release the orphaned gate of pod', log: 'could not release an orphaned gate' },
+    statefulset: { what: 'check the policy of StatefulSet', log: 'policy check failed' },
+    deployment: { what: 'check the policy of Deployment', log: 'policy check failed' },
   };
 
+  type Keyed = VolumeMigration | V1PersistentVolumeClaim | V1Pod | V1StatefulSet | V1Deployment;
   /** The object a key stands for, from its cache. */
-  const objectOf = (key: WorkKey): VolumeMigration | V1PersistentVolumeClaim | V1Pod | undefined => {
+  const objectOf = (key: WorkKey): Keyed | undefined => {
     const cacheKey = cacheKeyOf(key);
-    if (key.kind === 'migration') return caches.migrations.get(cacheKey);
-    return key.kind === 'claim' ? caches.claims.get(cacheKey) : caches.pods.get(cacheKey);
+    switch (key.kind) {
+      case 'migration':
+        return caches.migrations.get(cacheKey);
+      case 'claim':
+        return caches.claims.get(cacheKey);
+      case 'pod':
+        return caches.pods.get(cacheKey);
+      case 'statefulset':
+        return caches.statefulSets.get(cacheKey);
+      case 'deployment':
+        return caches.deployments.get(cacheKey);
+    }
   };
 
   /**
    * Keys a terminal error stopped, with the mark of the object they stopped at
-   * (parkMark): neither a resync nor an event tries them again until the mark
+   * (parkMark): neither a requeue nor an event tries them again until the mark
    * moves. Retrying a request the API server refused for good only repeats the
    * refusal, its Event and its log line, every minute, for ever.
    */
   const parked = new Map<WorkKeyText, string>();
-  /** A migration moves on a spec edit (generation) or a new retry annotation; a claim or pod on any change. */
-  const parkMark = (key: WorkKey, o: VolumeMigration | V1PersistentVolumeClaim | V1Pod): string =>
+  /** A migration moves on a spec edit (generation) or a new retry annotation; any other object on any change. */
+  const parkMark = (key: WorkKey, o: Keyed): string =>
     key.kind === 'migration'
       ? `${o.metadata?.generation ?? 0}/${o.metadata?.annotations?.[ANNOTATION_RETRY] ?? ''}`
       : (o.metadata?.resourceVersion ?? '');
@@ -461,7 +520,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     }
   };
 
-  let resync: NodeJS.Timeout | undefined;
+  let requeue: NodeJS.Timeout | undefined;
   let markStopped: () => void = () => {};
   const stopped = new Promise<void>((resolve) => (markStopped = resolve));
   const ready = (async () => {
@@ -480,11 +539,11 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     if (stopping) return;
     caches.migrations.list().forEach(enqueueMigration);
     enqueueClaims();
-    resync = setInterval(() => {
+    requeue = setInterval(() => {
       caches.migrations.list().forEach(enqueueMigration);
       enqueueClaims();
       enqueueOrphans();
-    }, options.resyncMs);
+    }, options.requeueMs);
   })();
   const workers = Array.from({ length: options.workers }, (_, n) => worker(n));
 
@@ -494,7 +553,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       if (stopping) return;
       stopping = true;
       markStopped();
-      if (resync) clearInterval(resync);
+      if (requeue) clearInterval(requeue);
       queue.shutdown();
       // Let the reconciles in flight finish: each is one step, so this is short.
       await Promise.allSettled(workers);

@@ -1,10 +1,12 @@
 // The copy pod of each pass, as a pure function of the migration and the world.
 // Children are named from the migration's UID, so a rerun finds its pod again.
 import type { V1Affinity, V1NodeSelectorTerm, V1PersistentVolume, V1Pod, V1Toleration } from '@kubernetes/client-node';
+import { pendingSyncRequest } from './plan/resync.js';
 import { BASELINE_CAPABILITIES, PRIVILEGED_CAPABILITIES } from '../src/pod-security.js';
 import {
   ANNOTATION_COPY_ATTEMPT,
   ANNOTATION_SYNC_PASS,
+  ANNOTATION_SYNC_REQUEST,
   COMPONENT_COPY,
   LABEL_COMPONENT,
   LABEL_COPY_PASS,
@@ -108,6 +110,7 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
   if (pass === 'presync') runnerArgs.push('--allow-vanished');
   if (settings.copyBandwidthLimitKiBps > 0) runnerArgs.push(`--bwlimit=${settings.copyBandwidthLimitKiBps}`);
   const measure = pass === 'measure';
+  const requested = pendingSyncRequest(m);
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -123,6 +126,7 @@ export function buildCopyPod(w: World, pass: Pass): V1Pod {
       annotations: {
         [ANNOTATION_COPY_ATTEMPT]: String(m.status?.attempts?.[pass] ?? 0),
         ...(pass === 'presync' ? { [ANNOTATION_SYNC_PASS]: String((m.status?.syncPasses ?? 0) + 1) } : {}),
+        ...(pass === 'presync' && requested ? { [ANNOTATION_SYNC_REQUEST]: requested } : {}),
       },
       ownerReferences: [
         {

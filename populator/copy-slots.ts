@@ -19,9 +19,9 @@
 // most recently started pre-syncs yield their slots when the cap is exceeded.
 import type { V1Pod } from '@kubernetes/client-node';
 import { LABEL_MIGRATION_UID, MIGRATION_KIND } from '../src/names.js';
-import type { VolumeMigration } from '../src/volume-migration.js';
+import { isPreSyncEnabled, type VolumeMigration } from '../src/volume-migration.js';
 import { copyPodNameFor } from './copy-pod.js';
-import { isFinished, isPreSyncEnabled } from './plan.js';
+import { isFinished } from './plan.js';
 import { msUntilResync } from './plan/resync.js';
 import { PASSES, type Pass, type World } from './world.js';
 

@@ -40,7 +40,7 @@ import { planPending } from './plan/validate.js';
 export type { ClaimRole, EventNote, Step } from './plan/types.js';
 export { progressText } from './plan/copy-pass.js';
 export { isStampedBy } from './plan/ownership.js';
-export { isFinished, isPreSyncEnabled, migrationKey } from './plan/readers.js';
+export { isFinished, migrationKey } from './plan/readers.js';
 export { validate } from './plan/validate.js';
 
 /** Phases in which nothing of the user's has changed but the source's reclaim policy. */

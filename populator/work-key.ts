@@ -1,6 +1,7 @@
 // What the controller's work queue holds: one key per object a write may be
 // needed for. A migration is reconciled; a claim gets its annotation shortcut
-// applied; a pod gated for a migration that is gone gets its gate lifted. The
+// applied; a pod gated for a migration that is gone gets its gate lifted; a
+// StatefulSet or Deployment gets its policy annotations checked. The
 // queue dedups and backs off by the key's text, `<kind>/<namespace>/<name>`
 // (neither a namespace nor an object name can hold a `/`), so the text is made
 // and read here only.
@@ -8,14 +9,16 @@
 export type WorkKey =
   | { kind: 'migration'; namespace: string; name: string }
   | { kind: 'claim'; namespace: string; name: string }
-  | { kind: 'pod'; namespace: string; name: string };
+  | { kind: 'pod'; namespace: string; name: string }
+  | { kind: 'statefulset'; namespace: string; name: string }
+  | { kind: 'deployment'; namespace: string; name: string };
 
 export type WorkKind = WorkKey['kind'];
 
 /** A key as the queue holds it: only formatWorkKey makes one. */
 export type WorkKeyText = `${WorkKind}/${string}/${string}`;
 
-const KINDS: readonly WorkKind[] = ['migration', 'claim', 'pod'];
+const KINDS: readonly WorkKind[] = ['migration', 'claim', 'pod', 'statefulset', 'deployment'];
 
 export function formatWorkKey(key: WorkKey): WorkKeyText {
   return `${key.kind}/${key.namespace}/${key.name}`;

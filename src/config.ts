@@ -38,8 +38,11 @@ export interface Config {
     copyAttempts: number;
     copyBandwidthLimitKiBps: number;
     copyStallSeconds: number;
-    /** How often every migration is looked at again though nothing changed. */
-    resyncSeconds: number;
+    /**
+     * How often every migration is looked at again though nothing changed (not
+     * to be confused with a migration's spec.resyncInterval, which copies data).
+     */
+    requeueSeconds: number;
     /** Room the target needs beyond the data it will hold (0.1: 10%), for filesystem overhead and growth. */
     sizeHeadroom: number;
     /** Crash tests only: SIGKILL after this many steps that changed something; 0 = never. */
@@ -85,7 +88,8 @@ Flags (each also read from PVSHIFT_<NAME>, e.g. PVSHIFT_COPY_IMAGE):
   --copy-stall-timeout SECONDS   a copy whose progress has not moved for this long is stopped and
                                  counts as a failed attempt (default 600)
   --copy-bandwidth-limit KIBPS   throttle every copy (rsync --bwlimit), to spare production I/O (default 0: none)
-  --resync-interval SECONDS      look at every migration again this often, changed or not (default 10)
+  --requeue-interval SECONDS     look at every migration again this often, changed or not (default 10);
+                                 a migration's data is re-synced by its own spec.resyncInterval
  fault injection (tests only):
   --fault-crash-after-steps N    the controller SIGKILLs itself right after its N-th reconcile step that
                                  changed something, with no cleanup, as a node failure or an OOM kill
@@ -120,7 +124,7 @@ const OPTIONS = {
   'copy-attempts': { type: 'string' },
   'copy-stall-timeout': { type: 'string' },
   'copy-bandwidth-limit': { type: 'string' },
-  'resync-interval': { type: 'string' },
+  'requeue-interval': { type: 'string' },
   'fault-crash-after-steps': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -131,6 +135,11 @@ function envName(flag: string): string {
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config | 'help' {
   let values: Record<string, string | boolean | undefined>;
+  // The flag's name until 0.1: it said "resync" for what is a requeue, beside spec.resyncInterval, which copies.
+  if (argv.some((a) => a === '--resync-interval' || a.startsWith('--resync-interval=')))
+    throw new ConfigurationError(
+      "--resync-interval is now --requeue-interval (how often every migration is looked at again); a migration's re-sync of data is its spec.resyncInterval",
+    );
   try {
     values = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
   } catch (e: unknown) {
@@ -239,7 +248,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       copyAttempts: integer('copy-attempts', 3, 1),
       copyBandwidthLimitKiBps: integer('copy-bandwidth-limit', 0, 0),
       copyStallSeconds: integer('copy-stall-timeout', 600, 5),
-      resyncSeconds: integer('resync-interval', 10, 1),
+      requeueSeconds: integer('requeue-interval', 10, 1),
       sizeHeadroom: 0.1,
       faultCrashAfterSteps: integer('fault-crash-after-steps', 0, 0),
     },

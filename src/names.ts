@@ -61,6 +61,13 @@ export const ANNOTATION_SYNC_PASS = `${PREFIX}/sync-pass`;
  * way that changes nothing else.
  */
 export const ANNOTATION_RETRY = `${PREFIX}/retry`;
+/**
+ * On a VolumeMigration, set by the user (`kubectl pvshift sync`): a new value
+ * asks for one re-sync pass now, whatever spec.resyncInterval says. The pass's
+ * copy pod carries the value, and status.syncRequestServed records it once the
+ * pass has ended, so a value is served once.
+ */
+export const ANNOTATION_SYNC_REQUEST = `${PREFIX}/sync-requested`;
 /** On a gated pod: when the gate was added (RFC 3339), the start of downtime. */
 export const ANNOTATION_GATED_AT = `${PREFIX}/gated-at`;
 

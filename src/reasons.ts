@@ -45,6 +45,8 @@ export const Reason = {
   CopyResultMissing: 'CopyResultMissing',
   FeaturesDropped: 'FeaturesDropped',
   PreSyncYielded: 'PreSyncYielded',
+  ReSyncFailed: 'ReSyncFailed',
+  ReSyncRequested: 'ReSyncRequested',
   PreSynced: 'PreSynced',
   Copied: 'Copied',
 
@@ -107,6 +109,8 @@ export const Reason = {
   InvalidMigrationAnnotation: 'InvalidMigrationAnnotation',
 
   // A workload's policy (src/workload-policy.ts), as Events on the StatefulSet or Deployment.
+  /** The policy's annotations say something pvshift cannot act on (a size that is none, an unknown template). */
+  InvalidWorkloadPolicy: 'InvalidWorkloadPolicy',
   ReplicaMigrationCreated: 'ReplicaMigrationCreated',
   ReplicaMigrationWithdrawn: 'ReplicaMigrationWithdrawn',
 

@@ -45,7 +45,7 @@ async function runServices(config: Config, logger: Logger): Promise<void> {
       {
         settings: controllerSettings(c),
         workers: c.workers,
-        resyncMs: c.resyncSeconds * 1000,
+        requeueMs: c.requeueSeconds * 1000,
         crashAfterSteps: c.faultCrashAfterSteps,
         ...(c.leaderElect
           ? {

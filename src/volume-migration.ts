@@ -111,6 +111,13 @@ export interface CopyFidelity {
   dropped: string[];
 }
 
+export interface SyncFailure {
+  time: string;
+  message: string;
+  /** The failed pass's pod, so that its result is recorded once. */
+  podUid: string;
+}
+
 export interface VolumeMigrationStatus {
   phase?: Phase;
   observedGeneration?: number;
@@ -132,6 +139,14 @@ export interface VolumeMigrationStatus {
   /** When the latest pre-sync pass finished. */
   lastSyncTime?: string;
   lastSync?: SyncDelta;
+  /**
+   * The latest re-sync that failed for good (its retries spent). A failed
+   * re-sync does not fail the migration: the next pass, or the final copy,
+   * copies what it missed.
+   */
+  lastSyncFailure?: SyncFailure;
+  /** The value of the annotation pvshift.io/sync-requested the latest ended pass answered. */
+  syncRequestServed?: string;
   /** How long the final copy is expected to take (populator/plan/resync.ts says how it is estimated). */
   finalCopyEstimateSeconds?: number;
   /** Used bytes of the source, where they had to be measured before a shrink. */
@@ -177,6 +192,12 @@ export const DEFAULT_RESYNC_INTERVAL = '5m';
 export function resyncIntervalMs(spec: VolumeMigrationSpec): number | undefined {
   const ms = parseDuration(spec.resyncInterval ?? DEFAULT_RESYNC_INTERVAL);
   return ms ? ms : undefined;
+}
+
+/** Pre-sync needs a second mount of the live source; ReadWriteOncePod forbids it. */
+export function isPreSyncEnabled(m: VolumeMigration, snapshot: ClaimSnapshot | undefined): boolean {
+  const rwop = (snapshot?.spec.accessModes ?? []).includes('ReadWriteOncePod');
+  return m.spec.preSync ?? !rwop;
 }
 
 /** spec.maxDowntime in milliseconds; undefined when unset or not a duration. */

@@ -47,6 +47,43 @@ function annotatedTarget(
   return { targetStorageClassName: target, ...(size ? { targetSize: size } : {}) };
 }
 
+/**
+ * What is wrong with a workload's policy annotations, in words for an Event on
+ * it, or undefined when nothing is (or it has no policy). A wrong size makes
+ * the policy cover nothing; a wrong cutover value means OnPodRecreate; templates
+ * named that the StatefulSet does not have are left out. Each silently, but
+ * for this.
+ */
+export function policyProblem(kind: 'StatefulSet' | 'Deployment', w: V1StatefulSet | V1Deployment): string | undefined {
+  const annotations = w.metadata?.annotations ?? {};
+  if (!annotations[ANNOTATION_TARGET_CLASS] || w.metadata?.deletionTimestamp) return undefined;
+  const problems: string[] = [];
+  const size = annotations[ANNOTATION_TARGET_SIZE];
+  if (size !== undefined && !((parseQuantity(size) ?? 0) > 0))
+    problems.push(
+      `${ANNOTATION_TARGET_SIZE} "${size}" is not a size such as 20Gi: the policy moves no claim until it is fixed or removed`,
+    );
+  const cutover = annotations[ANNOTATION_CUTOVER];
+  if (cutover !== undefined && cutover !== 'Evict' && cutover !== 'OnPodRecreate')
+    problems.push(
+      `${ANNOTATION_CUTOVER} "${cutover}" is neither Evict nor OnPodRecreate: replicas are cut over only when their pods are recreated`,
+    );
+  const named = annotations[ANNOTATION_VOLUME_CLAIM_TEMPLATES];
+  if (kind === 'StatefulSet' && named !== undefined) {
+    const have = new Set(((w as V1StatefulSet).spec?.volumeClaimTemplates ?? []).map((t) => t.metadata?.name));
+    const unknown = named
+      .split(',')
+      .map((n) => n.trim())
+      .filter((n) => !have.has(n));
+    if (unknown.length)
+      problems.push(
+        `${ANNOTATION_VOLUME_CLAIM_TEMPLATES} names ${unknown.map((n) => `"${n}"`).join(', ')}, ` +
+          `not a volumeClaimTemplate of this StatefulSet (it has ${[...have].join(', ') || 'none'}): left out`,
+      );
+  }
+  return problems.length ? problems.join('; ') : undefined;
+}
+
 /** The templates an annotated StatefulSet's policy covers (all, unless the annotation names some). */
 function templatesOf(set: V1StatefulSet): string[] {
   const all = (set.spec?.volumeClaimTemplates ?? []).map((t) => t.metadata?.name ?? '').filter(Boolean);

@@ -9,7 +9,7 @@ import type { CopyResult } from '../../src/volume-migration.js';
 import { Reason } from '../../src/reasons.js';
 import type { Pass, RunnerProgress, RunnerSummary, Stored, World } from '../world.js';
 import { attemptsOf, isFinished } from './readers.js';
-import { syncRecord } from './resync.js';
+import { syncFailureRecord, syncRecord } from './resync.js';
 import { fail, normal, rollBack, toPhase, wait, WAIT_COPY, warning } from './steps.js';
 import type { EventNote, Step } from './types.js';
 
@@ -19,6 +19,11 @@ export interface PassLabel {
   label: string;
   /** The event of starting the pod; none when absent. */
   started?: EventNote;
+  /**
+   * A failure that outlasts the retries is recorded, and the migration goes on
+   * (a re-sync: the next pass or the final copy catches up), instead of failing it.
+   */
+  tolerateFailure?: boolean;
 }
 
 /**
@@ -49,7 +54,7 @@ export function planCopy(w: World, pass: Pass, named?: PassLabel): Step {
       const message =
         `${pass} copy made no progress for ${Math.round(stalled)} s ` +
         `(--copy-stall-timeout ${w.settings.copyStallSeconds} s)`;
-      return copyFailed(w, pod, pass, true, message);
+      return copyFailed(w, pod, pass, true, message, named);
     }
     const running = wait(Reason.Copying, `${named?.label ?? `${pass} copy`} running`, WAIT_COPY);
     return w.progress ? { ...running, progress: w.progress } : running;
@@ -75,6 +80,7 @@ export function planCopy(w: World, pass: Pass, named?: PassLabel): Step {
         const rollingBack = `${message}; rolling back to the original volume`;
         return toPhase('RollingBack', message, warning(Reason.CopyResultMissing, rollingBack));
       }
+      if (named?.tolerateFailure) return passFailedTolerated(w, pod, named, message);
       return fail(Reason.CopyResultMissing, message);
     }
     const copy: CopyResult = {
@@ -117,7 +123,7 @@ export function planCopy(w: World, pass: Pass, named?: PassLabel): Step {
   }
   const transient = classifyRunnerExit(exitCode) === 'transient';
   const failed = `${pass} copy failed (exit ${exitCode}): ${summaryMessage(w.summary, terminated?.message)}`;
-  return copyFailed(w, pod, pass, transient, failed);
+  return copyFailed(w, pod, pass, transient, failed, named);
 }
 
 /** Seconds since the running copy last moved (or started, before its first progress). */
@@ -129,7 +135,14 @@ function stalledSeconds(w: World, pod: V1Pod): number {
 }
 
 /** A failed (or stalled) copy: transient failures are retried a few times, then the pass fails for good. */
-function copyFailed(w: World, pod: Stored<V1Pod>, pass: Pass, transient: boolean, message: string): Step {
+function copyFailed(
+  w: World,
+  pod: Stored<V1Pod>,
+  pass: Pass,
+  transient: boolean,
+  message: string,
+  named: PassLabel | undefined,
+): Step {
   const m = w.migration;
   // This pod's failure is number (failures recorded when it started) + 1, however
   // often the failed pod is seen again: counting from the status alone would add
@@ -150,7 +163,18 @@ function copyFailed(w: World, pod: Stored<V1Pod>, pass: Pass, transient: boolean
     return { kind: 'deleteCopyPod', pass, name: pod.metadata.name };
   }
   if (pass === 'final') return rollBack(Reason.CopyFailed, message);
+  if (named?.tolerateFailure) return passFailedTolerated(w, pod, named, message);
   return fail(Reason.CopyFailed, message);
+}
+
+/** A pass whose failure the migration outlives: recorded once, with a Warning; its pod is deleted next. */
+function passFailedTolerated(w: World, pod: Stored<V1Pod>, named: PassLabel, message: string): Step {
+  const said = `${named.label} failed: ${message}; the migration goes on, and the next pass or the final copy copies what it missed`;
+  return {
+    kind: 'patchStatus',
+    status: syncFailureRecord(w, pod, message),
+    event: warning(Reason.ReSyncFailed, said),
+  };
 }
 
 function summaryMessage(summary: RunnerSummary | undefined, fallback: string | undefined): string {

@@ -3,7 +3,12 @@
 // pod uses it, its volume is Retain and the replacement is known to be makeable. The
 // source is then rebound to a helper claim for the final copy, and the replacement made.
 import type { V1Pod } from '@kubernetes/client-node';
-import { ANNOTATION_GATED_AT, LABEL_NAMESPACE_ACTIVE, sourceHelperClaimName } from '../../src/names.js';
+import {
+  ANNOTATION_GATED_AT,
+  ANNOTATION_SYNC_REQUEST,
+  LABEL_NAMESPACE_ACTIVE,
+  sourceHelperClaimName,
+} from '../../src/names.js';
 import { replacementClaim, targetSpecOf } from '../../src/replacement-claim.js';
 import { helperClaim, stagingClaim } from '../claims.js';
 import { Reason } from '../../src/reasons.js';
@@ -14,7 +19,7 @@ import { keptVolumesOf } from './held.js';
 import { belongsToMigration } from './ownership.js';
 import { planHandover, workloadTurn } from './rollout.js';
 import { consumersOf, isFinished, namesOf, rvOf, snapshotUid, uidOf } from './readers.js';
-import { evictionHold, isSyncRecorded, msUntilResync } from './resync.js';
+import { evictionHold, isSyncRecorded, msUntilResync, pendingSyncRequest } from './resync.js';
 import {
   deleteClaim,
   normal,
@@ -119,9 +124,21 @@ export function planWaiting(w: World, abort: boolean): Step {
   return wait(Reason.WaitingForCutover, why, afterMs);
 }
 
-/** A re-sync is the pre-sync pass again, numbered; it starts without an event (it recurs every interval). */
+/**
+ * A re-sync is the pre-sync pass again, numbered; it starts without an event
+ * (it recurs every interval) unless the user asked for it, and its failure
+ * does not fail the migration.
+ */
 function resyncLabel(w: World): PassLabel {
-  return { label: `re-sync ${(w.migration.status?.syncPasses ?? 0) + 1}` };
+  const label = `re-sync ${(w.migration.status?.syncPasses ?? 0) + 1}`;
+  const requested = pendingSyncRequest(w.migration);
+  return {
+    label,
+    tolerateFailure: true,
+    ...(requested
+      ? { started: normal(Reason.ReSyncRequested, `${label} started: asked for by ${ANNOTATION_SYNC_REQUEST}`) }
+      : {}),
+  };
 }
 
 /**

@@ -3,7 +3,7 @@
 // rooms do.
 import type { V1Pod } from '@kubernetes/client-node';
 import { ANNOTATION_MIGRATION, FINALIZER, LABEL_POD_TEMPLATE_HASH, SCHEDULING_GATE } from '../../src/names.js';
-import type { ClaimSnapshot, CopyResult, VolumeMigration, VolumeMigrationStatus } from '../../src/volume-migration.js';
+import type { CopyResult, VolumeMigration, VolumeMigrationStatus } from '../../src/volume-migration.js';
 import type { Pass, Stored, World } from '../world.js';
 
 export function migrationKey(m: VolumeMigration): string {
@@ -29,12 +29,6 @@ export function isScheduled(pod: V1Pod): boolean {
 
 export function isFinished(pod: V1Pod | undefined): boolean {
   return pod?.status?.phase === 'Succeeded' || pod?.status?.phase === 'Failed';
-}
-
-/** Pre-sync needs a second mount of the live source; ReadWriteOncePod forbids it. */
-export function isPreSyncEnabled(m: VolumeMigration, snapshot: ClaimSnapshot | undefined): boolean {
-  const rwop = (snapshot?.spec.accessModes ?? []).includes('ReadWriteOncePod');
-  return m.spec.preSync ?? !rwop;
 }
 
 export function copyOf(status: VolumeMigrationStatus | undefined, pass: Pass): CopyResult | undefined {

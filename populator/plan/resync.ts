@@ -7,17 +7,23 @@
 // A re-sync never holds the source while the application wants it: none starts
 // while a pod of the claim waits behind its gate, a running one is deleted the
 // moment one is gated (planWaiting), and none starts while no pod runs on the
-// source (nothing writes to it, so there is nothing to catch up with).
+// source (nothing writes to it, so there is nothing to catch up with) unless
+// the user asked for one (the annotation pvshift.io/sync-requested, set by
+// `kubectl pvshift sync`). A re-sync that fails for good does not fail the
+// migration: it is recorded (status.lastSyncFailure, a Warning) and the next
+// pass, or the final copy, copies what it missed.
 import type { V1Pod } from '@kubernetes/client-node';
-import { ANNOTATION_SYNC_PASS } from '../../src/names.js';
+import { ANNOTATION_SYNC_PASS, ANNOTATION_SYNC_REQUEST } from '../../src/names.js';
 import type { RunnerSummary, World } from '../world.js';
 import {
   DEFAULT_RESYNC_INTERVAL,
+  isPreSyncEnabled,
   maxDowntimeMs,
   resyncIntervalMs,
+  type VolumeMigration,
   type VolumeMigrationStatus,
 } from '../../src/volume-migration.js';
-import { consumersOf, copyOf, isFinished, isPreSyncEnabled } from './readers.js';
+import { consumersOf, copyOf, isFinished } from './readers.js';
 
 /** The pre-sync pass a pod of that pass is (its annotation), else undefined (a pod made before passes were counted). */
 export function syncPassOf(pod: V1Pod): number | undefined {
@@ -25,11 +31,26 @@ export function syncPassOf(pod: V1Pod): number | undefined {
   return Number.isInteger(n) && n > 0 ? n : undefined;
 }
 
-/** Whether the status already holds this finished pre-sync pod's result. */
+/** Whether the status already holds this finished pre-sync pod's result (a success, or a failure it tolerated). */
 export function isSyncRecorded(pod: V1Pod, status: VolumeMigrationStatus | undefined): boolean {
+  if (pod.metadata?.uid && pod.metadata.uid === status?.lastSyncFailure?.podUid) return true;
   const n = syncPassOf(pod);
   if (n === undefined) return copyOf(status, 'presync') !== undefined;
   return n <= (status?.syncPasses ?? 0);
+}
+
+/**
+ * The user's request for a re-sync (the annotation's value) that no ended pass
+ * has answered yet, else undefined.
+ */
+export function pendingSyncRequest(m: VolumeMigration): string | undefined {
+  const requested = m.metadata.annotations?.[ANNOTATION_SYNC_REQUEST];
+  return requested && requested !== m.status?.syncRequestServed ? requested : undefined;
+}
+
+/** The request a pre-sync pod was started for (the annotation it carries), if any. */
+export function syncRequestOf(pod: V1Pod): string | undefined {
+  return pod.metadata?.annotations?.[ANNOTATION_SYNC_REQUEST] || undefined;
 }
 
 /** Pods that write to the source now: scheduled, not finished, not on their way out. */
@@ -39,18 +60,22 @@ function runningConsumers(w: World) {
 
 /**
  * When the next re-sync is due, in ms from now (0 or less: due now), or
- * undefined when none will be: re-sync off, no pre-sync, an application held
- * by its gate (the cutover goes first), or none running (the source is still).
+ * undefined when none will be: no pre-sync, an application held by its gate
+ * (the cutover goes first), re-sync off, or none running (the source is
+ * still). A pending request of the user's is due now, unless the gate holds.
  */
 export function msUntilResync(w: World): number | undefined {
   const m = w.migration;
+  if (!isPreSyncEnabled(m, m.status?.originalClaim) || consumersOf(w).gated.length > 0) return undefined;
+  if (pendingSyncRequest(m) !== undefined) return 0;
   const interval = resyncIntervalMs(m.spec);
-  if (interval === undefined || !isPreSyncEnabled(m, m.status?.originalClaim)) return undefined;
-  if (consumersOf(w).gated.length > 0 || runningConsumers(w).length === 0) return undefined;
+  if (interval === undefined || runningConsumers(w).length === 0) return undefined;
   const last = Date.parse(m.status?.lastSyncTime ?? '');
   // No record of a pass (a migration pre-synced by an older pvshift): due now.
   if (Number.isNaN(last)) return 0;
-  return last + interval - w.now.getTime();
+  // A failed pass waits its interval too: failing again at once helps nobody.
+  const failed = Date.parse(m.status?.lastSyncFailure?.time ?? '');
+  return Math.max(last, Number.isNaN(failed) ? last : failed) + interval - w.now.getTime();
 }
 
 /**
@@ -69,7 +94,9 @@ export function msUntilResync(w: World): number | undefined {
  * (spec.verify), the claim swap, and the application's restart.
  */
 export function syncRecord(w: World, pod: V1Pod, summary: RunnerSummary): VolumeMigrationStatus {
+  const request = syncRequestOf(pod);
   return {
+    ...(request ? { syncRequestServed: request } : {}),
     syncPasses: syncPassOf(pod) ?? (w.migration.status?.syncPasses ?? 0) + 1,
     lastSyncTime: w.now.toISOString(),
     lastSync: {
@@ -104,4 +131,19 @@ export function evictionHold(w: World): string | undefined {
     return `eviction held: the final copy is estimated at ${estimate.toFixed(1)} s, over ${budget}; ${resyncing}`;
   }
   return undefined;
+}
+
+/**
+ * The status a re-sync that failed for good leaves: the failure, its pod (so
+ * it is recorded once), the request it answered, and a fresh retry budget for
+ * the next pass. The migration goes on waiting for its cutover.
+ */
+export function syncFailureRecord(w: World, pod: V1Pod, message: string): VolumeMigrationStatus {
+  const request = syncRequestOf(pod);
+  const attempts = w.migration.status?.attempts ?? {};
+  return {
+    lastSyncFailure: { time: w.now.toISOString(), message, podUid: pod.metadata?.uid ?? '' },
+    ...(request ? { syncRequestServed: request } : {}),
+    ...(attempts.presync ? { attempts: { ...attempts, presync: 0 } } : {}),
+  };
 }

@@ -6,13 +6,13 @@ import { ANNOTATION_MIGRATION_UID } from '../../src/names.js';
 import { parseDuration } from '../../src/duration.js';
 import { formatBytes, parseQuantity } from '../../src/quantity.js';
 import { targetSizeOf } from '../../src/replacement-claim.js';
-import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../../src/volume-migration.js';
+import { isPreSyncEnabled, isTerminal, phaseOf, type Phase, type VolumeMigration } from '../../src/volume-migration.js';
 import { snapshotOf } from '../claims.js';
 import { Reason, type ReasonName } from '../../src/reasons.js';
 import type { World } from '../world.js';
 import { planCopy } from './copy-pass.js';
 import { isBoundTo } from './ownership.js';
-import { isPreSyncEnabled, uidOf } from './readers.js';
+import { uidOf } from './readers.js';
 import { fail, normal, retain, toPhase } from './steps.js';
 import type { Step } from './types.js';
 

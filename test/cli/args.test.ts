@@ -95,6 +95,12 @@ t.test('a StatefulSet as the subject', (t) => {
   t.match(plain, { args: ['data-db-0'] }, 'a plain name stays a name');
   t.equal(plain.kind === 'run' ? plain.options.workload : 'x', undefined);
   t.match(parseArgs(['abort', 'sts/db']), { args: ['sts/db'] }, 'abort takes migration names only');
+  t.match(parseArgs(['sync', 'sts/db', '-w']), { command: 'sync', args: [], options: { workload: 'db', watch: true } });
+  t.match(parseArgs(['sync', 'data-db-0']), { command: 'sync', args: ['data-db-0'] });
+  t.throws(() => parseArgs(['sync']), /^sync takes exactly one migration name, or sts\/NAME/);
+  t.throws(() => parseArgs(['sync', 'a', 'b']), /^sync takes exactly one migration name/);
+  t.throws(() => parseArgs(['sync', 'a', '-A']), /sync works on one namespace; use -n instead of -A/);
+  t.throws(() => parseArgs(['sync', 'a', '--to', 'fast']), /flag --to does not apply to "sync"/);
   t.end();
 });
 
@@ -121,7 +127,7 @@ t.test('help', (t) => {
     /A finished VolumeMigration of that\nname \(Succeeded, Failed, Aborted, RolledBack\) is replaced/,
   );
   t.match(HELP.plan, /"restricted" blocks/);
-  t.match(HELP.root, /plan, migrate and status take sts\/NAME/);
+  t.match(HELP.root, /plan, migrate, status and sync take sts\/NAME/);
   t.match(HELP.plan, /kubectl pvshift plan sts\/NAME --to CLASS/);
   t.match(HELP.plan, /matchLabels and matchExpressions In, NotIn, Exists, DoesNotExist/);
   t.match(HELP.migrate, /kubectl pvshift migrate sts\/NAME --to CLASS/);
@@ -136,7 +142,7 @@ t.test('usage errors are one line that says what to do', (t) => {
   const cases: [string[], RegExp][] = [
     [
       ['shift'],
-      /^unknown command "shift" for "kubectl pvshift"; commands: plan, migrate, status, abort, rollback, cleanup$/,
+      /^unknown command "shift" for "kubectl pvshift"; commands: plan, migrate, status, sync, abort, rollback, cleanup$/,
     ],
     [['help', 'shift'], /^unknown command "shift"/],
     [['-n', 'x'], /^no command given/],

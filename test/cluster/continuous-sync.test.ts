@@ -2,14 +2,17 @@
 // every resyncInterval, so each pass moves one interval's change, the final copy
 // only what changed since the last pass, and maxDowntime holds an eviction until
 // the final copy is estimated to fit.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import type { CoreV1Event, V1Pod } from '@kubernetes/client-node';
+import type { CoreV1Event, V1PersistentVolume, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { paths } from '../../src/kube.js';
 import { copyPodNameFor } from '../../populator/copy-pod.js';
+import { ANNOTATION_SYNC_REQUEST, stagingClaimName } from '../../src/names.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
+import { runCli } from '../cli/run-cli.js';
 import { clusterFor, freshNamespace, statefulSet, volumeOf, waitFor, waitForPodReady } from '../helpers/cluster.js';
 import { createMigration, fillVolume, migrationOf, snapshotTree, waitForPhase } from '../helpers/migration.js';
 import { installPvshift } from '../helpers/pvshift.js';
@@ -183,3 +186,103 @@ t.test('Evict with maxDowntime: held while the final copy is estimated too long,
     'the target equals the source',
   );
 });
+
+t.test(
+  'kubectl pvshift sync: one pass on request, with re-sync off; a pass that fails leaves the migration waiting',
+  async (t) => {
+    const ns = await freshNamespace(kube);
+    const app = 'billing';
+    const { dir, podUid } = await appWithData(ns, app, 2);
+    await createMigration(kube, ns, app, {
+      claimName: `data-${app}-0`,
+      targetStorageClassName: 'fast',
+      preSync: true,
+      resyncInterval: '0',
+    });
+    const first = await waitForPhase(kube, ns, app, ['WaitingForCutover']);
+    t.equal(first.status?.syncPasses, 1, 'pre-synced once; re-sync is off');
+    const cli = (args: string[]) => runCli(cluster.kubeconfigPath, [...args, '-n', ns]);
+
+    writeAtomically(dir, 'invoice-1', 1 * MiB);
+    const asked = await cli(['sync', app, '--watch']);
+    t.equal(asked.code, 0, asked.stderr);
+    t.match(asked.stdout, /^re-sync requested: VolumeMigration .*\/billing$/m);
+    t.match(
+      asked.stdout,
+      /^billing: re-sync done \(pass 2\): moved 1\.0 MiB \(1 files\) in /m,
+      'it says what the pass moved',
+    );
+    const served = await migrationOf(kube, ns, app);
+    t.equal(served?.status?.syncPasses, 2, 'one pass more');
+    t.ok(
+      (served?.status?.lastSync?.bytesTransferred ?? 0) >= 1 * MiB &&
+        (served?.status?.lastSync?.bytesTransferred ?? 0) <= 1 * MiB + SLACK,
+      `it moved the change (${served?.status?.lastSync?.bytesTransferred} bytes)`,
+    );
+    t.equal(
+      served?.status?.syncRequestServed,
+      served?.metadata.annotations?.[ANNOTATION_SYNC_REQUEST],
+      'the request is recorded as served',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    t.equal((await migrationOf(kube, ns, app))?.status?.syncPasses, 2, 'served once: no pass follows by itself');
+
+    // The target's root made immutable: the next pass cannot create a file there, and fails for good.
+    const staging = await kube.get<V1PersistentVolumeClaim>(
+      paths.claims(ns, stagingClaimName(served?.metadata.uid ?? '')),
+    );
+    const targetPv = await kube.get<V1PersistentVolume>(paths.volumes(staging?.spec?.volumeName ?? ''));
+    const targetDir = targetPv!.spec!.hostPath!.path;
+    execFileSync('chattr', ['+i', targetDir]);
+    t.teardown(() => void execFileSync('chattr', ['-i', targetDir]));
+    writeAtomically(dir, 'invoice-2', 1 * MiB);
+    const failing = await cli(['sync', `sts/${app}`, '-w']);
+    t.equal(failing.code, 1, 'exit code 1: the pass failed');
+    t.match(failing.stdout, /^billing: re-sync failed: presync copy failed \(exit \d+\)/m, failing.stdout);
+    const after = await migrationOf(kube, ns, app);
+    t.equal(after?.status?.phase, 'WaitingForCutover', 'the migration still waits for its cutover');
+    t.ok(after?.status?.lastSyncFailure?.message, 'status.lastSyncFailure says why');
+    const events = (
+      await kube.list<CoreV1Event>(paths.events(ns), {
+        fieldSelector: `involvedObject.name=${app},involvedObject.kind=VolumeMigration`,
+      })
+    ).items;
+    t.ok(
+      events.some((e) => e.reason === 'ReSyncRequested'),
+      'a ReSyncRequested event for each asked-for pass',
+    );
+    t.match(
+      events.find((e) => e.reason === 'ReSyncFailed'),
+      { type: 'Warning', message: /^re-sync 3 failed: .*the migration goes on/ },
+      'a Warning says the pass failed and the migration goes on',
+    );
+
+    // Fixed: asked again, the pass catches up; the cutover then moves nothing more.
+    execFileSync('chattr', ['-i', targetDir]);
+    const again = await cli(['sync', app, '-w']);
+    t.equal(again.code, 0, again.stderr);
+    t.match(again.stdout, /re-sync done \(pass 3\): moved 1\.0 MiB/);
+    const before = snapshotTree(dir);
+    await kube.delete(paths.pods(ns, `${app}-0`));
+    const done = await waitForPhase(kube, ns, app, ['Succeeded']);
+    await newPodReady(ns, `${app}-0`, podUid);
+    t.equal(
+      done.status?.copies?.find((c) => c.pass === 'final')?.bytesTransferred,
+      0,
+      'the final copy had nothing to move',
+    );
+    const target = await volumeOf(kube, ns, `data-${app}-0`);
+    t.same(
+      Object.fromEntries(snapshotTree(target.spec!.hostPath!.path)),
+      Object.fromEntries(before),
+      'the target equals the source',
+    );
+    const late = await cli(['sync', app]);
+    t.equal(late.code, 1);
+    t.match(
+      late.stderr,
+      /has finished \(Succeeded\); there is nothing to sync/,
+      'a finished migration: refused, said why',
+    );
+  },
+);

@@ -4,7 +4,8 @@
 import t, { type Test } from 'tap';
 import { plan, validate, type Step } from '../../populator/plan.js';
 import type { World } from '../../populator/world.js';
-import { ANNOTATION_MIGRATION, ANNOTATION_SYNC_PASS, FINALIZER } from '../../src/names.js';
+import { RUNNER_EXIT } from '../../src/runner-protocol.js';
+import { ANNOTATION_MIGRATION, ANNOTATION_SYNC_PASS, ANNOTATION_SYNC_REQUEST, FINALIZER } from '../../src/names.js';
 import {
   PHASES,
   phaseOf,
@@ -1126,6 +1127,158 @@ t.test('WaitingForCutover: continuous sync re-syncs every resyncInterval while t
     }),
     { kind: 'deleteCopyPod', pass: 'presync', event: { reason: 'PreSyncYielded' } },
     'a final copy elsewhere needs the slot: the re-sync yields',
+  );
+  t.end();
+});
+
+t.test('WaitingForCutover: a re-sync that fails for good is recorded, and the migration goes on', (t) => {
+  const m = (status: VolumeMigrationStatus = {}, spec = {}) =>
+    migration({ phase: 'WaitingForCutover', spec, status: prepared({ ...SYNCED, ...status }) });
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+    consumers: [pod('app-0', { node: 'node-1' })],
+  };
+  const failed = syncPod(3, { phase: 'Failed', exitCode: 75, attempt: 2, message: 'rsync: connection reset' });
+  const tolerated = check(
+    t,
+    world({ ...base, migration: m({ syncPasses: 2, attempts: { presync: 2 } }), copyPods: { presync: failed } }),
+    {
+      kind: 'patchStatus',
+      status: {
+        lastSyncFailure: {
+          time: NOW.toISOString(),
+          message: 'presync copy failed (exit 75): rsync: connection reset',
+          podUid: 'uid-copy-presync',
+        },
+        attempts: { presync: 0 },
+      },
+      event: { type: 'Warning', reason: 'ReSyncFailed', message: /^re-sync 3 failed: .*the migration goes on/ },
+    },
+    'its retries spent: a Warning and status.lastSyncFailure, its retry budget restored for the next pass',
+  );
+  t.notOk('phase' in tolerated, 'no phase change: the migration still waits for its cutover');
+  const terminal = syncPod(3, { phase: 'Failed', exitCode: RUNNER_EXIT.TERMINAL, attempt: 0 });
+  check(
+    t,
+    world({ ...base, migration: m({ syncPasses: 2 }), copyPods: { presync: terminal } }),
+    {
+      kind: 'patchStatus',
+      status: { lastSyncFailure: { podUid: 'uid-copy-presync' } },
+      event: { reason: 'ReSyncFailed' },
+    },
+    'a terminal exit at once: the same',
+  );
+  const recordedFailure = { time: ago(1), message: 'x', podUid: 'uid-copy-presync' };
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ syncPasses: 2, lastSyncTime: ago(600), lastSyncFailure: recordedFailure }),
+      copyPods: { presync: failed },
+    }),
+    { kind: 'deleteCopyPod', pass: 'presync', name: `pvshift-${UID}-presync` },
+    'recorded once: its pod is deleted next',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ syncPasses: 2, lastSyncTime: ago(600), lastSyncFailure: recordedFailure }) }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'the next pass waits an interval from the failure, not from the last success',
+  );
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ syncPasses: 2, lastSyncTime: ago(900), lastSyncFailure: { ...recordedFailure, time: ago(300) } }),
+    }),
+    { kind: 'createCopyPod', pass: 'presync' },
+    'an interval after the failure: the next pass',
+  );
+  const first = migration({ phase: 'PreSyncing', status: prepared() });
+  check(
+    t,
+    world({
+      ...base,
+      migration: first,
+      copyPods: { presync: syncPod(1, { phase: 'Failed', exitCode: RUNNER_EXIT.TERMINAL }) },
+    }),
+    { kind: 'setPhase', phase: 'Failed', event: { reason: 'CopyFailed' } },
+    'the first pre-sync is not a re-sync: its failure still fails the migration (nothing was copied)',
+  );
+  t.end();
+});
+
+t.test('WaitingForCutover: the user asks for a re-sync (pvshift.io/sync-requested)', (t) => {
+  const m = (status: VolumeMigrationStatus = {}, spec = {}, request = '2024-05-01T12:00:00.000Z') => {
+    const made = migration({ phase: 'WaitingForCutover', spec, status: prepared({ ...SYNCED, ...status }) });
+    made.metadata.annotations = { ...made.metadata.annotations, [ANNOTATION_SYNC_REQUEST]: request };
+    return made;
+  };
+  const base = {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+    consumers: [pod('app-0', { node: 'node-1' })],
+  };
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(10) }) }),
+    {
+      kind: 'createCopyPod',
+      pass: 'presync',
+      event: {
+        type: 'Normal',
+        reason: 'ReSyncRequested',
+        message: /^re-sync 2 started: asked for by pvshift.io\/sync-requested/,
+      },
+    },
+    'synced 10 s ago, interval 5m: a request is due now, with an event',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(10) }, { resyncInterval: '0' }) }),
+    { kind: 'createCopyPod', pass: 'presync' },
+    'resyncInterval 0 (off): a request still runs one pass',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(10) }), consumers: [] }),
+    { kind: 'createCopyPod', pass: 'presync' },
+    'no pod runs on the source: the request still runs (the user knows something pvshift does not)',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(10), syncRequestServed: '2024-05-01T12:00:00.000Z' }) }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'served: not again',
+  );
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(10) }, { preSync: false }) }),
+    { kind: 'wait', reason: 'WaitingForCutover' },
+    'pre-sync off: no pass (the source may be one the application alone may mount)',
+  );
+  const gated = pod('app-0', { gated: true });
+  check(
+    t,
+    world({ ...base, migration: m({ lastSyncTime: ago(10) }), consumers: [gated] }),
+    { kind: 'setPhase', phase: 'CuttingOver' },
+    'a pod waits behind its gate: the cutover goes first, the request is not served',
+  );
+  const requested = syncPod(2, { phase: 'Succeeded' });
+  requested.metadata.annotations = { ...requested.metadata.annotations, [ANNOTATION_SYNC_REQUEST]: 'r-1' };
+  check(
+    t,
+    world({
+      ...base,
+      migration: m({ lastSyncTime: ago(10) }, {}, 'r-1'),
+      copyPods: { presync: requested },
+      summary: { ...SUMMARY, verified: 'none' },
+    }),
+    { kind: 'patchStatus', status: { syncPasses: 2, syncRequestServed: 'r-1' } },
+    'the pass it started records the request as served',
   );
   t.end();
 });

@@ -8,6 +8,8 @@ t.test('a key survives the queue', (t) => {
     { kind: 'migration', namespace: 'shop', name: 'data-web-0' },
     { kind: 'claim', namespace: 'shop', name: 'data-web-0' },
     { kind: 'pod', namespace: 'kube-system', name: 'web-0' },
+    { kind: 'statefulset', namespace: 'shop', name: 'db' },
+    { kind: 'deployment', namespace: 'shop', name: 'web' },
   ];
   for (const key of keys) t.same(parseWorkKey(formatWorkKey(key)), key, `${key.kind} ${key.namespace}/${key.name}`);
   t.end();

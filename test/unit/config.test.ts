@@ -37,7 +37,7 @@ t.test('defaults', (t) => {
       copyAttempts: 3,
       copyBandwidthLimitKiBps: 0,
       copyStallSeconds: 600,
-      resyncSeconds: 10,
+      requeueSeconds: 10,
       sizeHeadroom: 0.1,
       faultCrashAfterSteps: 0,
     },
@@ -97,7 +97,7 @@ t.test('every flag, and its PVSHIFT_ variable', (t) => {
     ['copy-attempts', '5', (c) => c.controller.copyAttempts, 5],
     ['copy-bandwidth-limit', '2048', (c) => c.controller.copyBandwidthLimitKiBps, 2048],
     ['copy-stall-timeout', '120', (c) => c.controller.copyStallSeconds, 120],
-    ['resync-interval', '30', (c) => c.controller.resyncSeconds, 30],
+    ['requeue-interval', '30', (c) => c.controller.requeueSeconds, 30],
     ['fault-crash-after-steps', '1', (c) => c.controller.faultCrashAfterSteps, 1],
   ];
   for (const [flag, value, read, expected] of flags) {
@@ -222,10 +222,16 @@ t.test('every bad value fails with a message that names the flag', (t) => {
       '--log-level must be one of debug, info, warn, error, not "trace"',
     ],
     [
-      'a resync of zero',
-      ['--mode=controller', '--resync-interval=0'],
+      'a requeue of zero',
+      ['--mode=controller', '--requeue-interval=0'],
       {},
-      '--resync-interval must be a whole number of at least 1, not "0"',
+      '--requeue-interval must be a whole number of at least 1, not "0"',
+    ],
+    [
+      'the flag of 0.1, renamed: said what it is now, and what the re-sync of data is',
+      ['--mode=controller', '--resync-interval', '30'],
+      {},
+      "--resync-interval is now --requeue-interval (how often every migration is looked at again); a migration's re-sync of data is its spec.resyncInterval",
     ],
     [
       'leader-elect yes',

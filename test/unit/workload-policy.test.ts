@@ -3,9 +3,20 @@
 import t from 'tap';
 import type { V1Deployment, V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
 import { ANNOTATION_WORKLOAD, LABEL_CREATED_FROM, shortcutAction } from '../../populator/shortcut.js';
-import { ANNOTATION_TARGET_CLASS, ANNOTATION_TARGET_SIZE, ANNOTATION_VOLUME_CLAIM_TEMPLATES } from '../../src/names.js';
+import {
+  ANNOTATION_CUTOVER,
+  ANNOTATION_TARGET_CLASS,
+  ANNOTATION_TARGET_SIZE,
+  ANNOTATION_VOLUME_CLAIM_TEMPLATES,
+} from '../../src/names.js';
 import type { VolumeMigration } from '../../src/volume-migration.js';
-import { claimUnderPolicy, deploymentPolicyOf, isOnPolicyTarget, workloadPolicyOf } from '../../src/workload-policy.js';
+import {
+  claimUnderPolicy,
+  deploymentPolicyOf,
+  isOnPolicyTarget,
+  policyProblem,
+  workloadPolicyOf,
+} from '../../src/workload-policy.js';
 import { mutateClaim } from '../../webhook/mutate-claim.js';
 
 function statefulSet(annotations: Record<string, string>, extra: { deleting?: boolean; ns?: string } = {}) {
@@ -145,5 +156,51 @@ t.test('a Deployment: the claims its pods mount, no standing policy', (t) => {
   t.equal(deploymentPolicyOf(claim('data-db-0'), [deployment({})]), undefined, 'not annotated');
   t.equal(deploymentPolicyOf(claim('data-db-0'), [deployment(FAST, 'other')]), undefined, 'another claim');
   t.equal(workloadPolicyOf(claim('data-db-0'), [statefulSet(FAST)])?.standing, true, "a StatefulSet's stands");
+  t.end();
+});
+
+t.test('what is wrong with a policy is said in words, each problem once', (t) => {
+  const set = (a: Record<string, string>) => statefulSet({ ...FAST, ...a });
+  t.equal(policyProblem('StatefulSet', statefulSet({})), undefined, 'no policy: nothing to say');
+  t.equal(policyProblem('StatefulSet', set({ [ANNOTATION_TARGET_SIZE]: '20Gi' })), undefined, 'a valid policy');
+  t.equal(policyProblem('StatefulSet', set({ [ANNOTATION_CUTOVER]: 'OnPodRecreate' })), undefined);
+  t.equal(policyProblem('StatefulSet', set({ [ANNOTATION_VOLUME_CLAIM_TEMPLATES]: 'logs, data' })), undefined);
+  t.equal(
+    policyProblem('StatefulSet', set({ [ANNOTATION_TARGET_SIZE]: 'big' })),
+    'pvshift.io/target-size "big" is not a size such as 20Gi: the policy moves no claim until it is fixed or removed',
+  );
+  t.equal(
+    workloadPolicyOf(claim('data-db-0'), [set({ [ANNOTATION_TARGET_SIZE]: 'big' })]),
+    undefined,
+    'and indeed covers nothing',
+  );
+  t.match(policyProblem('StatefulSet', set({ [ANNOTATION_TARGET_SIZE]: '0' })), /target-size "0" is not a size/);
+  t.equal(
+    policyProblem('StatefulSet', set({ [ANNOTATION_CUTOVER]: 'evict' })),
+    'pvshift.io/cutover "evict" is neither Evict nor OnPodRecreate: replicas are cut over only when their pods are recreated',
+  );
+  t.equal(
+    policyProblem('StatefulSet', set({ [ANNOTATION_VOLUME_CLAIM_TEMPLATES]: 'data,wal' })),
+    'pvshift.io/volume-claim-templates names "wal", not a volumeClaimTemplate of this StatefulSet (it has data, logs): left out',
+  );
+  t.match(
+    policyProblem('StatefulSet', set({ [ANNOTATION_TARGET_SIZE]: 'x', [ANNOTATION_CUTOVER]: 'now' })),
+    /target-size "x".*; pvshift.io\/cutover "now"/,
+    'several problems: all of them',
+  );
+  const d = {
+    metadata: { name: 'web', namespace: 'shop', annotations: { ...FAST, [ANNOTATION_TARGET_SIZE]: '-1Gi' } },
+  };
+  t.match(policyProblem('Deployment', d as V1Deployment), /target-size "-1Gi" is not a size/, 'a Deployment alike');
+  t.equal(
+    policyProblem('Deployment', { metadata: { annotations: { ...FAST, [ANNOTATION_VOLUME_CLAIM_TEMPLATES]: 'x' } } }),
+    undefined,
+    'a Deployment has no templates to name: the annotation means nothing there',
+  );
+  t.equal(
+    policyProblem('StatefulSet', statefulSet({ ...FAST, [ANNOTATION_TARGET_SIZE]: 'big' }, { deleting: true })),
+    undefined,
+    'a StatefulSet being deleted: nothing to say',
+  );
   t.end();
 });
