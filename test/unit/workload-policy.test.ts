@@ -191,7 +191,7 @@ t.test('what is wrong with a policy is said in words, each problem once', (t) =>
   const d = {
     metadata: { name: 'web', namespace: 'shop', annotations: { ...FAST, [ANNOTATION_TARGET_SIZE]: '-1Gi' } },
   };
-  t.match(policyProblem('Deployment', d as V1Deployment), /target-size "-1Gi" is not a size/, 'a Deployment alike');
+  t.match(policyProblem('Deployment', d), /target-size "-1Gi" is not a size/, 'a Deployment alike');
   t.equal(
     policyProblem('Deployment', { metadata: { annotations: { ...FAST, [ANNOTATION_VOLUME_CLAIM_TEMPLATES]: 'x' } } }),
     undefined,
