@@ -197,10 +197,21 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     refusedPolicies.set(uid, problem);
   };
 
-  /** An Event on the StatefulSet or Deployment (`Kind/name`) whose policy moved one of its claims. */
+  /**
+   * An Event on the StatefulSet or Deployment (`Kind/name`) whose policy moved one
+   * of its claims. With the workload's uid: `kubectl describe` selects the Events
+   * of an object by involvedObject.uid too, and shows none without it.
+   */
   const recordOnWorkload = async (namespace: string, workload: string, reason: string, message: string) => {
     const [kind = '', name = ''] = workload.split('/');
-    await recorder.record({ apiVersion: 'apps/v1', kind, name, namespace }, 'Normal', reason, message);
+    const cache = kind === 'StatefulSet' ? caches.statefulSets : kind === 'Deployment' ? caches.deployments : undefined;
+    const uid = cache?.get(`${namespace}/${name}`)?.metadata?.uid;
+    await recorder.record(
+      { apiVersion: 'apps/v1', kind, name, namespace, ...(uid ? { uid } : {}) },
+      'Normal',
+      reason,
+      message,
+    );
   };
 
   /**

@@ -4,7 +4,7 @@
 // the claims of replicas added later are created on the target, with no
 // migration, until the annotation is removed.
 import t from 'tap';
-import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import type { CoreV1Event, V1PersistentVolumeClaim, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import { paths } from '../../src/kube.js';
 import {
   ANNOTATION_CUTOVER,
@@ -62,6 +62,16 @@ t.test(
     t.equal((await migrationsIn(ns)).length, 3, 'one migration per replica');
     const created = await eventReasonsWith(kube, ns, 'db', 'StatefulSet', ['ReplicaMigrationCreated']);
     t.equal(created.filter((r) => r === 'ReplicaMigrationCreated').length, 3, 'an Event on the StatefulSet for each');
+    // Found as `kubectl describe statefulset` looks for them: by the object's uid too.
+    const set = await kube.get<V1StatefulSet>(paths.statefulSets(ns, 'db'));
+    const described = await kube.list<CoreV1Event>(paths.events(ns), {
+      fieldSelector: `involvedObject.kind=StatefulSet,involvedObject.name=db,involvedObject.uid=${set?.metadata?.uid}`,
+    });
+    t.equal(
+      described.items.filter((e) => e.reason === 'ReplicaMigrationCreated').length,
+      3,
+      "the Events carry the StatefulSet's uid (kubectl describe shows them)",
+    );
 
     // Never more than one replica down: sampled through the whole rollout.
     let mostDown = 0;
