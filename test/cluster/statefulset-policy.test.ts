@@ -9,6 +9,7 @@ import { paths } from '../../src/kube.js';
 import {
   ANNOTATION_CUTOVER,
   ANNOTATION_TARGET_CLASS,
+  ANNOTATION_TARGET_SIZE,
   LABEL_NAMESPACE_ACTIVE,
   SCHEDULING_GATE,
 } from '../../src/names.js';
@@ -190,6 +191,41 @@ t.test(
     t.pass('a recreated replica starts at once on its old volume');
   },
 );
+
+t.test('a target size that is no size: a Warning on the StatefulSet, no migration, until it is fixed', async (t) => {
+  const ns = await freshNamespace(kube);
+  await kube.create(paths.statefulSets(ns), statefulSet('db'));
+  await waitFor('db-0 Ready', async () => ((await podsOf(ns)).filter(isReady).length === 1 ? true : undefined));
+  await kube.patch(paths.statefulSets(ns, 'db'), {
+    metadata: { annotations: { [ANNOTATION_TARGET_CLASS]: 'fast', [ANNOTATION_TARGET_SIZE]: 'big' } },
+  });
+  const set = await kube.get<V1StatefulSet>(paths.statefulSets(ns, 'db'));
+  const warnings = await waitFor('the Warning on the StatefulSet', async () => {
+    const events = await kube.list<CoreV1Event>(paths.events(ns), {
+      fieldSelector: `involvedObject.kind=StatefulSet,involvedObject.name=db,involvedObject.uid=${set?.metadata?.uid}`,
+    });
+    const found = events.items.filter((e) => e.reason === 'InvalidWorkloadPolicy');
+    return found.length ? found : undefined;
+  });
+  t.match(
+    warnings[0],
+    {
+      type: 'Warning',
+      message: /^pvshift.io\/target-size "big" is not a size such as 20Gi: the policy moves no claim/,
+    },
+    'it says which value is wrong, and what that means',
+  );
+  t.same(await migrationsIn(ns), [], 'no migration from a policy pvshift cannot act on');
+  t.equal(warnings[0]?.count ?? 1, 1, 'said once, however often the controller looks again');
+
+  await kube.patch(paths.statefulSets(ns, 'db'), { metadata: { annotations: { [ANNOTATION_TARGET_SIZE]: '2Gi' } } });
+  const m = await waitForPhase(kube, ns, 'data-db-0', ['WaitingForCutover']);
+  t.equal(m.spec.targetSize, '2Gi', 'fixed: the migration follows, with the size');
+  await kube.patch(paths.statefulSets(ns, 'db'), {
+    metadata: { annotations: { [ANNOTATION_TARGET_CLASS]: null, [ANNOTATION_TARGET_SIZE]: null } },
+  });
+  await waitForPhase(kube, ns, 'data-db-0', ['Aborted']);
+});
 
 t.test('cutover: Evict on the StatefulSet: pvshift rolls the replicas itself, highest ordinal first', async (t) => {
   const ns = await freshNamespace(kube);
