@@ -112,7 +112,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   const enqueueMigration = (m: VolumeMigration) => queue.add(workKeyOf('migration', m));
   const enqueueNamespace = (namespace: string | undefined) => {
     if (!namespace) return;
-    for (const m of caches.migrations.list()) if (m.metadata.namespace === namespace) enqueueMigration(m);
+    for (const m of caches.migrations.listIn(namespace)) enqueueMigration(m);
   };
   const enqueueByUid = (uid: string | undefined) => {
     if (!uid) return;
@@ -220,10 +220,11 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
    */
   const applyShortcut = async (claim: V1PersistentVolumeClaim): Promise<void> => {
     const uid = claim.metadata?.uid ?? '';
-    const policy =
-      workloadPolicyOf(claim, caches.statefulSets.list()) ?? deploymentPolicyOf(claim, caches.deployments.list());
-    const action = shortcutAction(claim, caches.migrations.list(), policy);
     const ns = claim.metadata?.namespace;
+    const policy =
+      workloadPolicyOf(claim, caches.statefulSets.listIn(ns ?? '')) ??
+      deploymentPolicyOf(claim, caches.deployments.listIn(ns ?? ''));
+    const action = shortcutAction(claim, caches.migrations.listIn(ns ?? ''), policy);
     const signature = annotationSignature(claim, policy);
     if (policy?.standing && ns) await labelForPolicy(ns);
     if (!claim.metadata?.annotations?.[ANNOTATION_TARGET_CLASS] && !policy) refusedAnnotations.delete(uid);
@@ -289,9 +290,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   });
   // A policy set, changed or removed: every claim of the namespace is looked at again.
   const enqueueClaimsIn = (ns: string | undefined) => {
-    for (const claim of caches.claims.list()) {
-      if (claim.metadata?.namespace === ns) queue.add(workKeyOf('claim', claim));
-    }
+    for (const claim of caches.claims.listIn(ns ?? '')) queue.add(workKeyOf('claim', claim));
   };
   caches.statefulSets.on((type, set) => {
     enqueueClaimsIn(set.metadata?.namespace);

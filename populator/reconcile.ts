@@ -181,7 +181,7 @@ export class Reconciler {
     const stagingVolumeName = status.targetVolumeName ?? stagingClaim?.spec?.volumeName;
     const stagingVolume = stagingVolumeName ? storedOrNone(this.caches.volumes.get(stagingVolumeName)) : undefined;
     const helperClaim = storedOrNone(this.caches.claims.get(`${ns}/${sourceHelperClaimName(uid)}`));
-    const pods = this.caches.pods.list().filter((p) => p.metadata?.namespace === ns);
+    const pods = this.caches.pods.listIn(ns);
     const copyPods: Partial<Record<Pass, Stored<V1Pod>>> = {};
     for (const pass of PASSES) {
       const pod = storedOrNone(this.caches.pods.get(`${ns}/${copyPodNameFor(uid, pass)}`));
@@ -200,12 +200,12 @@ export class Reconciler {
       ...(helperClaim ? { helperClaim } : {}),
       consumers: pods.filter(isStored).filter((p) => !isCopyPod(p) && mountsClaim(p, migration.spec.claimName)),
       copyPods,
-      siblings: this.caches.migrations.list().filter((m) => m.metadata.namespace === ns),
+      siblings: this.caches.migrations.listIn(ns),
       movedReplicasReady: this.movedReplicasReady(migration, pods),
       namespaceLabelled: namespace?.metadata?.labels?.[LABEL_NAMESPACE_ACTIVE] === 'true',
       workloadPolicyActive: this.caches.statefulSets
-        .list()
-        .some((s) => s.metadata?.namespace === ns && !!s.metadata.annotations?.[ANNOTATION_TARGET_CLASS]),
+        .listIn(ns)
+        .some((s) => !!s.metadata?.annotations?.[ANNOTATION_TARGET_CLASS]),
       namespaceTerminating: !!namespace?.metadata?.deletionTimestamp || namespace?.status?.phase === 'Terminating',
       fidelity: copyFidelityFor(ns, namespace?.metadata?.labels),
       ...(refused ? { copyPodRefused: refused } : {}),
@@ -587,13 +587,8 @@ export class Reconciler {
     if (!workload) return true;
     const ns = migration.metadata.namespace;
     const moved = this.caches.migrations
-      .list()
-      .filter(
-        (m) =>
-          m.metadata.namespace === ns &&
-          m.metadata.annotations?.[ANNOTATION_WORKLOAD] === workload &&
-          phaseOf(m) === 'Succeeded',
-      );
+      .listIn(ns)
+      .filter((m) => m.metadata.annotations?.[ANNOTATION_WORKLOAD] === workload && phaseOf(m) === 'Succeeded');
     return moved.every((m) => {
       const users = pods.filter((p) => !isCopyPod(p) && mountsClaim(p, m.spec.claimName));
       return (

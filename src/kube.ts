@@ -416,6 +416,8 @@ const SHORT_WATCH_MS = 1_000;
  */
 export class Informer<T extends KubeObject> {
   private readonly cache = new Map<string, T>();
+  /** The same objects by namespace, so a reconcile reads its namespace's, not the cluster's. */
+  private readonly byNamespace = new Map<string, Map<string, T>>();
   private readonly handlers: Handler<T>[] = [];
   private abort = new AbortController();
   private synced = false;
@@ -466,8 +468,29 @@ export class Informer<T extends KubeObject> {
     return [...this.cache.values()];
   }
 
+  /** The objects of one namespace (cluster-scoped objects: the namespace ''). */
+  listIn(namespace: string): T[] {
+    return [...(this.byNamespace.get(namespace)?.values() ?? [])];
+  }
+
   get(key: string): T | undefined {
     return this.cache.get(key);
+  }
+
+  private put(key: string, object: T): void {
+    this.cache.set(key, object);
+    const ns = object.metadata?.namespace ?? '';
+    let here = this.byNamespace.get(ns);
+    if (!here) this.byNamespace.set(ns, (here = new Map<string, T>()));
+    here.set(key, object);
+  }
+
+  private remove(key: string, object: T): void {
+    this.cache.delete(key);
+    const ns = object.metadata?.namespace ?? '';
+    const here = this.byNamespace.get(ns);
+    here?.delete(key);
+    if (here?.size === 0) this.byNamespace.delete(ns);
   }
 
   start(): this {
@@ -491,13 +514,13 @@ export class Informer<T extends KubeObject> {
       const key = keyOf(item);
       seen.add(key);
       const old = this.cache.get(key);
-      this.cache.set(key, item);
+      this.put(key, item);
       if (!old) this.emit('add', item);
       else if (old.metadata?.resourceVersion !== item.metadata?.resourceVersion) this.emit('update', item, old);
     }
     for (const [key, old] of this.cache) {
       if (!seen.has(key)) {
-        this.cache.delete(key);
+        this.remove(key, old);
         this.emit('delete', old);
       }
     }
@@ -538,10 +561,10 @@ export class Informer<T extends KubeObject> {
             const key = keyOf(object);
             const old = this.cache.get(key);
             if (type === 'DELETED') {
-              this.cache.delete(key);
+              this.remove(key, old ?? object);
               this.emit('delete', object);
             } else {
-              this.cache.set(key, object);
+              this.put(key, object);
               this.emit(old ? 'update' : 'add', object, old);
             }
           },

@@ -246,6 +246,8 @@ void t.test('a watch cut mid-stream resumes from the last resourceVersion and lo
 
   t.same(events, ['add before', 'add after-1', 'add after-2', 'delete before'], 'each change once, in order');
   t.same(informer.list().map(keyOf).sort(), [`${space}/after-1`, `${space}/after-2`]);
+  t.same(informer.listIn(space).map(keyOf).sort(), [`${space}/after-1`, `${space}/after-2`], 'its namespace alike');
+  t.same(informer.listIn('elsewhere'), [], 'and no other');
   const after = requestsFor(path, from);
   t.same(after.map(shape), ['watch'], 'a watch again, no relist');
   t.ok(
@@ -292,6 +294,11 @@ void t.test('an expired watch (410 Gone) relists, and the list has what happened
     'the relist, not the new watch, brought the changes',
   );
   t.same(informer.list().map(keyOf).sort(), [`${space}/born`, `${space}/kept`]);
+  t.same(
+    informer.listIn(space).map(keyOf).sort(),
+    [`${space}/born`, `${space}/kept`],
+    'the relist kept the namespace index',
+  );
   const list = requestsFor(path, from)[1];
   const rewatch = requestsFor(path, from)[2];
   t.ok(
