@@ -127,7 +127,7 @@ export interface MigrationCacheOptions {
 }
 
 /**
- * Starts an informer on /apis/pvshift.io/v1alpha1/volumemigrations in all
+ * Starts informers on VolumeMigrations and StatefulSets (their policies) in all
  * namespaces. Returns at once; `isSynced()` turns true after the first list.
  * The informer (src/kube.ts) restarts a failed list or watch itself, with
  * backoff; this tracks how long it has been blind. Given a KubeConfig rather
@@ -143,66 +143,59 @@ export function startMigrationCache(
   const index = new MigrationIndex();
   const owned = client instanceof KubeConfig;
   const kube = client instanceof KubeConfig ? new Kube(client) : client;
-  const informer = new Informer<VolumeMigration>(
-    kube,
-    paths.migrations(),
-    {},
-    {
-      minBackoffMs: options.minBackoffMs ?? 1_000,
-      maxBackoffMs: options.maxBackoffMs ?? 30_000,
-    },
-  );
-
-  let listed = false;
-  // When the list or watch last went from working to failing; cleared only by
-  // a watch the server accepted, so repeated failures (a list that works and a
-  // watch that does not) do not restart the grace period.
-  let brokenSince: number | undefined;
+  const backoff = { minBackoffMs: options.minBackoffMs ?? 1_000, maxBackoffMs: options.maxBackoffMs ?? 30_000 };
   let stopped = false;
+  /**
+   * Follows one informer's watch: when it went from working to failing, cleared
+   * only by a watch the server accepted, so repeated failures (a list that works
+   * and a watch that does not) do not restart the grace period. Each informer
+   * has its own: one watch reopening says nothing of the other.
+   */
+  const watched = <T extends { metadata?: { namespace?: string; name?: string } }>(
+    path: string,
+    kind: string,
+  ): { informer: Informer<T>; brokenSince: () => number | undefined } => {
+    const informer = new Informer<T>(kube, path, {}, backoff);
+    let brokenSince: number | undefined;
+    informer.onWatchError((e: unknown) => {
+      if (stopped) return;
+      brokenSince ??= Date.now();
+      log.warn({ err: errorMessage(e) }, `${kind} watch failed; restarting`);
+    });
+    informer.onWatchOpen(() => {
+      if (brokenSince === undefined) return;
+      brokenSince = undefined;
+      log.info(`${kind} watch restored`);
+    });
+    return { informer, brokenSince: () => brokenSince };
+  };
 
+  const migrations = watched<VolumeMigration>(paths.migrations(), 'VolumeMigration');
+  const informer = migrations.informer;
   informer.on((type, m) => {
     if (type === 'delete') index.remove(m);
     else index.upsert(m);
   });
   // StatefulSets: only their policy annotation matters (a few hundred bytes kept per annotated set).
-  const sets = new Informer<V1StatefulSet>(
-    kube,
-    paths.statefulSets(),
-    {},
-    {
-      minBackoffMs: options.minBackoffMs ?? 1_000,
-      maxBackoffMs: options.maxBackoffMs ?? 30_000,
-    },
-  );
+  const statefulSets = watched<V1StatefulSet>(paths.statefulSets(), 'StatefulSet');
+  const sets = statefulSets.informer;
   sets.on((type, s) => {
     if (type === 'delete') index.removeStatefulSet(s);
     else index.upsertStatefulSet(s);
   });
-  sets.onWatchError((e: unknown) => {
-    if (stopped) return;
-    brokenSince ??= Date.now();
-    log.warn({ err: errorMessage(e) }, 'StatefulSet watch failed; restarting');
-  });
-  informer.onWatchError((e: unknown) => {
-    if (stopped) return;
-    brokenSince ??= Date.now();
-    log.warn({ err: errorMessage(e) }, 'VolumeMigration watch failed; restarting');
-  });
-  informer.onWatchOpen(() => {
-    if (brokenSince === undefined) return;
-    brokenSince = undefined;
-    log.info('VolumeMigration watch restored');
-  });
+  let listed = false;
   void Promise.all([informer.waitForSync(), sets.waitForSync()]).then(() => {
     if (stopped) return;
     listed = true;
     log.info({ migrations: index.size }, 'VolumeMigration cache synced');
   });
+  const fresh = (brokenSince: number | undefined) =>
+    brokenSince === undefined || Date.now() - brokenSince < staleGraceMs;
   informer.start();
   sets.start();
 
   return {
-    isSynced: () => listed && (brokenSince === undefined || Date.now() - brokenSince < staleGraceMs),
+    isSynced: () => listed && fresh(migrations.brokenSince()) && fresh(statefulSets.brokenSince()),
     migrationsForClaim: (namespace, claimName) => index.migrationsForClaim(namespace, claimName),
     policiesIn: (namespace) => index.policiesIn(namespace),
     waitForSync: (signal) =>

@@ -348,6 +348,19 @@ void t.test("the webhook's migration cache on the one client", async (t) => {
     ['move-a'],
     'nothing lost on the way',
   );
+
+  // The StatefulSet watch fails alone (the policies a new replica's claim is
+  // created by): blind too; and synced again once that watch reopens, though
+  // the migrations' watch never broke.
+  const sets = paths.statefulSets();
+  await until('the StatefulSet watch open', () => (proxy.openWatches({ path: sets }).length > 0 ? true : undefined));
+  proxy.serverError({ path: sets, watch: true, times: Infinity });
+  proxy.dropWatches({ path: sets });
+  await until('the cache no longer synced (StatefulSets)', () => (cache.isSynced() ? undefined : true));
+  t.ok(proxy.openWatches({ path }).length > 0, "the migrations' watch stayed open throughout");
+  proxy.reset();
+  await until('synced again once the StatefulSet watch reopens', () => (cache.isSynced() ? true : undefined));
+  t.pass('each watch is judged by its own reopening');
 });
 
 void t.test('the real answers classifyApiError sorts', async (t) => {
