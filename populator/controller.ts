@@ -30,7 +30,7 @@ import { EventRecorder } from './events.js';
 import { liftGate } from './gates.js';
 import { LeaderElector } from './leader-election.js';
 import { createControllerMetrics } from './metrics.js';
-import { createCaches, Reconciler } from './reconcile.js';
+import { createCaches, Reconciler, writeStatus } from './reconcile.js';
 import { isOrphanGated } from './orphans.js';
 import { deploymentPolicyOf, policyProblem, workloadPolicyOf } from '../src/workload-policy.js';
 import { ABORT_PATCH, annotationSignature, INVALID_ANNOTATION_REASON, shortcutAction } from './shortcut.js';
@@ -335,11 +335,8 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     const text = `retrying: ${message}`.slice(0, 1024);
     if (!m || m.status?.message === text || isTerminal(phaseOf(m))) return;
     try {
-      await kube.patch(
-        `${paths.migrations(m.metadata.namespace, m.metadata.name)}/status`,
-        { status: { message: text } },
-        'merge',
-      );
+      // Guarded: a view older than the step that finished the migration must not write over its outcome.
+      await writeStatus(kube, m, { message: text });
     } catch {
       // Best effort: the log has it either way.
     }
@@ -428,11 +425,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     const conditions = withCondition(m.status?.conditions ?? [], 'Degraded', note, new Date());
     const status = { conditions, ...(message === undefined ? {} : { message }) };
     try {
-      await kube.patch(
-        `${paths.migrations(m.metadata.namespace, m.metadata.name)}/status`,
-        { metadata: { resourceVersion: m.metadata.resourceVersion }, status },
-        'merge',
-      );
+      await writeStatus(kube, m, status);
     } catch (e: unknown) {
       if (!(e instanceof ApiError && e.code === 409)) throw e;
     }

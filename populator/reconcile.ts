@@ -99,6 +99,17 @@ export function isCopyPod(pod: V1Pod): boolean {
   );
 }
 
+/**
+ * The one way pvshift writes a migration's status: a merge patch of the status
+ * subresource, guarded by the resourceVersion the writer decided on (in a merge
+ * patch it is a precondition), so a decision made on a stale view gets 409 and
+ * is made again, never written over a newer one.
+ */
+export async function writeStatus(kube: Kube, m: VolumeMigration, status: VolumeMigrationStatus): Promise<void> {
+  const patch = { metadata: { resourceVersion: m.metadata.resourceVersion }, status };
+  await kube.patch(`${paths.migrations(m.metadata.namespace, m.metadata.name)}/status`, patch, 'merge');
+}
+
 /** How soon to try again when plan started a copy whose slot went to another migration meanwhile. */
 const COPY_SLOT_RETRY_MS = 2000;
 
@@ -315,10 +326,8 @@ export class Reconciler {
     return paths.migrations(m.metadata.namespace, m.metadata.name);
   }
 
-  private async patchStatus(m: VolumeMigration, status: VolumeMigrationStatus): Promise<void> {
-    // resourceVersion in a merge patch is a precondition: a stale cache gets 409.
-    const patch = { metadata: { resourceVersion: m.metadata.resourceVersion }, status };
-    await this.kube.patch(`${this.migrationPath(m)}/status`, patch, 'merge');
+  private patchStatus(m: VolumeMigration, status: VolumeMigrationStatus): Promise<void> {
+    return writeStatus(this.kube, m, status);
   }
 
   /** Does the step; returns a delay where the cluster said "not now" (a PodDisruptionBudget). */
