@@ -979,20 +979,29 @@ function syncPod(n: number, state: Parameters<typeof copyPod>[1]): ReturnType<ty
   return p;
 }
 
+/** A migration waiting for cutover after its pre-sync, with `status` and `spec` over that. */
+function waitingSynced(status: VolumeMigrationStatus = {}, spec = {}): VolumeMigration {
+  return migration({ phase: 'WaitingForCutover', spec, status: prepared({ ...SYNCED, ...status }) });
+}
+
+/** Its world: the claim on its retained source, the staging claim bound, the application running on node-1. */
+function syncedWorld() {
+  return {
+    claim: originalClaim(),
+    sourceVolume: retainedSource(),
+    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
+    consumers: [pod('app-0', { node: 'node-1' })],
+  };
+}
+
 /** `seconds` before NOW, as a status time. */
 function ago(seconds: number): string {
   return new Date(NOW.getTime() - seconds * 1000).toISOString();
 }
 
 t.test('WaitingForCutover: continuous sync re-syncs every resyncInterval while the application runs', (t) => {
-  const m = (status: VolumeMigrationStatus = {}, spec = {}) =>
-    migration({ phase: 'WaitingForCutover', spec, status: prepared({ ...SYNCED, ...status }) });
-  const base = {
-    claim: originalClaim(),
-    sourceVolume: retainedSource(),
-    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
-    consumers: [pod('app-0', { node: 'node-1' })],
-  };
+  const m = waitingSynced;
+  const base = syncedWorld();
   check(
     t,
     world({ ...base, migration: m({ lastSyncTime: ago(240) }) }),
@@ -1132,14 +1141,8 @@ t.test('WaitingForCutover: continuous sync re-syncs every resyncInterval while t
 });
 
 t.test('WaitingForCutover: a re-sync that fails for good is recorded, and the migration goes on', (t) => {
-  const m = (status: VolumeMigrationStatus = {}, spec = {}) =>
-    migration({ phase: 'WaitingForCutover', spec, status: prepared({ ...SYNCED, ...status }) });
-  const base = {
-    claim: originalClaim(),
-    sourceVolume: retainedSource(),
-    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
-    consumers: [pod('app-0', { node: 'node-1' })],
-  };
+  const m = waitingSynced;
+  const base = syncedWorld();
   const failed = syncPod(3, { phase: 'Failed', exitCode: 75, attempt: 2, message: 'rsync: connection reset' });
   const tolerated = check(
     t,
@@ -1212,16 +1215,11 @@ t.test('WaitingForCutover: a re-sync that fails for good is recorded, and the mi
 
 t.test('WaitingForCutover: the user asks for a re-sync (pvshift.io/sync-requested)', (t) => {
   const m = (status: VolumeMigrationStatus = {}, spec = {}, request = '2024-05-01T12:00:00.000Z') => {
-    const made = migration({ phase: 'WaitingForCutover', spec, status: prepared({ ...SYNCED, ...status }) });
+    const made = waitingSynced(status, spec);
     made.metadata.annotations = { ...made.metadata.annotations, [ANNOTATION_SYNC_REQUEST]: request };
     return made;
   };
-  const base = {
-    claim: originalClaim(),
-    sourceVolume: retainedSource(),
-    stagingClaim: claimWithVolume(STAGING, TARGET_PV),
-    consumers: [pod('app-0', { node: 'node-1' })],
-  };
+  const base = syncedWorld();
   check(
     t,
     world({ ...base, migration: m({ lastSyncTime: ago(10) }) }),
