@@ -226,6 +226,24 @@ t.test(
     );
     await new Promise((resolve) => setTimeout(resolve, 3000));
     t.equal((await migrationOf(kube, ns, app))?.status?.syncPasses, 2, 'served once: no pass follows by itself');
+    const wide = execFileSync(
+      cluster.binaries.kubectl,
+      ['--kubeconfig', cluster.kubeconfigPath, 'get', 'volumemigrations', '-n', ns, '-o', 'wide'],
+      { encoding: 'utf8' },
+    );
+    t.match(
+      wide,
+      /LAST SYNC\s+FINAL COPY ESTIMATE/,
+      'kubectl get -o wide: when it last synced, and the final copy estimate',
+    );
+    t.match(
+      wide,
+      new RegExp(
+        `^billing .*WaitingForCutover .*\\s\\d+s\\s+${served?.status?.finalCopyEstimateSeconds}\\s+\\S+\\s*$`,
+        'm',
+      ),
+      'with their values',
+    );
 
     // The target's root made immutable: the next pass cannot create a file there, and fails for good.
     const staging = await kube.get<V1PersistentVolumeClaim>(
