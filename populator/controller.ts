@@ -253,7 +253,12 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
         );
       } else if (action.kind === 'abort') {
         // Marked as withdrawn by the annotation, so annotating again starts over.
-        await kube.patch(paths.migrations(ns, action.name), ABORT_PATCH, 'merge');
+        // Guarded by the resourceVersion the decision was read at: the cache may lag
+        // a cutover already begun (the original claim deleted: an abort now would roll
+        // it back) or this very abort (a second Event); the 409 retries on fresh state.
+        const seen = caches.migrations.get(`${ns}/${action.name}`)?.metadata.resourceVersion;
+        const guarded = { ...ABORT_PATCH, metadata: { ...ABORT_PATCH.metadata, resourceVersion: seen } };
+        await kube.patch(paths.migrations(ns, action.name), guarded, 'merge');
         logger.info({ claim: keyOf(claim) }, 'annotation removed before cutover: aborting');
         const workload = caches.migrations.get(`${ns}/${action.name}`)?.metadata.annotations?.[ANNOTATION_WORKLOAD];
         if (workload && ns) {
@@ -270,7 +275,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
           signature,
           `the VolumeMigration for this claim was refused by the API server: ${apiMessage(e)}`,
         );
-      } else if (!(e instanceof ApiError && e.code === 409)) {
+      } else if (action.kind === 'abort' || !(e instanceof ApiError && e.code === 409)) {
         throw e;
       }
     }
