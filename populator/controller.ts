@@ -288,10 +288,19 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       logger.warn({ pod: keyOf(pod) }, 'released a pod gated for a migration that no longer exists');
   };
 
-  caches.migrations.on((type, m) => {
+  caches.migrations.on((type, m, old) => {
     if (type !== 'delete') enqueueMigration(m);
     // A record replaced for the annotation is gone: create its successor now, not at the next requeue.
     else queue.add(formatWorkKey({ kind: 'claim', namespace: m.metadata.namespace, name: m.spec.claimName }));
+    // A replica of a workload's rollout moved on (cut over, finished): the next one's
+    // turn may have come (rollout.ts), now rather than at its next look.
+    const workload = m.metadata.annotations?.[ANNOTATION_WORKLOAD];
+    if (workload && phaseOf(m) !== (old ? phaseOf(old) : undefined)) {
+      for (const sibling of caches.migrations.listIn(m.metadata.namespace)) {
+        if (sibling !== m && sibling.metadata.annotations?.[ANNOTATION_WORKLOAD] === workload)
+          enqueueMigration(sibling);
+      }
+    }
   });
   // A policy set, changed or removed: every claim of the namespace is looked at again.
   const enqueueClaimsIn = (ns: string | undefined) => {

@@ -98,6 +98,8 @@ export const Reason = {
 
   // Terminal: what a finished migration still does.
   SourceReleased: 'SourceReleased',
+  /** A copy pod or staging claim pvshift deleted is still going (grace period, pvc-protection). */
+  TidyingUp: 'TidyingUp',
 
   // Conditions (populator/conditions.ts).
   /** Degraded=False. */

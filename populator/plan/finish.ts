@@ -8,7 +8,7 @@ import { Reason } from '../../src/reasons.js';
 import type { World } from '../world.js';
 import { isBoundTo, isMadeBy, isStampedBy, releasable } from './ownership.js';
 import { hasFinalizer, isGated, migrationsOfPod, rvOf } from './readers.js';
-import { deleteClaim, liftGates, normal } from './steps.js';
+import { deleteClaim, liftGates, normal, wait, WAIT_SHORT } from './steps.js';
 import type { Step } from './types.js';
 
 /**
@@ -18,13 +18,18 @@ import type { Step } from './types.js';
 export function planTerminal(w: World, phase: Phase): Step {
   const m = w.migration;
   const status = m.status ?? {};
+  // What is already going is waited for, not deleted again (once per reconcile,
+  // that was a burst of DELETEs for a pod in its grace period or a claim held
+  // by pvc-protection); the wait keeps the finished migration's message.
+  const going = wait(Reason.TidyingUp, status.message ?? '', WAIT_SHORT);
   for (const pass of ['final', 'presync', 'measure'] as const) {
     const pod = w.copyPods[pass];
-    if (pod) return { kind: 'deleteCopyPod', pass, name: pod.metadata.name };
+    if (pod) return pod.metadata.deletionTimestamp ? going : { kind: 'deleteCopyPod', pass, name: pod.metadata.name };
   }
   // After cutover a Failed migration was Held: its copy may be the only one, and stays.
   const beforeCutover = phase === 'Aborted' || (phase === 'Failed' && !status.cutoverStartTime);
-  if (beforeCutover && w.stagingClaim && isMadeBy(w.stagingClaim, m)) return deleteClaim(w.stagingClaim, 'staging');
+  if (beforeCutover && w.stagingClaim && isMadeBy(w.stagingClaim, m))
+    return w.stagingClaim.metadata.deletionTimestamp ? going : deleteClaim(w.stagingClaim, 'staging');
   const source = w.sourceVolume;
   const original = source?.metadata.annotations?.[ANNOTATION_ORIGINAL_RECLAIM_POLICY];
   // Back on (or never off) the source: its reclaim policy is the user's again. Only

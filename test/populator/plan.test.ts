@@ -2418,6 +2418,22 @@ t.test('finished migrations tidy up', (t) => {
     { kind: 'deleteClaim', name: STAGING, why: 'staging' },
     'Aborted: the staging claim is deleted',
   );
+  const going = { ...staging, metadata: { ...staging.metadata, deletionTimestamp: NOW } };
+  const outcome = finished('Aborted', { status: { message: 'aborted before cutover; cleaning up' } });
+  check(
+    t,
+    world({ migration: outcome, stagingClaim: going }),
+    { kind: 'wait', message: 'aborted before cutover; cleaning up', afterMs: 1000 },
+    'a staging claim already going (pvc-protection) is waited for, not deleted again, and the message stays',
+  );
+  const leaving = copyPod('presync', { phase: 'Running' });
+  leaving.metadata.deletionTimestamp = NOW;
+  check(
+    t,
+    world({ migration: outcome, copyPods: { presync: leaving } }),
+    { kind: 'wait', message: 'aborted before cutover; cleaning up' },
+    'a copy pod in its grace period alike',
+  );
   check(
     t,
     world({ migration: finished('Failed'), stagingClaim: staging }),
