@@ -13,12 +13,25 @@
 // - copy+verify: the same with `--verify metadata`;
 // - final pass: the runner again, `--delete --verify none`, onto an up-to-date
 //   copy (what the downtime holds when nothing changed since the pre-sync);
+// - final pass+verify: the same with `--verify metadata`: the source listed
+//   while rsync runs, the target after it;
+// - early listing / verify after rsync: the verification as run.ts runs it,
+//   in this process, in its two parts: the source's listing (listSourceEarly,
+//   which the runner starts beside rsync) alone, then what is left once rsync
+//   is done (the target listed and compared, and one find that stats the
+//   source for anything changed since the listing began): the part on the
+//   final pass's critical path, "after rsync/copy" (target <= 0.2);
 // - verify: the runner's verification step alone (verifyCopy, as run.ts calls
-//   it with the features this filesystem has), in this process, on the source
-//   and a finished copy: both trees listed at once, then compared. "find" is
-//   how it reads the trees now, "lstat walk" how it did before (still its
-//   fallback when find cannot run); "no getfattr": as on a target that holds
-//   neither xattrs nor ACLs, where getfattr does not run.
+//   it with the features this filesystem has, but without an early listing),
+//   on the source and a finished copy: both trees listed at once, then
+//   compared. "find" is how it reads the trees now, "lstat walk" how it did
+//   before (still its fallback when find cannot run); "no getfattr": as on a
+//   target that holds neither xattrs nor ACLs, where getfattr does not run.
+//
+// The baseline of every ratio is "copy", the first full copy of the tree
+// (what the issue calls the copy the verification checks: the target it
+// verifies is the whole tree, not the final pass's delta); "added/copy" is
+// what verification adds to a final pass, contention with rsync included.
 //
 // Wall-clock seconds, and CPU seconds (user + system, child processes
 // included: GNU time for the runner, /proc/self/stat for this process's
@@ -68,7 +81,7 @@ execFileSync(process.execPath, [path.join(repo, 'node_modules/typescript/bin/tsc
 const runnerJs = path.join(compiled, 'runner', 'cli.js');
 
 // The verification as the runner runs it: compiled too.
-const { verifyCopy } = (await import(
+const { listSourceEarly, verifyCopy } = (await import(
   pathToFileURL(path.join(compiled, 'runner', 'tree-listing.js')).href
 )) as typeof import('../runner/tree-listing.js');
 
@@ -166,6 +179,30 @@ async function verifyStep(src: string, dst: string, lister: 'find' | 'node', wit
   });
 }
 
+/** The source's listing as run.ts starts it while rsync copies (listSourceEarly), timed alone; then, timed, what is left after rsync. */
+async function earlySteps(src: string, dst: string): Promise<[Timing, Timing]> {
+  const options = {
+    features,
+    content: false,
+    mirror: true,
+    warn: (m: string) => console.error(`warning: ${m}`),
+    info: (m: string) => {
+      if (!m.startsWith('the source was listed while the copy ran'))
+        throw new Error(`the early listing was not used: ${m}`);
+    },
+  };
+  let early: ReturnType<typeof listSourceEarly> | undefined;
+  const during = await timedCall(async () => {
+    early = listSourceEarly(src, options);
+    await early.listing;
+  });
+  const after = await timedCall(async () => {
+    const diff = await verifyCopy(src, dst, { ...options, early });
+    if (diff.count > 0) throw new Error(`the copy differs: ${JSON.stringify(diff.differences.slice(0, 3))}`);
+  });
+  return [during, after];
+}
+
 const rounds = 3;
 const sizes = quick ? [2_000, 10_000] : [20_000, 100_000];
 console.log(
@@ -177,11 +214,25 @@ const names = [
   'copy',
   'copy+verify',
   'final pass',
+  'final pass+verify',
+  'early listing',
+  'verify after rsync',
   'verify (find)',
   'verify (lstat walk)',
   'verify (find, no getfattr)',
 ] as const;
-const header = ['files', ...names, 'find/copy', '(CPU)', 'walk/copy', 'no getfattr/copy', '(CPU)', 'find/final pass'];
+const header = [
+  'files',
+  ...names,
+  'after rsync/copy',
+  '(CPU)',
+  'added/copy',
+  'find/copy',
+  '(CPU)',
+  'walk/copy',
+  'no getfattr/copy',
+  '(CPU)',
+];
 const rows: string[][] = [header];
 for (const n of sizes) {
   const src = path.join(work, 'src');
@@ -192,29 +243,40 @@ for (const n of sizes) {
     ['copy', () => runner(src, newTarget(), ['--verify', 'none'])],
     ['copy+verify', () => runner(src, newTarget(), ['--verify', 'metadata'])],
     ['final pass', () => runner(src, upToDate, ['--verify', 'none', '--delete'])],
+    ['final pass+verify', () => runner(src, upToDate, ['--verify', 'metadata', '--delete'])],
+    [
+      'early listing',
+      async () => {
+        const [during, after] = await earlySteps(src, upToDate);
+        record('verify after rsync', after);
+        return during;
+      },
+    ],
     ['verify (find)', () => verifyStep(src, upToDate, 'find')],
     ['verify (lstat walk)', () => verifyStep(src, upToDate, 'node')],
     ['verify (find, no getfattr)', () => verifyStep(src, upToDate, 'find', false)],
   ];
   // Best wall and best CPU, each over the rounds.
   const best = new Map<string, Timing>();
+  const record = (name: string, s: Timing): void => {
+    const b = best.get(name);
+    best.set(name, { wall: Math.min(b?.wall ?? Infinity, s.wall), cpu: Math.min(b?.cpu ?? Infinity, s.cpu) });
+  };
   for (let r = 0; r < rounds; r++) {
-    for (const [name, fn] of r % 2 === 0 ? variants : [...variants].reverse()) {
-      const s = await fn();
-      const b = best.get(name);
-      best.set(name, { wall: Math.min(b?.wall ?? Infinity, s.wall), cpu: Math.min(b?.cpu ?? Infinity, s.cpu) });
-    }
+    for (const [name, fn] of r % 2 === 0 ? variants : [...variants].reverse()) record(name, await fn());
   }
   const get = (name: (typeof names)[number]): Timing => best.get(name) ?? { wall: NaN, cpu: NaN };
   const row = [
     n.toLocaleString('en-US'),
     ...names.map((k) => `${get(k).wall.toFixed(2)}/${get(k).cpu.toFixed(2)}`),
+    (get('verify after rsync').wall / get('copy').wall).toFixed(2),
+    (get('verify after rsync').cpu / get('copy').cpu).toFixed(2),
+    ((get('final pass+verify').wall - get('final pass').wall) / get('copy').wall).toFixed(2),
     (get('verify (find)').wall / get('copy').wall).toFixed(2),
     (get('verify (find)').cpu / get('copy').cpu).toFixed(2),
     (get('verify (lstat walk)').wall / get('copy').wall).toFixed(2),
     (get('verify (find, no getfattr)').wall / get('copy').wall).toFixed(2),
     (get('verify (find, no getfattr)').cpu / get('copy').cpu).toFixed(2),
-    (get('verify (find)').wall / get('final pass').wall).toFixed(2),
   ];
   rows.push(row);
   console.log(
@@ -238,14 +300,14 @@ const widths = header.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').len
 console.log();
 for (const row of rows) console.log(row.map((c, i) => c.padStart(widths[i] ?? 0)).join('  '));
 console.log(
-  '\ncopy: the runner --verify none into an empty directory; final pass: --delete --verify none onto an up-to-date copy;',
-);
-console.log(
-  'verify: the verification step alone (both trees listed at once, then compared); find/copy: its wall-clock time over the',
-);
-console.log(
-  "copy's (target <= 0.20), (CPU): the same in CPU seconds; walk/copy: the lstat walk's (how verification read the trees before);",
-);
-console.log(
-  'no getfattr: xattrs and ACLs not compared (a target that holds neither), so only the listings and the comparison.',
+  `
+copy: the runner --verify none into an empty directory (the baseline of every ratio); final pass: --delete --verify none
+onto an up-to-date copy; final pass+verify: the same with --verify metadata (the source listed while rsync runs).
+early listing: the source's listing as the runner starts it beside rsync (listSourceEarly), alone; verify after rsync:
+what is left once rsync is done (the target listed and compared, one find statting the source for changes since);
+after rsync/copy: its wall-clock time over the copy's (target <= 0.20), (CPU): the same in CPU seconds; added/copy:
+(final pass+verify - final pass) over the copy, what verification adds to the final pass, the early listing's
+contention with rsync included (a difference of two best-of-${rounds} times: noisy); verify (find): both trees listed
+after the copy, then compared; walk/copy: the lstat walk's (how verification read the trees before find); no getfattr:
+xattrs and ACLs not compared (a target that holds neither).`,
 );

@@ -147,6 +147,13 @@ class FindError extends Error {
  */
 const FIND_VANISHED = /^(?:\S*\/)?find: .*: No such file or directory$/;
 
+/**
+ * find's -printf format: one for every entry, or one for directories and
+ * another for the rest (`( -type d -printf DIR -o -printf OTHER )`), each
+ * ending the same number of fields with a NUL.
+ */
+export type FindFormat = string | { dir: string; other: string };
+
 export interface FindOptions extends WalkOptions {
   /** What the messages call the work: "scanning /src with find failed: ...". */
   verb: string;
@@ -154,11 +161,13 @@ export interface FindOptions extends WalkOptions {
 
 /**
  * Runs `find -P root -printf format`, pruning `options.skipTopLevel`, and
- * calls `onEntry` with each entry's bytes as they stream in: `format` ends
+ * calls `onEntry` with each entry's bytes as they stream in: `format` (each of
+ * its two formats, when it has two: FindFormat) ends
  * every one of its `fieldsPerEntry` fields with a NUL (`\0`), the one byte no
  * name and no symlink target can hold, and the entry handed over holds them
- * all, NULs included (read it with FindFields; it is valid only during the
- * call). `onEntry` returns false for an entry it cannot parse, which fails
+ * all, NULs included (read it with FindFields). Its bytes are never written
+ * again: a caller may keep the buffer they lie in (record-listing.ts does)
+ * instead of copying them. `onEntry` returns false for an entry it cannot parse, which fails
  * the run. Every entry is printed, the root first (its %P is empty), each
  * directory before what it holds.
  *
@@ -169,7 +178,7 @@ export interface FindOptions extends WalkOptions {
  */
 export function findEntries(
   root: string,
-  format: string,
+  format: FindFormat,
   fieldsPerEntry: number,
   onEntry: (entry: Buffer) => boolean,
   options: FindOptions,
@@ -194,7 +203,11 @@ export function findEntries(
         ];
   return new Promise((resolve, reject) => {
     // LC_ALL=C: messages in English (matched below), patterns matched byte by byte.
-    const child = spawn('find', ['-P', start, ...prune, '-printf', format], {
+    const print =
+      typeof format === 'string'
+        ? ['-printf', format]
+        : ['(', '-type', 'd', '-printf', format.dir, '-o', '-printf', format.other, ')'];
+    const child = spawn('find', ['-P', start, ...prune, ...print], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, LC_ALL: 'C' },
     });
@@ -271,6 +284,49 @@ export function findEntries(
           (e: NodeJS.ErrnoException) => reject(new FindError(failed, e.code)),
         );
       }
+    });
+  });
+}
+
+/**
+ * The first entry under `root` whose inode changed (ctime) after `afterNs`
+ * (ns since the epoch), from `find -P ROOT -newerct @S.N -printf %P -quit`:
+ * its path below the root ("." for the root itself), null when no entry
+ * changed since, or undefined when find cannot tell (not installed, or it
+ * failed: an entry that vanished under it is a change too). find stats every
+ * entry and prints at most one: no listing to parse.
+ */
+export function findChangedSince(
+  root: string,
+  afterNs: bigint,
+  signal?: AbortSignal,
+): Promise<string | null | undefined> {
+  const start = root.startsWith('/') ? root.replace(/(.)\/+$/, '$1') : `./${root.replace(/\/+$/, '')}`;
+  const whole = afterNs < 0n ? -((-afterNs + 999_999_999n) / 1_000_000_000n) : afterNs / 1_000_000_000n;
+  const reference = `@${whole}.${(afterNs - whole * 1_000_000_000n).toString().padStart(9, '0')}`;
+  return new Promise((resolve, reject) => {
+    signal?.throwIfAborted();
+    const child = spawn('find', ['-P', start, '-newerct', reference, '-printf', '%P\\0', '-quit'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+      env: { ...process.env, LC_ALL: 'C' },
+    });
+    const out: Buffer[] = [];
+    const stop = (): void => {
+      child.kill('SIGTERM');
+    };
+    signal?.addEventListener('abort', stop, { once: true });
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    // Not installed: find cannot tell.
+    child.on('error', () => resolve(undefined));
+    child.on('close', (code) => {
+      signal?.removeEventListener('abort', stop);
+      if (signal?.aborted) return reject(signal.reason as Error);
+      const printed = Buffer.concat(out);
+      if (printed.length > 0) {
+        const end = printed.indexOf(0);
+        const rel = printed.toString('latin1', 0, end < 0 ? printed.length : end);
+        resolve(rel === '' ? '.' : rel);
+      } else resolve(code === 0 ? null : undefined);
     });
   });
 }

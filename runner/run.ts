@@ -31,7 +31,7 @@ import {
 } from './rsync-progress.js';
 import { canSeeTrustedXattrs, checkCapacity, probeFeatures, readFsSpace, type FeatureProbe } from './target-probe.js';
 import { displayPath } from './tree-diff.js';
-import { verifyCopy } from './tree-listing.js';
+import { listSourceEarly, verifyCopy, type EarlySourceListing, type VerifyOptions } from './tree-listing.js';
 import { emptyTotals, scanTotals, type TreeTotals } from './tree-totals.js';
 import { nameArgument } from './tree-walk.js';
 import { TEMP_DIR_PREFIX, isReservedName, newTempDirName, removeLeftovers, reservedNames } from './temp-dir.js';
@@ -300,12 +300,15 @@ async function runRsyncGroups(
   tracker: ProgressTracker,
   say: (type: 'info' | 'warning', message: string) => void,
   children: Set<ChildProcess>,
+  onStarted: () => void = () => undefined,
 ): Promise<RsyncResult[]> {
   const warn = (m: string): void => say('warning', m);
   if (groups.length < 2) {
     const args = rsyncArgs(options, features, tempDir);
     say('info', `rsync ${args.join(' ')}`);
-    return [await runRsync(args, (p) => tracker.update(p), warn, children)];
+    const running = runRsync(args, (p) => tracker.update(p), warn, children);
+    onStarted();
+    return [await running];
   }
   const lists = groups.map((g) => [...g]);
   if (options.delete) {
@@ -315,13 +318,16 @@ async function runRsyncGroups(
     const extra = names.filter((n) => !isReservedName(n) && !inSource.has(n));
     lists[0]?.push(...extra);
   }
+  let started = 0;
   return Promise.all(
     lists.map(async (names, i) => {
       const list = path.join(tempDir, `include-${i}`);
       await fs.writeFile(list, includePatterns(names), 'latin1');
       const args = rsyncArgs(options, features, tempDir, { includeFrom: list });
       say('info', `rsync (${i + 1}/${lists.length}, ${names.length} top-level entries) ${args.join(' ')}`);
-      return runRsync(args, (p) => tracker.update(p, i), warn, children);
+      const running = runRsync(args, (p) => tracker.update(p, i), warn, children);
+      if (++started === lists.length) onStarted();
+      return running;
     }),
   );
 }
@@ -388,6 +394,10 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
   let differences: { count: number; differences: Difference[] } | undefined;
   let flusher: Flusher | undefined;
   let flushed: Promise<WriteBackError | undefined> | undefined;
+  // The early source listing (listSourceEarly) stops with the run, whichever way it ends.
+  let early: EarlySourceListing | undefined;
+  const earlyStop = new AbortController();
+  controller.signal.addEventListener('abort', () => earlyStop.abort(controller.signal.reason), { once: true });
 
   try {
     await requireDirectory(options.source, 'source');
@@ -492,6 +502,23 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
         );
       }
     }
+    const verifyOptions: VerifyOptions = {
+      features,
+      content: options.verify === 'checksum',
+      mirror: options.delete,
+      targetSkip: new Set([tempName]),
+      warn: (m: string) => say('warning', m),
+      info: (m: string) => say('info', `verifying: ${m}`),
+      signal: controller.signal,
+    };
+    // --verify metadata: the source is listed while rsync runs, started once
+    // rsync is (a final pass's source is not written; verifyCopy checks that
+    // nothing changed since the listing began, and lists it again if it did).
+    const listEarly = (): void => {
+      if (options.verify !== 'metadata' || early !== undefined) return;
+      early = listSourceEarly(options.source, { ...verifyOptions, signal: earlyStop.signal });
+      verifyOptions.early = early;
+    };
     let bulkCopied = false;
     if (plan.bulk) {
       const bulk = await bulkCopy(
@@ -520,7 +547,7 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
       if (aborted) throw new RunFailure(`stopped by ${aborted} (${outcome.reason})`, RUNNER_EXIT.TRANSIENT);
       if (outcome.exitCode !== RUNNER_EXIT.OK) throw new RunFailure(outcome.reason, outcome.exitCode);
     }
-    results.push(...(await runRsyncGroups(options, features, tempDir, plan.groups, tracker, say, children)));
+    results.push(...(await runRsyncGroups(options, features, tempDir, plan.groups, tracker, say, children, listEarly)));
     clearInterval(timer);
     timer = undefined;
     stats = sumStats(results.flatMap((r) => (r.stats ? [r.stats] : [])));
@@ -558,14 +585,7 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     flushed = flusher.finish().then(() => undefined, asWriteBackError);
     if (options.verify !== 'none') {
       say('info', `verifying (${options.verify})`);
-      const diff = await verifyCopy(options.source, options.target, {
-        features,
-        content: options.verify === 'checksum',
-        mirror: options.delete,
-        targetSkip: new Set([tempName]),
-        warn: (m: string) => say('warning', m),
-        signal: controller.signal,
-      });
+      const diff = await verifyCopy(options.source, options.target, verifyOptions);
       if (diff.count > 0) {
         throw new RunFailure(
           `verification (${options.verify}) failed: ${diff.count} path(s) differ, first: ${diff.differences[0]?.path ?? '?'}: ${diff.differences[0]?.what ?? '?'}`,
@@ -593,6 +613,8 @@ export async function runCopy(options: RunnerOptions, io: RunnerIO): Promise<Sum
     // A run that failed still waits for its flushes: no sync outlives the summary.
     await flusher?.stop();
     await flushed;
+    earlyStop.abort(new Error('the run is over'));
+    await early?.listing;
     io.signal?.removeEventListener('abort', onAbort);
     if (io.handleSignals) {
       process.off('SIGTERM', stop);

@@ -101,7 +101,11 @@ export function sameMtime(a: bigint, b: bigint): boolean {
   return false;
 }
 
-function sameRecord(a: Record<string, string> | undefined, b: Record<string, string> | undefined): string | undefined {
+/** The names whose values differ between two attribute records (comma-separated), or undefined when none do. */
+export function sameRecord(
+  a: Record<string, string> | undefined,
+  b: Record<string, string> | undefined,
+): string | undefined {
   const left = a ?? {};
   const right = b ?? {};
   // Most entries have none on either side: no sets and sorts for them.

@@ -8,7 +8,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Summary } from '../../src/runner-protocol.js';
 import type { EntryType, TreeEntry, TreeListing } from '../../runner/tree-diff.js';
-import { parseListingEntry, readListing, verifyCopy, type ListingOptions } from '../../runner/tree-listing.js';
+import {
+  EARLY_LISTING_MARGIN_MS,
+  changedAfterNs,
+  listSourceEarly,
+  parseListingEntry,
+  readListing,
+  verifyCopy,
+  type ListingOptions,
+} from '../../runner/tree-listing.js';
 import { binWithout, runInProcess, sh, which, workspace } from './fixtures/trees.js';
 
 /** A latin1 string of the bytes ff fe: a name that is not valid UTF-8. */
@@ -299,5 +307,162 @@ void t.test("find's listing entries", (t) => {
   t.equal(parseListingEntry(entry('f 644 x 0 0 0 1:1 1 5.0 a\0\0')), undefined, 'a uid that is not a number');
   t.equal(parseListingEntry(entry('f 644 0 0 0 0 1:1 1 5. a\0\0')), undefined, 'a dot and no fraction');
   t.equal(parseListingEntry(entry('f 644 0 0 0 0 1:1 1 1700000000.5')), undefined, 'no path field');
+  t.end();
+});
+
+/** `touch -r`: the entry's times (ns) as the other tree's same path has them, so that only what a test changed differs. */
+const sameTimes = (from: string, to: string, rels: string[]): string =>
+  rels.map((r) => `touch -h -r ${from}/${r} ${to}/${r}`).join('\n');
+
+void t.test('the comparison as bytes finds what the field-by-field comparison finds', async (t) => {
+  const { src, dst, log } = workspace(t, 'pvshift-verify-bytes-');
+  buildTree(src);
+  const run = await runInProcess(['--source', src, '--target', dst, '--verify', 'metadata', '--termination-log', log]);
+  t.equal(run.code, 0, run.stderr.join('\n'));
+  const many = `many/1-${'n'.repeat(140)}`;
+  const manySeconds = fs.lstatSync(path.join(src, many), { bigint: true }).mtimeNs / 1_000_000_000n;
+  sh(
+    [
+      'chmod 0755 a/suid',
+      'touch -d @1700000000.123456788 a/owned',
+      'ln -sfn ../b/h2 b/rel && chown -h 2345:6789 b/rel',
+      'chown 4321 "with space/file name"',
+      "truncate -s 100 'back\\slash'",
+      'rm fifo && touch fifo',
+      "rm '[x]*?/glob'",
+      'printf x > empty/extra',
+      // A hard link broken: b/h2 its own inode now, with the same contents and times.
+      'cp -a a/h1 b/h2.new && mv b/h2.new b/h2',
+      // A hard link made: zero now shares a/owned's inode.
+      'ln -f a/owned zero',
+      'setfattr -n user.color -v red a/owned && setfattr -n user.new -v 1 sparse',
+      'setfacl -m u:1234:r "with space/file name"',
+      'rm cdev && mknod cdev c 1 5',
+      "chmod 0700 $'new\\nline'",
+      // Whole seconds on the target where the source has nanoseconds: not a difference.
+      `touch -d @${manySeconds} ${many}`,
+      sameTimes(src, '.', [
+        'b/rel',
+        "'back\\slash'",
+        'fifo',
+        'cdev',
+        "'[x]*?'",
+        'empty',
+        'b/h2',
+        'b',
+        "$'new\\nline'",
+        '.',
+      ]),
+    ].join('\n'),
+    dst,
+  );
+  const options = {
+    features: { xattrs: true, acls: true, adminXattrs: true },
+    content: false,
+    warn: (m: string) => t.fail(`unexpected warning: ${m}`),
+  };
+  for (const mirror of [true, false]) {
+    const bytes = await verifyCopy(src, dst, { ...options, mirror, lister: 'find' });
+    const fields = await verifyCopy(src, dst, { ...options, mirror, lister: 'node' });
+    t.strictSame(bytes, fields, `mirror ${mirror}: the same differences, the same messages`);
+    const found = bytes.differences.map((d) => `${d.path}: ${d.what}`);
+    for (const expected of [
+      'a/suid: mode 4755 != 0755',
+      'a/owned: mtime 1700000000123456789ns != 1700000000123456788ns; xattrs user.color',
+      'b/rel: symlink target "../a/h1" != "../b/h2"',
+      'with space/file name: owner 0:0 != 4321:0; acls access',
+      'back\\slash: size 1 != 100',
+      'fifo: type fifo != file',
+      '[x]*?/glob: missing on target',
+      'sparse: xattrs user.new',
+      'cdev: device',
+      'new\nline: mode 0755 != 0700',
+      'b/h2: hard links: linked with "a/h1" on source, "b/h2" on target',
+      'zero: mode 0000 != 0644',
+    ])
+      t.ok(
+        found.some((f) => f.startsWith(expected)),
+        `mirror ${mirror}: ${JSON.stringify(expected)}`,
+      );
+    t.equal(found.includes('empty/extra: only on target'), mirror, 'an extra path counts with --delete only');
+    t.notOk(
+      found.some((f) => f.startsWith(many)),
+      'whole seconds on one side: the same mtime',
+    );
+  }
+});
+
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+void t.test('a source listed while the copy ran, then checked for changes', async (t) => {
+  const { src, dst, log } = workspace(t, 'pvshift-verify-early-');
+  buildTree(src);
+  const run = await runInProcess(['--source', src, '--target', dst, '--verify', 'none', '--termination-log', log]);
+  t.equal(run.code, 0, run.stderr.join('\n'));
+  const infos: string[] = [];
+  const options: Parameters<typeof verifyCopy>[2] = {
+    features: { xattrs: true, acls: true, adminXattrs: true },
+    content: false,
+    mirror: true,
+    warn: (m: string) => t.fail(`unexpected warning: ${m}`),
+    info: (m: string) => void infos.push(m),
+  };
+  // Listed early, and a change to the source after the listing began: the
+  // listing holds what the target holds (the copy read the source before it
+  // changed), and only the check sees the change.
+  const changedAfter = async (name: string, change: string, expected: string): Promise<void> => {
+    await pause(EARLY_LISTING_MARGIN_MS + 100);
+    const early = listSourceEarly(src, options);
+    const listed = await early.listing;
+    t.ok(listed.records, `${name}: listed early`);
+    sh(change, src);
+    infos.length = 0;
+    const diff = await verifyCopy(src, dst, { ...options, early });
+    t.match(infos, [/^the source is listed again after the copy: .* changed \(ctime\) since the listing began$/], name);
+    t.ok(
+      diff.differences.some((d) => `${d.path}: ${d.what}`.startsWith(expected)),
+      `${name}: ${JSON.stringify(expected)} in ${JSON.stringify(diff.differences)}`,
+    );
+    t.strictSame(diff, await verifyCopy(src, dst, options), `${name}: what a listing after the copy finds`);
+    sh(`rm -rf ${dst} && mkdir ${dst}`);
+    const again = await runInProcess(['--source', src, '--target', dst, '--verify', 'none', '--termination-log', log]);
+    t.equal(again.code, 0, again.stderr.join('\n'));
+  };
+
+  await pause(EARLY_LISTING_MARGIN_MS + 100);
+  const early = listSourceEarly(src, options);
+  t.ok((await early.listing).records, 'listed early');
+  t.strictSame(await verifyCopy(src, dst, { ...options, early }), { count: 0, differences: [] }, 'identical');
+  t.strictSame(infos, ['the source was listed while the copy ran and has not changed since'], 'the early listing used');
+
+  // The setuid bit: only the file's ctime moves.
+  await changedAfter('a lost setuid bit', 'chmod 0755 a/suid', 'a/suid: mode 0755 != 4755');
+  await changedAfter(
+    'one nanosecond of mtime',
+    'touch -d @1700000000.123456788 a/owned',
+    'a/owned: mtime 1700000000123456788ns != 1700000000123456789ns',
+  );
+  await changedAfter('a symlink target', 'ln -sfn ../b/h2 b/rel', 'b/rel: ');
+  await changedAfter('an xattr', 'setfattr -n user.color -v green a/owned', 'a/owned: xattrs user.color');
+  await changedAfter('a deleted file', 'rm zero', 'zero: only on target');
+  await changedAfter('a new hard link', "ln 'with space/file name' b/h4", 'b/h4: missing on target');
+
+  // A change just before the listing began (within the margin) sends it back too.
+  sh('chmod 4755 a/suid', src);
+  const late = listSourceEarly(src, options);
+  await late.listing;
+  infos.length = 0;
+  t.match((await verifyCopy(src, dst, { ...options, early: late })).differences, [
+    { path: 'a/suid', what: 'mode 4755 != 0755' },
+  ]);
+  // (b changed within the margin too, in the last case above: whichever find meets first.)
+  t.match(infos, [/^the source is listed again after the copy: ".*" changed \(ctime\)/], 'a change within the margin');
+});
+
+void t.test('the ctime after which a change voids an early listing', (t) => {
+  const early = { startedMs: 10_000, startedMono: 5_000_000_000n };
+  t.equal(changedAfterNs(early, 12_000, 7_000_000_000n), 9_000_000_000n, 'its start, less the margin');
+  t.equal(changedAfterNs(early, 12_500, 7_000_000_000n), 9_000_000_000n, 'a clock stepped forward: the same');
+  t.equal(changedAfterNs(early, 7_000, 7_000_000_000n), 4_000_000_000n, 'a clock stepped back 5 s since: 5 s earlier');
   t.end();
 });
