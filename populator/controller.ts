@@ -25,6 +25,7 @@ import {
 import { Reason } from '../src/reasons.js';
 import { isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
 import { withCondition, type ConditionNote } from './conditions.js';
+import { copyPodNameFor } from './copy-pod.js';
 import { CopySlots, copyPassOf } from './copy-slots.js';
 import { EventRecorder } from './events.js';
 import { liftGate } from './gates.js';
@@ -321,9 +322,24 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
     if (type !== 'delete') queue.add(workKeyOf('claim', claim));
     else refusedAnnotations.delete(claim.metadata?.uid ?? '');
   });
-  caches.pods.on((_type, pod) => {
+  /**
+   * A copy slot came free: the final copies waiting for one (their application
+   * is down) ask again now, whatever their namespace, not at their next poll.
+   */
+  const enqueueFinalsWaiting = () => {
+    for (const m of caches.migrations.list()) {
+      if (m.status?.phase !== 'Populating') continue;
+      const final = `${m.metadata.namespace}/${copyPodNameFor(m.metadata.uid ?? '', 'final')}`;
+      if (!caches.pods.get(final)) enqueueMigration(m);
+    }
+  };
+  caches.pods.on((type, pod, old) => {
     // The informer has (or had) this copy pod: from now on it, not a reservation, holds the slot.
-    if (copyPassOf(pod)) slots.seen(keyOf(pod));
+    if (copyPassOf(pod)) {
+      slots.seen(keyOf(pod));
+      const finished = (p: V1Pod | undefined) => p?.status?.phase === 'Succeeded' || p?.status?.phase === 'Failed';
+      if (type === 'delete' || (finished(pod) && !finished(old))) enqueueFinalsWaiting();
+    }
     enqueueByUid(pod.metadata?.labels?.[LABEL_MIGRATION_UID]);
     if (
       pod.metadata?.annotations?.[ANNOTATION_MIGRATION] ||

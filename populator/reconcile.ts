@@ -14,6 +14,7 @@ import type {
 import { ApiError, Informer, paths, type Kube } from '../src/kube.js';
 import type { Logger } from '../src/logger.js';
 import {
+  ANNOTATION_BIND_NUDGED,
   ANNOTATION_MIGRATION,
   ANNOTATION_MIGRATION_UID,
   ANNOTATION_ORIGINAL_RECLAIM_POLICY,
@@ -40,6 +41,7 @@ import { liftGate } from './gates.js';
 import { conditionsFor } from './conditions.js';
 import type { ControllerMetrics } from './metrics.js';
 import { plan, progressText, type EventNote, type Step } from './plan.js';
+import { belongsToMigration } from './plan/ownership.js';
 import {
   PASSES,
   isStored,
@@ -143,12 +145,18 @@ export class Reconciler {
       this.refused.delete(key);
       return { step: 'done' };
     }
+    const observing = Date.now();
     const world = await this.observe(migration);
     const step = plan(world);
     const log = this.logger.child({ migration: key });
+    const started = Date.now();
     if (step.kind !== 'wait' && step.kind !== 'done')
       log.info({ step: step.kind, phase: migration.status?.phase ?? 'Pending' }, 'step');
+    else if (step.kind === 'wait')
+      log.debug({ reason: step.reason, afterMs: step.afterMs, observeMs: started - observing }, 'wait');
     const backOffMs = await this.execute(world, step);
+    if (step.kind !== 'wait' && step.kind !== 'done')
+      log.debug({ step: step.kind, observeMs: started - observing, ms: Date.now() - started }, 'step done');
     if (step.kind === 'done') return { step: step.kind };
     if (step.kind === 'wait') return { step: step.kind, requeueAfterMs: step.afterMs };
     // Act again soon: the informers bring the effect of this step, usually first.
@@ -166,6 +174,9 @@ export class Reconciler {
     const cached = this.caches.claims.get(`${ns}/${name}`);
     const phase = migration.status?.phase;
     if (cached || (phase !== 'Populating' && phase !== 'Binding')) return cached;
+    // Once the replacement is bound to the copy, plan deletes the staging claim and
+    // no longer reads a miss as a loss: asking the server each pass only slows the end.
+    if (phase === 'Binding' && this.replacementBoundToTarget(migration)) return cached;
     // A list by name: the chart grants list and watch on claims, not get.
     const live = (
       await this.kube.list<V1PersistentVolumeClaim>(paths.claims(ns), { fieldSelector: `metadata.name=${name}` })
@@ -177,6 +188,19 @@ export class Reconciler {
       );
     }
     return live;
+  }
+
+  /** Whether the claim of the migration's name is its replacement, bound to the target volume (plan's boundToTarget). */
+  private replacementBoundToTarget(migration: VolumeMigration): boolean {
+    const claim = storedOrNone(this.caches.claims.get(`${migration.metadata.namespace}/${migration.spec.claimName}`));
+    const target = migration.status?.targetVolumeName;
+    return (
+      !!claim &&
+      !!target &&
+      belongsToMigration(claim, migration) &&
+      claim.status?.phase === 'Bound' &&
+      claim.spec?.volumeName === target
+    );
   }
 
   /** Everything plan needs, from the caches (plus the copy pod's log when one runs); every object named and with a uid. */
@@ -293,33 +317,37 @@ export class Reconciler {
   private async note(world: World, event: EventNote | undefined): Promise<void> {
     if (!event) return;
     const m = world.migration;
-    await this.events.record(
-      {
-        apiVersion: API_GROUP_VERSION,
-        kind: MIGRATION_KIND,
-        name: m.metadata.name,
-        namespace: m.metadata.namespace,
-        uid: m.metadata.uid ?? '',
-      },
-      event.type,
-      event.reason,
-      event.message,
-    );
     const claim = world.claim;
-    if (claim) {
-      await this.events.record(
+    // Both at once: each is one API call the next step would otherwise wait for
+    // (a step with an event returns only once it is recorded; neither ever throws).
+    await Promise.all([
+      this.events.record(
         {
-          apiVersion: 'v1',
-          kind: 'PersistentVolumeClaim',
-          name: claim.metadata.name,
+          apiVersion: API_GROUP_VERSION,
+          kind: MIGRATION_KIND,
+          name: m.metadata.name,
           namespace: m.metadata.namespace,
-          uid: claim.metadata.uid,
+          uid: m.metadata.uid ?? '',
         },
         event.type,
         event.reason,
         event.message,
-      );
-    }
+      ),
+      claim
+        ? this.events.record(
+            {
+              apiVersion: 'v1',
+              kind: 'PersistentVolumeClaim',
+              name: claim.metadata.name,
+              namespace: m.metadata.namespace,
+              uid: claim.metadata.uid,
+            },
+            event.type,
+            event.reason,
+            event.message,
+          )
+        : undefined,
+    ]);
   }
 
   private migrationPath(m: VolumeMigration): string {
@@ -436,6 +464,19 @@ export class Reconciler {
             { op: 'remove', path: '/metadata/ownerReferences' },
           ],
           'json',
+        );
+        return;
+      case 'nudgeClaim':
+        // resourceVersion in a merge patch is a precondition: only the claim plan saw (its name carries our uid).
+        await this.kube.patch(
+          paths.claims(ns, step.name),
+          {
+            metadata: {
+              resourceVersion: step.resourceVersion,
+              annotations: { [ANNOTATION_BIND_NUDGED]: world.now.toISOString() },
+            },
+          },
+          'merge',
         );
         return;
       case 'labelNamespace':

@@ -70,6 +70,8 @@ export const ANNOTATION_RETRY = `${PREFIX}/retry`;
 export const ANNOTATION_SYNC_REQUEST = `${PREFIX}/sync-requested`;
 /** On a gated pod: when the gate was added (RFC 3339), the start of downtime. */
 export const ANNOTATION_GATED_AT = `${PREFIX}/gated-at`;
+/** On the helper claim: when pvshift asked the PV controller to finish binding it (see planPopulate). */
+export const ANNOTATION_BIND_NUDGED = `${PREFIX}/bind-nudged-at`;
 
 /** The scheduling gate that holds a consumer pod until its data is in place. */
 export const SCHEDULING_GATE = `${PREFIX}/migration`;

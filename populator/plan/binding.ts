@@ -3,6 +3,7 @@
 // lifted last (the held pods start on the new volume). Until the replacement is
 // bound to the copy, any trouble rolls back to the original.
 import {
+  ANNOTATION_BIND_NUDGED,
   ANNOTATION_MIGRATION,
   ANNOTATION_MIGRATION_UID,
   ANNOTATION_ORIGINAL_RECLAIM_POLICY,
@@ -30,16 +31,38 @@ export function planPopulate(w: World, abort: boolean): Step {
       `the staging claim ${stagingClaimName(uidOf(m))} was deleted during the final copy`,
     );
   }
-  if (w.helperClaim?.status?.phase !== 'Bound') {
+  const helper = w.helperClaim;
+  if (helper?.status?.phase !== 'Bound') {
+    // Half-bound: the PV controller wrote the volume (claimRef with the helper's uid,
+    // Bound) but not yet the claim. It does both in one sync; when a write of that
+    // sync conflicts (its volume worker writes the same phase at once), the claim
+    // waits for its periodic resync, 15 s by default. An update event brings it now.
+    const ref = w.sourceVolume?.spec?.claimRef;
+    const halfBound =
+      !!helper &&
+      ref?.uid === helper.metadata.uid &&
+      w.sourceVolume?.status?.phase === 'Bound' &&
+      !helper.metadata.deletionTimestamp &&
+      !helper.metadata.annotations?.[ANNOTATION_BIND_NUDGED];
+    if (halfBound) {
+      return {
+        kind: 'nudgeClaim',
+        name: helper.metadata.name,
+        uid: helper.metadata.uid,
+        resourceVersion: rvOf(helper),
+      };
+    }
     return wait(Reason.SourceBinding, 'waiting for the retained source volume to bind to the helper claim', WAIT_SHORT);
   }
   const result = copyOf(m.status, 'final');
   if (!result) return planCopy(w, 'final');
   if (w.copyPods.final) return { kind: 'deleteCopyPod', pass: 'final', name: w.copyPods.final.metadata.name };
   const moved = `${formatBytes(result.bytesTransferred)} (${result.files} files, ${formatBytes(result.bytes)} in all)`;
+  // The copy's volume recorded with the phase: one status write less before the gate lifts (planBinding would make it).
+  const targetVolumeName = m.status?.targetVolumeName ? undefined : w.stagingClaim.spec?.volumeName;
   return toPhase(
     'Binding',
-    'copy verified; binding the new volume',
+    { message: 'copy verified; binding the new volume', ...(targetVolumeName ? { targetVolumeName } : {}) },
     normal(Reason.Copied, `final copy moved ${moved} in ${result.seconds.toFixed(1)} s; verified: ${result.verified}`),
   );
 }
@@ -109,8 +132,11 @@ export function planBinding(w: World, abort: boolean): Step {
     }
     return wait(Reason.Binding, 'waiting for the replacement claim to bind', WAIT_SHORT);
   }
-  if (w.stagingClaim) return deleteClaim(w.stagingClaim, 'staging');
-  if (w.helperClaim) return deleteClaim(w.helperClaim, 'helper');
+  // Deleted is enough, gone is not awaited: pvc-protection lets each go once no pod
+  // uses it (none does: the final copy pod is gone), and neither is what the new
+  // volume (bound to the replacement, by uid) or the old one (Retain) hangs on.
+  if (w.stagingClaim && !w.stagingClaim.metadata.deletionTimestamp) return deleteClaim(w.stagingClaim, 'staging');
+  if (w.helperClaim && !w.helperClaim.metadata.deletionTimestamp) return deleteClaim(w.helperClaim, 'helper');
   const original = target?.metadata.annotations?.[ANNOTATION_ORIGINAL_RECLAIM_POLICY];
   if (target && (original || target.metadata.annotations?.[ANNOTATION_MIGRATION_UID])) {
     // The new volume is the user's from now on: its class's policy, none of pvshift's marks.
@@ -129,6 +155,10 @@ export function planBinding(w: World, abort: boolean): Step {
       resourceVersion: rvOf(source),
       annotations: { [ANNOTATION_MIGRATION]: migrationKey(m) },
     };
+  }
+  if (w.helperClaim && m.spec.sourceRetention === 'DeleteAfterVerify') {
+    // The old volume is handed back (planTerminal) once Released: its helper claim gone first.
+    return wait(Reason.ClaimTerminating, 'waiting for the helper claim to go', WAIT_SHORT);
   }
   const gated = releasable(w, consumersOf(w).gated);
   if (gated.length) {

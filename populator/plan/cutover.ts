@@ -292,7 +292,22 @@ export function planCutover(w: World, abort: boolean): Step {
       claimRef: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace: m.metadata.namespace, name: helperName },
     };
   }
-  if (!w.helperClaim) return { kind: 'createClaim', role: 'helper', claim: helperClaim(m, source) };
+  if (!w.helperClaim) {
+    // The PV controller binds a claim that names its volume when it syncs that
+    // claim, on its creation; if its cache still has the old claimRef then, it
+    // leaves the claim Pending until its periodic resync (15 s by default: all
+    // of it downtime). A pre-bound volume (claimRef without uid) is marked
+    // Available by that controller once it has seen it: create the claim after.
+    const phase = source.status?.phase;
+    if (!ref.uid && (phase === 'Released' || phase === 'Bound')) {
+      return wait(
+        Reason.SourceBinding,
+        `waiting for the PV controller to see volume ${source.metadata.name} reserved for the helper claim`,
+        WAIT_SHORT,
+      );
+    }
+    return { kind: 'createClaim', role: 'helper', claim: helperClaim(m, source) };
+  }
   if (!w.stagingClaim) {
     // The copy lands where the held pod can run: a WaitForFirstConsumer target is
     // provisioned on the node of the final copy pod, which carries the pod's constraints.

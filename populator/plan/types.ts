@@ -42,6 +42,12 @@ export type Step =
   | { kind: 'deleteClaim'; name: string; uid: string; why: string; event?: EventNote }
   /** Drops the ownerReference of a claim pvshift made, so deleting the migration cannot collect what it holds. */
   | { kind: 'disownClaim'; name: string; uid: string; resourceVersion: string }
+  /**
+   * Marks a claim pvshift made (an annotation) for no other purpose than an update
+   * event: the PV controller syncs a claim on its events and, after a conflict, only
+   * at its periodic resync (15 s by default). The helper claim left half-bound is one.
+   */
+  | { kind: 'nudgeClaim'; name: string; uid: string; resourceVersion: string }
   | { kind: 'createCopyPod'; pass: Pass; event?: EventNote }
   | { kind: 'deleteCopyPod'; pass: Pass; name: string; event?: EventNote }
   | {

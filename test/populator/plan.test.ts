@@ -5,7 +5,13 @@ import t, { type Test } from 'tap';
 import { plan, validate, type Step } from '../../populator/plan.js';
 import type { World } from '../../populator/world.js';
 import { RUNNER_EXIT } from '../../src/runner-protocol.js';
-import { ANNOTATION_MIGRATION, ANNOTATION_SYNC_PASS, ANNOTATION_SYNC_REQUEST, FINALIZER } from '../../src/names.js';
+import {
+  ANNOTATION_BIND_NUDGED,
+  ANNOTATION_MIGRATION,
+  ANNOTATION_SYNC_PASS,
+  ANNOTATION_SYNC_REQUEST,
+  FINALIZER,
+} from '../../src/names.js';
 import {
   PHASES,
   phaseOf,
@@ -1487,7 +1493,8 @@ t.test(
     const gated = [pod('app-0', { gated: true })];
     const staging = claimWithVolume(STAGING, TARGET_PV);
     const helper = claimWithVolume(HELPER, SOURCE_PV, 'Pending');
-    const toHelper = retainedSource({ claimRef: { name: HELPER } });
+    // Pre-bound to the helper: the PV controller marks such a volume Available once it has seen it.
+    const toHelper = retainedSource({ claimRef: { name: HELPER }, phase: 'Available' });
     const steps: [string, World, Expect][] = [
       [
         'the source lost Retain: Retain again, before the claim is touched',
@@ -1564,7 +1571,25 @@ t.test(
         { kind: 'rebindVolume', volumeName: SOURCE_PV, resourceVersion: `rv-${SOURCE_PV}` },
       ],
       [
-        'rebound: the helper claim on the source PV',
+        'rebound, but the PV controller has not seen it yet (Released): wait, or it leaves the helper Pending until its resync',
+        world({
+          migration: m(),
+          sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Released' }),
+          consumers: gated,
+        }),
+        { kind: 'wait', reason: 'SourceBinding' },
+      ],
+      [
+        'rebound, still Bound in the cache: wait too',
+        world({
+          migration: m(),
+          sourceVolume: retainedSource({ claimRef: { name: HELPER }, phase: 'Bound' }),
+          consumers: gated,
+        }),
+        { kind: 'wait', reason: 'SourceBinding' },
+      ],
+      [
+        'rebound and seen (Available): the helper claim on the source PV',
         world({ migration: m(), sourceVolume: toHelper, consumers: gated }),
         {
           kind: 'createClaim',
@@ -1852,6 +1877,26 @@ t.test('Populating: final copy from the helper claim, retries, rollback on failu
     { kind: 'wait', reason: 'SourceBinding' },
     'the helper claim not Bound: wait',
   );
+  const halfBoundSource = retainedSource({ claimRef: { name: HELPER, uid: `uid-${HELPER}` } });
+  check(
+    t,
+    world({
+      ...base,
+      migration: m(),
+      sourceVolume: halfBoundSource,
+      helperClaim: claimWithVolume(HELPER, SOURCE_PV, 'Pending'),
+    }),
+    { kind: 'nudgeClaim', name: HELPER, uid: `uid-${HELPER}` },
+    'the volume bound to the helper, the helper still Pending (a conflict in the PV controller): nudged, once',
+  );
+  const nudged = claimWithVolume(HELPER, SOURCE_PV, 'Pending');
+  nudged.metadata.annotations = { [ANNOTATION_BIND_NUDGED]: NOW.toISOString() };
+  check(
+    t,
+    world({ ...base, migration: m(), sourceVolume: halfBoundSource, helperClaim: nudged }),
+    { kind: 'wait', reason: 'SourceBinding' },
+    'nudged already: wait',
+  );
   check(
     t,
     world({ ...base, migration: m(), helperClaim: undefined }),
@@ -1938,12 +1983,14 @@ t.test('Populating: final copy from the helper claim, retries, rollback on failu
     {
       kind: 'setPhase',
       phase: 'Binding',
+      // The staging claim's volume recorded with the phase (no separate status write).
+      status: { targetVolumeName: TARGET_PV },
       event: {
         reason: 'Copied',
         message: 'final copy moved 2.0 MiB (12 files, 3.0 MiB in all) in 2.0 s; verified: metadata',
       },
     },
-    'then Binding',
+    'then Binding, with the target volume recorded',
   );
   t.end();
 });
@@ -1969,6 +2016,10 @@ t.test(
     const gated = [pod('app-0', { gated: true }), pod('other', { node: 'node-1' })];
     const targetVolume = (options: Parameters<typeof volume>[1]) => volume(TARGET_PV, options);
     const bound = replacementClaim({ phase: 'Bound', volumeName: TARGET_PV });
+    const terminating = <T extends { metadata: object }>(o: T): T => ({
+      ...o,
+      metadata: { ...o.metadata, deletionTimestamp: new Date('2024-05-01T12:00:00Z') },
+    });
     const base = {
       sourceVolume: source,
       helperClaim: helper,
@@ -2100,6 +2151,49 @@ t.test(
           }),
         }),
         { kind: 'deleteClaim', name: HELPER, uid: `uid-${HELPER}`, why: 'helper' },
+      ],
+      [
+        'the staging claim deleted, not gone yet (pvc-protection): the helper claim is not kept waiting for it',
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: bound,
+          stagingClaim: terminating(staging),
+          stagingVolume: targetVolume({
+            policy: 'Retain',
+            originalPolicy: 'Delete',
+            claimRef: { name: CLAIM, uid: REPLACEMENT_UID },
+          }),
+        }),
+        { kind: 'deleteClaim', name: HELPER, uid: `uid-${HELPER}`, why: 'helper' },
+      ],
+      [
+        "both deleted, not gone yet: on to the new volume's policy (it is bound to the replacement by uid)",
+        world({
+          ...base,
+          migration: m(withTarget),
+          claim: bound,
+          stagingClaim: terminating(staging),
+          helperClaim: terminating(helper),
+          stagingVolume: targetVolume({
+            policy: 'Retain',
+            originalPolicy: 'Delete',
+            claimRef: { name: CLAIM, uid: REPLACEMENT_UID },
+          }),
+        }),
+        { kind: 'restoreVolumePolicy', volumeName: TARGET_PV, policy: 'Retain' },
+      ],
+      [
+        'DeleteAfterVerify: the gates wait for the helper claim to be gone (the source must be Released to go)',
+        world({
+          ...base,
+          migration: m(withTarget, { sourceRetention: 'DeleteAfterVerify', verify: 'checksum' }),
+          claim: bound,
+          stagingClaim: undefined,
+          helperClaim: terminating(helper),
+          stagingVolume: targetVolume({ claimRef: { name: CLAIM, uid: REPLACEMENT_UID } }),
+        }),
+        { kind: 'wait', reason: 'ClaimTerminating' },
       ],
       [
         "then the new volume's policy goes back to its class's",
