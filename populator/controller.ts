@@ -177,7 +177,7 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
   /** A StatefulSet's or Deployment's key: a Warning on it when its policy annotations cannot be acted on. */
   const checkPolicy = async (kind: 'StatefulSet' | 'Deployment', w: V1StatefulSet | V1Deployment): Promise<void> => {
     const uid = w.metadata?.uid ?? '';
-    const problem = policyProblem(kind, w);
+    const problem = policyProblem(kind, w, (name) => caches.classes.get(name) !== undefined);
     if (!problem) {
       refusedPolicies.delete(uid);
       return;
@@ -348,7 +348,14 @@ export function startController(kube: Kube, options: ControllerOptions, logger: 
       enqueueNamespace(pod.metadata?.namespace);
   });
   caches.volumes.on((_type, pv) => enqueueNamespace(pv.spec?.claimRef?.namespace));
-  caches.classes.on(() => caches.migrations.list().forEach(enqueueMigration));
+  caches.classes.on(() => {
+    caches.migrations.list().forEach(enqueueMigration);
+    // A class made or removed: a policy that names it is right or wrong now.
+    for (const set of caches.statefulSets.list())
+      if (set.metadata?.annotations?.[ANNOTATION_TARGET_CLASS]) queue.add(workKeyOf('statefulset', set));
+    for (const d of caches.deployments.list())
+      if (d.metadata?.annotations?.[ANNOTATION_TARGET_CLASS]) queue.add(workKeyOf('deployment', d));
+  });
   for (const informer of Object.values(caches) as Informer<never>[]) {
     informer.onWatchError((e) => logger.warn({ err: errorMessage(e) }, 'watch failed; relisting'));
   }

@@ -49,15 +49,26 @@ function annotatedTarget(
 
 /**
  * What is wrong with a workload's policy annotations, in words for an Event on
- * it, or undefined when nothing is (or it has no policy). A wrong size makes
+ * it, or undefined when nothing is (or it has no policy). A class that does not
+ * exist (as far as `classExists` knows) stops every migration; a wrong size makes
  * the policy cover nothing; a wrong cutover value means OnPodRecreate; templates
  * named that the StatefulSet does not have are left out. Each silently, but
  * for this.
  */
-export function policyProblem(kind: 'StatefulSet' | 'Deployment', w: V1StatefulSet | V1Deployment): string | undefined {
+export function policyProblem(
+  kind: 'StatefulSet' | 'Deployment',
+  w: V1StatefulSet | V1Deployment,
+  classExists: (name: string) => boolean = () => true,
+): string | undefined {
   const annotations = w.metadata?.annotations ?? {};
-  if (!annotations[ANNOTATION_TARGET_CLASS] || w.metadata?.deletionTimestamp) return undefined;
+  const target = annotations[ANNOTATION_TARGET_CLASS];
+  if (!target || w.metadata?.deletionTimestamp) return undefined;
   const problems: string[] = [];
+  if (!classExists(target))
+    problems.push(
+      `${ANNOTATION_TARGET_CLASS} "${target}" names no StorageClass: the migrations of existing claims fail, ` +
+        `and a new replica's claim would wait for that class`,
+    );
   const size = annotations[ANNOTATION_TARGET_SIZE];
   if (size !== undefined && !((parseQuantity(size) ?? 0) > 0))
     problems.push(

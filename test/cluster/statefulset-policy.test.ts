@@ -218,6 +218,24 @@ t.test('a target size that is no size: a Warning on the StatefulSet, no migratio
   t.same(await migrationsIn(ns), [], 'no migration from a policy pvshift cannot act on');
   t.equal(warnings[0]?.count ?? 1, 1, 'said once, however often the controller looks again');
 
+  // A class that does not exist, on a StatefulSet with no replica yet: said on it, before any claim is made.
+  const empty = await freshNamespace(kube);
+  await kube.create(paths.statefulSets(empty), {
+    ...statefulSet('db', { replicas: 0 }),
+    metadata: { name: 'db', annotations: { [ANNOTATION_TARGET_CLASS]: 'fsat' } },
+  });
+  const noClass = await waitFor('the Warning on the StatefulSet with no class', async () => {
+    const events = await kube.list<CoreV1Event>(paths.events(empty), {
+      fieldSelector: 'involvedObject.kind=StatefulSet,involvedObject.name=db,reason=InvalidWorkloadPolicy',
+    });
+    return events.items[0];
+  });
+  t.match(
+    noClass.message,
+    /^pvshift.io\/target-storage-class "fsat" names no StorageClass/,
+    'a class that is not there',
+  );
+
   await kube.patch(paths.statefulSets(ns, 'db'), { metadata: { annotations: { [ANNOTATION_TARGET_SIZE]: '2Gi' } } });
   const m = await waitForPhase(kube, ns, 'data-db-0', ['WaitingForCutover']);
   t.equal(m.spec.targetSize, '2Gi', 'fixed: the migration follows, with the size');

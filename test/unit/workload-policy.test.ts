@@ -197,6 +197,13 @@ t.test('what is wrong with a policy is said in words, each problem once', (t) =>
     undefined,
     'a Deployment has no templates to name: the annotation means nothing there',
   );
+  const known = (name: string) => name === 'fast';
+  t.equal(policyProblem('StatefulSet', set({}), known), undefined, 'a class that exists');
+  t.equal(
+    policyProblem('StatefulSet', statefulSet({ [ANNOTATION_TARGET_CLASS]: 'fsat' }), known),
+    'pvshift.io/target-storage-class "fsat" names no StorageClass: the migrations of existing claims fail, ' +
+      "and a new replica's claim would wait for that class",
+  );
   t.equal(
     policyProblem('StatefulSet', statefulSet({ ...FAST, [ANNOTATION_TARGET_SIZE]: 'big' }, { deleting: true })),
     undefined,
