@@ -30,6 +30,7 @@ import { printTimeline, Tracer, type Mark } from './migration-trace.js';
 import { paths, type Kube } from '../src/kube.js';
 import { formatBytes } from '../src/quantity.js';
 import { ANNOTATION_TARGET_CLASS } from '../src/names.js';
+import { CHANGED_SINCE_MARGIN_MS } from '../populator/copy-pod.js';
 import type { VolumeMigration } from '../src/volume-migration.js';
 
 const { values } = parseArgs({
@@ -190,6 +191,11 @@ async function workloadScenario(kube: Kube, ns: string, mib: number, replicas = 
     fill(dir, mib);
     dirs.set(claimName, dir);
   }
+  // The final pass compares the contents of every file changed (ctime) since the
+  // migration began, less a margin for clocks: data written just before it counts
+  // as changed, which no database that has run for a while is. Wait the margin out.
+  console.log(`(waiting ${CHANGED_SINCE_MARGIN_MS / 1000} s: the data must predate the migration)`);
+  await new Promise((resolve) => setTimeout(resolve, CHANGED_SINCE_MARGIN_MS + 2000));
   const migration = (name: string) => kube.get<VolumeMigration>(paths.migrations(ns, name));
   await kube.patch(paths.statefulSets(ns, 'db'), { metadata: { annotations: { [ANNOTATION_TARGET_CLASS]: 'fast' } } });
   for (const claimName of claims) {

@@ -47,7 +47,7 @@ export function pinnedNode(w: World, pass: Pass): string | undefined {
 }
 
 /** How far before the migration was created a change counts as "since the pre-sync began" (clock skew between nodes and API server). */
-const CHANGED_SINCE_MARGIN_MS = 60_000;
+export const CHANGED_SINCE_MARGIN_MS = 60_000;
 
 /**
  * The final copy runs where the held pod can run: its nodeSelector, required node
