@@ -6,7 +6,7 @@
 // Names are kept as latin1 strings of their bytes (see tree-diff.ts).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
-import type { EntryType } from './tree-diff.js';
+import type { EntryType, TreeEntry } from './tree-diff.js';
 import { nameArgument, type WalkOptions } from './tree-walk.js';
 
 /** find's %y by its byte; anything else (D, a Solaris door) counts as a special file, as entryType() does. */
@@ -146,6 +146,53 @@ class FindError extends Error {
  * message is one line.
  */
 const FIND_VANISHED = /^(?:\S*\/)?find: .*: No such file or directory$/;
+
+/** An entry's fields as find printed them, each undefined (or NaN) where it did not parse. */
+export interface FoundFields {
+  type: EntryType | undefined;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: bigint | undefined;
+  mtimeNs: bigint | undefined;
+  blocks: bigint | undefined;
+  inode: string | undefined;
+  nlink: number;
+  linkTarget: string;
+}
+
+/**
+ * The TreeEntry of a listing's fields (both find formats: tree-listing.ts and
+ * record-listing.ts), rdev still 0 (find has no directive for it); undefined
+ * when any field did not parse.
+ */
+export function foundEntry(f: FoundFields): TreeEntry | undefined {
+  const { type, size, mtimeNs, blocks, inode } = f;
+  // NaN in any of the numbers makes their sum NaN: one test, no array per entry.
+  if (
+    type === undefined ||
+    inode === undefined ||
+    size === undefined ||
+    blocks === undefined ||
+    mtimeNs === undefined ||
+    Number.isNaN(f.mode + f.uid + f.gid + f.nlink)
+  )
+    return undefined;
+  const entry: TreeEntry = {
+    type,
+    mode: f.mode,
+    uid: f.uid,
+    gid: f.gid,
+    size: type === 'file' ? size : 0n,
+    mtimeNs,
+    rdev: 0n,
+    blocks,
+    inode,
+    nlink: f.nlink,
+  };
+  if (type === 'symlink') entry.linkTarget = f.linkTarget;
+  return entry;
+}
 
 /**
  * find's -printf format: one for every entry, or one for directories and

@@ -16,7 +16,7 @@
 // Names are latin1 strings of their bytes (see tree-diff.ts).
 import fs from 'node:fs/promises';
 import type { Difference } from '../src/runner-protocol.js';
-import { FindFields, type FindFormat } from './find-tree.js';
+import { FindFields, foundEntry, type FindFormat } from './find-tree.js';
 import {
   compareEntries,
   displayPath,
@@ -144,31 +144,8 @@ export function parseRecord(record: Buffer): TreeEntry | undefined {
   const nlink = fields.number();
   const inode = fields.word();
   const blocks = fields.bigint();
-  if (
-    type === undefined ||
-    inode === undefined ||
-    size === undefined ||
-    blocks === undefined ||
-    mtimeNs === undefined ||
-    Number.isNaN(mode + uid + gid + nlink) ||
-    fields.text() !== ''
-  ) {
-    return undefined;
-  }
-  const entry: TreeEntry = {
-    type,
-    mode,
-    uid,
-    gid,
-    size: type === 'file' ? size : 0n,
-    mtimeNs,
-    rdev: 0n,
-    blocks,
-    inode,
-    nlink,
-  };
-  if (type === 'symlink') entry.linkTarget = linkTarget;
-  return entry;
+  if (fields.text() !== '') return undefined;
+  return foundEntry({ type, mode, uid, gid, size, mtimeNs, blocks, inode, nlink, linkTarget });
 }
 
 /**

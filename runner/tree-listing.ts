@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import type { Difference } from '../src/runner-protocol.js';
-import { FindFields, findChangedSince, findEntries } from './find-tree.js';
+import { FindFields, findChangedSince, findEntries, foundEntry } from './find-tree.js';
 import { RECORD_FIELDS, RECORD_FORMAT, RecordListing, TargetRecords, compareRecords } from './record-listing.js';
 import type { FeatureProbe } from './target-probe.js';
 import { compareTrees, displayPath, type CompareOptions, type TreeEntry, type TreeListing } from './tree-diff.js';
@@ -292,33 +292,10 @@ export function parseListingEntry(record: Buffer): { rel: string; entry: TreeEnt
   const inode = fields.word();
   const nlink = fields.number();
   const mtimeNs = fields.time();
-  // NaN in any of the numbers makes their sum NaN: one test, no array per entry.
-  if (
-    type === undefined ||
-    inode === undefined ||
-    size === undefined ||
-    blocks === undefined ||
-    mtimeNs === undefined ||
-    Number.isNaN(mode + uid + gid + nlink)
-  ) {
-    return undefined;
-  }
   const rel = fields.text();
   const linkTarget = fields.text();
-  const entry: TreeEntry = {
-    type,
-    mode,
-    uid,
-    gid,
-    size: type === 'file' ? size : 0n,
-    mtimeNs,
-    rdev: 0n,
-    blocks,
-    inode,
-    nlink,
-  };
-  if (type === 'symlink') entry.linkTarget = linkTarget;
-  return { rel: rel === '' ? '.' : rel, entry };
+  const entry = foundEntry({ type, mode, uid, gid, size, mtimeNs, blocks, inode, nlink, linkTarget });
+  return entry && { rel: rel === '' ? '.' : rel, entry };
 }
 
 /** Undefined when find cannot run (findEntries): the caller walks the tree in Node. */
