@@ -5,18 +5,10 @@ import type { V1PersistentVolume, V1PersistentVolumeClaim } from '@kubernetes/cl
 import { stringify } from 'yaml';
 import { ApiError, paths } from '../src/kube.js';
 import { ANNOTATION_MIGRATION, ANNOTATION_MIGRATION_UID, ANNOTATION_SYNC_REQUEST, FINALIZER } from '../src/names.js';
-import { isTerminal, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
+import { isTerminal, pendingSyncRequest, phaseOf, type Phase, type VolumeMigration } from '../src/volume-migration.js';
 import type { CommandName, Options } from './args.js';
 import { CliError, type Connection } from './connect.js';
-import {
-  decideAbort,
-  decideRollback,
-  decideSync,
-  findRetained,
-  migrationFor,
-  unansweredSyncRequest,
-  type Decision,
-} from './decisions.js';
+import { decideAbort, decideRollback, decideSync, findRetained, migrationFor, type Decision } from './decisions.js';
 import {
   gatherClaimFacts,
   gatherWorkloadFacts,
@@ -671,7 +663,7 @@ export async function sync(c: Connection, o: Options, args: string[], io: Io): P
       refused.push(decision.message);
       continue;
     }
-    let request = unansweredSyncRequest(m);
+    let request = pendingSyncRequest(m);
     if (decision.act) {
       request = io.now().toISOString();
       await c.kube.patch(

@@ -6,14 +6,19 @@ import type { V1PersistentVolume } from '@kubernetes/client-node';
 import {
   ANNOTATION_MIGRATION,
   ANNOTATION_MIGRATION_UID,
-  ANNOTATION_SYNC_REQUEST,
   API_GROUP_VERSION,
   CREATED_BY_PLUGIN,
   LABEL_CREATED_BY,
   MIGRATION_KIND,
   migrationNameForClaim,
 } from '../src/names.js';
-import { isPreSyncEnabled, isTerminal, phaseOf, type VolumeMigration } from '../src/volume-migration.js';
+import {
+  isPreSyncEnabled,
+  isTerminal,
+  pendingSyncRequest,
+  phaseOf,
+  type VolumeMigration,
+} from '../src/volume-migration.js';
 import type { CutoverFlag, VerifyFlag } from './args.js';
 import type { RetainedVolume } from './render.js';
 
@@ -69,12 +74,6 @@ export function decideAbort(m: VolumeMigration): Decision {
   }
 }
 
-/** The request a migration carries that no ended pass has answered yet, if any. */
-export function unansweredSyncRequest(m: VolumeMigration): string | undefined {
-  const requested = m.metadata.annotations?.[ANNOTATION_SYNC_REQUEST];
-  return requested && requested !== m.status?.syncRequestServed ? requested : undefined;
-}
-
 /**
  * `kubectl pvshift sync`: a re-sync pass can be asked for only while the
  * migration waits for its cutover with pre-sync on; before, the first pre-sync
@@ -111,7 +110,7 @@ export function decideSync(m: VolumeMigration): Decision {
       ok: false,
       message: `VolumeMigration ${key(m)} does not pre-sync (spec.preSync, or a ReadWriteOncePod claim): there is no pass to repeat; the final copy copies everything at cutover`,
     };
-  if (unansweredSyncRequest(m))
+  if (pendingSyncRequest(m))
     return { act: false, ok: true, message: `a re-sync of VolumeMigration ${key(m)} was already requested` };
   return { act: true, message: `re-sync requested: VolumeMigration ${key(m)}` };
 }

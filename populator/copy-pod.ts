@@ -1,7 +1,6 @@
 // The copy pod of each pass, as a pure function of the migration and the world.
 // Children are named from the migration's UID, so a rerun finds its pod again.
 import type { V1Affinity, V1NodeSelectorTerm, V1PersistentVolume, V1Pod, V1Toleration } from '@kubernetes/client-node';
-import { pendingSyncRequest } from './plan/resync.js';
 import { BASELINE_CAPABILITIES, PRIVILEGED_CAPABILITIES } from '../src/pod-security.js';
 import {
   ANNOTATION_COPY_ATTEMPT,
@@ -17,7 +16,7 @@ import {
   sourceHelperClaimName,
   stagingClaimName,
 } from '../src/names.js';
-import type { VolumeMigration } from '../src/volume-migration.js';
+import { pendingSyncRequest, type VolumeMigration } from '../src/volume-migration.js';
 import type { Pass, World } from './world.js';
 
 export const SOURCE_MOUNT = '/mnt/pvshift/source';

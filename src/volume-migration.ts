@@ -2,7 +2,7 @@
 // pure predicates that webhook and controller share about its phases.
 import type { V1ObjectMeta, V1PersistentVolumeClaimSpec } from '@kubernetes/client-node';
 import type { ProgressCounters, Summary, VerifyMode } from './runner-protocol.js';
-import type { API_GROUP_VERSION } from './names.js';
+import { ANNOTATION_SYNC_REQUEST, type API_GROUP_VERSION } from './names.js';
 import { parseDuration } from './duration.js';
 
 export type CutoverMode = 'OnPodRecreate' | 'Evict';
@@ -198,6 +198,15 @@ export function resyncIntervalMs(spec: VolumeMigrationSpec): number | undefined 
 export function isPreSyncEnabled(m: VolumeMigration, snapshot: ClaimSnapshot | undefined): boolean {
   const rwop = (snapshot?.spec.accessModes ?? []).includes('ReadWriteOncePod');
   return m.spec.preSync ?? !rwop;
+}
+
+/**
+ * The user's request for a re-sync (the annotation pvshift.io/sync-requested,
+ * `kubectl pvshift sync`) that no ended pass has answered yet, else undefined.
+ */
+export function pendingSyncRequest(m: VolumeMigration): string | undefined {
+  const requested = m.metadata.annotations?.[ANNOTATION_SYNC_REQUEST];
+  return requested && requested !== m.status?.syncRequestServed ? requested : undefined;
 }
 
 /** spec.maxDowntime in milliseconds; undefined when unset or not a duration. */

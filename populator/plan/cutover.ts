@@ -13,13 +13,13 @@ import { replacementClaim, targetSpecOf } from '../../src/replacement-claim.js';
 import { helperClaim, stagingClaim } from '../claims.js';
 import { Reason } from '../../src/reasons.js';
 import type { Stored, World } from '../world.js';
-import { maxDowntimeMs } from '../../src/volume-migration.js';
+import { maxDowntimeMs, pendingSyncRequest } from '../../src/volume-migration.js';
 import { planCopy, type PassLabel } from './copy-pass.js';
 import { keptVolumesOf } from './held.js';
 import { belongsToMigration } from './ownership.js';
 import { planHandover, workloadTurn } from './rollout.js';
 import { consumersOf, isFinished, namesOf, rvOf, snapshotUid, uidOf } from './readers.js';
-import { evictionHold, isSyncRecorded, msUntilResync, pendingSyncRequest } from './resync.js';
+import { evictionHold, isSyncRecorded, msUntilResync } from './resync.js';
 import {
   deleteClaim,
   normal,

@@ -18,9 +18,9 @@ import type { RunnerSummary, World } from '../world.js';
 import {
   DEFAULT_RESYNC_INTERVAL,
   isPreSyncEnabled,
+  pendingSyncRequest,
   maxDowntimeMs,
   resyncIntervalMs,
-  type VolumeMigration,
   type VolumeMigrationStatus,
 } from '../../src/volume-migration.js';
 import { consumersOf, copyOf, isFinished } from './readers.js';
@@ -37,15 +37,6 @@ export function isSyncRecorded(pod: V1Pod, status: VolumeMigrationStatus | undef
   const n = syncPassOf(pod);
   if (n === undefined) return copyOf(status, 'presync') !== undefined;
   return n <= (status?.syncPasses ?? 0);
-}
-
-/**
- * The user's request for a re-sync (the annotation's value) that no ended pass
- * has answered yet, else undefined.
- */
-export function pendingSyncRequest(m: VolumeMigration): string | undefined {
-  const requested = m.metadata.annotations?.[ANNOTATION_SYNC_REQUEST];
-  return requested && requested !== m.status?.syncRequestServed ? requested : undefined;
 }
 
 /** The request a pre-sync pod was started for (the annotation it carries), if any. */
