@@ -50,35 +50,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { canSeeTrustedXattrs, probeFeatures } from '../runner/target-probe.js';
+import { compileRunner } from './compiled-runner.js';
 
 const quick = process.argv.includes('--quick');
-const repo = path.resolve(import.meta.dirname, '..');
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pvshift-bench-verify-'));
-const cleanUp = (): void => fs.rmSync(work, { recursive: true, force: true });
-process.on('exit', cleanUp);
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
-
-// The runner as compiled JavaScript (what the image runs), not through tsx:
-// only runner/ and what it imports.
-const compiled = path.join(work, 'dist');
-const tsconfig = path.join(work, 'tsconfig.json');
-fs.writeFileSync(
-  tsconfig,
-  JSON.stringify({
-    extends: path.join(repo, 'tsconfig.json'),
-    include: [path.join(repo, 'runner')],
-    compilerOptions: {
-      outDir: compiled,
-      rootDir: repo,
-      sourceMap: false,
-      typeRoots: [path.join(repo, 'node_modules/@types')],
-    },
-  }),
-);
-execFileSync(process.execPath, [path.join(repo, 'node_modules/typescript/bin/tsc'), '-p', tsconfig], {
-  stdio: 'inherit',
-});
-const runnerJs = path.join(compiled, 'runner', 'cli.js');
+const { work, compiled, runnerJs } = compileRunner('verify');
 
 // The verification as the runner runs it: compiled too.
 const { listSourceEarly, verifyCopy } = (await import(
