@@ -41,7 +41,7 @@ import { liftGate } from './gates.js';
 import { conditionsFor } from './conditions.js';
 import type { ControllerMetrics } from './metrics.js';
 import { plan, progressText, type EventNote, type Step } from './plan.js';
-import { belongsToMigration } from './plan/ownership.js';
+import { isBoundToTarget } from './plan/binding.js';
 import {
   PASSES,
   isStored,
@@ -176,7 +176,8 @@ export class Reconciler {
     if (cached || (phase !== 'Populating' && phase !== 'Binding')) return cached;
     // Once the replacement is bound to the copy, plan deletes the staging claim and
     // no longer reads a miss as a loss: asking the server each pass only slows the end.
-    if (phase === 'Binding' && this.replacementBoundToTarget(migration)) return cached;
+    if (phase === 'Binding' && isBoundToTarget(this.caches.claims.get(`${ns}/${migration.spec.claimName}`), migration))
+      return cached;
     // A list by name: the chart grants list and watch on claims, not get.
     const live = (
       await this.kube.list<V1PersistentVolumeClaim>(paths.claims(ns), { fieldSelector: `metadata.name=${name}` })
@@ -188,19 +189,6 @@ export class Reconciler {
       );
     }
     return live;
-  }
-
-  /** Whether the claim of the migration's name is its replacement, bound to the target volume (plan's boundToTarget). */
-  private replacementBoundToTarget(migration: VolumeMigration): boolean {
-    const claim = storedOrNone(this.caches.claims.get(`${migration.metadata.namespace}/${migration.spec.claimName}`));
-    const target = migration.status?.targetVolumeName;
-    return (
-      !!claim &&
-      !!target &&
-      belongsToMigration(claim, migration) &&
-      claim.status?.phase === 'Bound' &&
-      claim.spec?.volumeName === target
-    );
   }
 
   /** Everything plan needs, from the caches (plus the copy pod's log when one runs); every object named and with a uid. */

@@ -9,6 +9,8 @@ import {
   ANNOTATION_ORIGINAL_RECLAIM_POLICY,
   stagingClaimName,
 } from '../../src/names.js';
+import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
+import type { VolumeMigration } from '../../src/volume-migration.js';
 import { formatBytes } from '../../src/quantity.js';
 import { placementConflict } from '../placement.js';
 import { Reason } from '../../src/reasons.js';
@@ -72,12 +74,7 @@ export function planBinding(w: World, abort: boolean): Step {
   const status = m.status ?? {};
   const replacement = w.claim;
   const staging = w.stagingVolume;
-  const boundToTarget =
-    !!replacement &&
-    belongsToMigration(replacement, m) &&
-    replacement.status?.phase === 'Bound' &&
-    !!status.targetVolumeName &&
-    replacement.spec?.volumeName === status.targetVolumeName;
+  const boundToTarget = isBoundToTarget(replacement, m);
   if (!boundToTarget) {
     // Until the replacement is bound to the copy, the original is one rollback away.
     if (abort) return rollBack(Reason.RollingBack, 'abort requested while binding');
@@ -194,4 +191,15 @@ function downtimeSeconds(w: World): number | undefined {
   const from = m.status?.gatedAt ?? m.status?.cutoverStartTime;
   if (!from) return undefined;
   return Math.max(0, (w.now.getTime() - new Date(from).getTime()) / 1000);
+}
+/** Whether `claim` is the migration's replacement, bound to the target volume: from then on, finishing is the way out. */
+export function isBoundToTarget(claim: V1PersistentVolumeClaim | undefined, m: VolumeMigration): boolean {
+  const target = m.status?.targetVolumeName;
+  return (
+    !!claim &&
+    !!target &&
+    belongsToMigration(claim, m) &&
+    claim.status?.phase === 'Bound' &&
+    claim.spec?.volumeName === target
+  );
 }
